@@ -1,0 +1,14 @@
+"""HTTP entry point: a Mailgun route POST is verified, published, then answered."""
+
+import flask
+import functions_framework
+
+from tagrelay.app import build_ingest, cold_start
+
+_service = cold_start(build_ingest)
+
+
+@functions_framework.http
+def ingest(request: flask.Request) -> flask.Response:
+    result = _service.handle(request.content_type or "", request.get_data(cache=False))
+    return flask.Response(result.text + "\n", status=result.status, mimetype="text/plain")

@@ -1,0 +1,53 @@
+"""Wiring: build the ingest and relay services from the environment, once per instance.
+
+The function entry points call :func:`cold_start` at import time, so a missing
+or wrong setting fails the deploy (or the local start) with one line per
+problem. Network clients are created lazily on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+import requests
+
+from tagrelay.bus import Publisher
+from tagrelay.config import load_ingest, load_relay
+from tagrelay.errors import ConfigError
+from tagrelay.ingest import Ingest
+from tagrelay.log import event
+from tagrelay.mailgun import MailgunClient
+from tagrelay.relay import PubSubDeadLetters, Relay
+from tagrelay.secrets import Secret
+
+T = TypeVar("T")
+
+
+def build_ingest() -> Ingest:
+    config = load_ingest(os.environ)
+    publisher = Publisher(config.project, config.topic, config.publish_timeout)
+    return Ingest(config, Secret(config.signing_key), publisher)
+
+
+def build_relay() -> Relay:
+    config = load_relay(os.environ)
+    mailgun = MailgunClient(
+        requests.Session(), config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
+    )
+    deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
+    return Relay(config.routes, mailgun, deadletters, config.max_delivery_age_seconds)
+
+
+def cold_start(builder: Callable[[], T]) -> T:
+    """Build a service or stop the process with one log line per configuration problem."""
+    try:
+        return builder()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            event(logging.CRITICAL, f"configuration: {problem}", stage="config", outcome="refused to start")
+            print(f"tagrelay configuration: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None

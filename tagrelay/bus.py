@@ -1,0 +1,65 @@
+"""Pub/Sub publishing with bounded waits.
+
+``publish`` returns only once Pub/Sub acknowledged the message, and never waits
+longer than ``timeout``: past that it raises BusUnavailable so ingest answers
+503 and Mailgun retries. The client is passed in (or created lazily), so tests
+use a real client pointed at the emulator.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tagrelay.errors import BusUnavailable
+
+# One publish request is capped at 10 MB; leave room for attributes and framing.
+MAX_DATA_BYTES = 9_500_000
+
+
+def default_client() -> Any:
+    from google.cloud import pubsub_v1
+
+    return pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1, max_latency=0.0)
+    )
+
+
+class Publisher:
+    def __init__(
+        self, project: str, topic: str, timeout: float, client_factory: Callable[[], Any] = default_client
+    ) -> None:
+        self.topic_path = f"projects/{project}/topics/{topic}"
+        self._timeout = timeout
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._client_factory()
+            return self._client
+
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        """Publish and wait for the acknowledgement; return the Pub/Sub message id."""
+        from google.api_core.exceptions import GoogleAPIError
+        from google.api_core.retry import Retry
+
+        if len(data) > MAX_DATA_BYTES:
+            raise ValueError(f"{len(data)} bytes is over the {MAX_DATA_BYTES} byte publish limit")
+        try:
+            future = self._get_client().publish(
+                self.topic_path,
+                data,
+                retry=Retry(initial=0.1, maximum=2.0, timeout=self._timeout),
+                timeout=self._timeout,
+                **attributes,
+            )
+            return str(future.result(timeout=self._timeout + 1.0))
+        except (concurrent.futures.TimeoutError, TimeoutError):
+            raise BusUnavailable(f"no acknowledgement from Pub/Sub within {self._timeout:g}s") from None
+        except GoogleAPIError as exc:
+            raise BusUnavailable(f"Pub/Sub publish failed ({type(exc).__name__})") from None

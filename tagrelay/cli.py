@@ -1,0 +1,177 @@
+"""The ``tagrelay`` command.
+
+    tagrelay run                          the whole pipeline locally (Ctrl-C stops it)
+    tagrelay send FILE --to ADDRESS       sign and post a real .eml to the local ingest
+    tagrelay route ADDRESS                which rule matches and where the mail goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+import requests
+
+from tagrelay import webhook
+from tagrelay.errors import RoutesError
+from tagrelay.routes import Forward, load_file
+
+STATE_FILE = Path(".tagrelay") / "local.json"
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.eml"
+POST_TIMEOUT = 30.0
+ARRIVAL_SECONDS = 60.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tagrelay", description="Dynamic email routing for a small domain.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the whole pipeline locally on the real emulators")
+    run.add_argument("--routes", type=Path, default=Path("routes.example.toml"))
+    run.add_argument("--outbox", type=Path, default=Path("outbox"))
+    run.add_argument("--workdir", type=Path, default=STATE_FILE.parent)
+    run.add_argument("--sample", type=Path, default=SAMPLE, help="message posted once the stack is up")
+    run.add_argument("--to", default="github@example.org", help="recipient of the sample message")
+    run.add_argument("--once", action="store_true", help="stop after the sample arrived (no waiting)")
+
+    send = commands.add_parser("send", help="sign and post an .eml to the local ingest as Mailgun would")
+    send.add_argument("file", type=Path)
+    send.add_argument("--to", required=True, help="envelope recipient, e.g. github@example.org")
+    send.add_argument("--sender", default="", help="envelope sender (default: the message's From)")
+    send.add_argument("--form", choices=("mime", "parsed"), default="mime", help="Mailgun's raw or parsed form")
+    send.add_argument("--url", default="", help="ingest URL (default: the running local stack)")
+    send.add_argument("--key", default="", help="signing key (default: the running local stack's)")
+
+    route = commands.add_parser("route", help="show which rule matches an address and where its mail goes")
+    route.add_argument("address")
+    route.add_argument("--routes", type=Path, default=None, help="rules file (default: $TAGRELAY_ROUTES)")
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return cmd_run(args)
+    if args.command == "send":
+        return cmd_send(args)
+    return cmd_route(args)
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    path = args.routes or Path(os.environ.get("TAGRELAY_ROUTES", "routes.example.toml"))
+    try:
+        routes = load_file(str(path))
+    except RoutesError as exc:
+        print(f"error: {exc.reason}", file=sys.stderr)
+        return 2
+    result = routes.resolve(args.address)
+    if isinstance(result, Forward):
+        print(f"{args.address}: {result.rule.describe()}")
+        for target in result.targets:
+            print(f"  → {target}")
+        if result.fallback_used:
+            print("  (fallback: the forward address would not be a valid address)")
+        return 0
+    print(f"{args.address}: refused (406): {result.reason}")
+    return 1
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    url, key = args.url, args.key
+    if not url or not key:
+        try:
+            state = json.loads(STATE_FILE.read_text())
+        except (OSError, ValueError):
+            print(f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run' or pass --url and --key",
+                  file=sys.stderr)
+            return 2
+        url, key = url or state["ingest_url"], key or state["signing_key"]
+    try:
+        raw = args.file.read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    status, text = post_message(url, key, raw, args.to, args.sender or _from_address(raw), args.form)
+    print(f"ingest answered {status}: {text.strip()}")
+    return 0 if status == 200 else 1
+
+
+def post_message(url: str, key: str, raw: bytes, recipient: str, sender: str, form: str = "mime") -> tuple[int, str]:
+    build = webhook.mime_post if form == "mime" else webhook.parsed_post
+    post = build(raw, recipient, sender, key)
+    target = url.rstrip("/") + ("/mime" if form == "mime" else "/")
+    response = requests.post(target, data=post.body, headers={"Content-Type": post.content_type}, timeout=POST_TIMEOUT)
+    return response.status_code, response.text
+
+
+def _from_address(raw: bytes) -> str:
+    from email.parser import BytesHeaderParser
+    from email.utils import parseaddr
+
+    return parseaddr(str(BytesHeaderParser().parsebytes(raw).get("From", "")))[1]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tagrelay.localstack import Stack, StackError
+
+    stack = Stack(workdir=args.workdir.resolve(), routes=args.routes.resolve(), outbox=args.outbox.resolve())
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    print("starting the local stack (Pub/Sub and Firestore emulators, ingest, relay, Mailgun stand-in)…", flush=True)
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    try:
+        for name, child in stack.children.items():
+            print(f"  {name:<10} {child.url}  (pid {child.process.pid}, log {child.log})")
+        before = _outbox_count(stack.standin_url)
+        status, text = post_message(stack.ingest_url, stack.signing_key, args.sample.read_bytes(), args.to,
+                                    _from_address(args.sample.read_bytes()))
+        print(f"posted {args.sample.name} to {args.to}: ingest answered {status} {text.strip()}")
+        arrived = _wait_for_arrival(stack.standin_url, before)
+        if arrived is None:
+            print(f"error: nothing arrived at the stand-in within {ARRIVAL_SECONDS:g}s; see {stack.workdir}/logs",
+                  file=sys.stderr)
+            return 1
+        print(f"forwarded copy (to {', '.join(arrived['to'])}): {arrived['path']}")
+        if args.once:
+            return 0
+        print(f"\nrunning. Send more with: tagrelay send message.eml --to github@example.org\n"
+              f"forwarded copies land in {stack.outbox}/. Ctrl-C stops everything.", flush=True)
+        while all(child.process.poll() is None for child in stack.children.values()):
+            time.sleep(1)
+        print("error: a child process exited; see the logs", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping…")
+        return 0
+    finally:
+        stack.stop()
+
+
+def _outbox_count(standin_url: str) -> int:
+    return len(requests.get(standin_url + "/_standin/messages", timeout=5).json()["accepted"])
+
+
+def _wait_for_arrival(standin_url: str, before: int) -> dict[str, object] | None:
+    deadline = time.monotonic() + ARRIVAL_SECONDS
+    while time.monotonic() < deadline:
+        accepted = requests.get(standin_url + "/_standin/messages", timeout=5).json()["accepted"]
+        if len(accepted) > before:
+            return dict(accepted[before])
+        time.sleep(0.2)
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

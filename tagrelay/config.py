@@ -1,0 +1,150 @@
+"""Settings from the environment, validated once at cold start.
+
+Every problem is reported on its own line naming the variable and what to put
+there; nothing silently falls back to a default when it was set wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from tagrelay.errors import ConfigError, RoutesError
+from tagrelay.routes import Routes, load_file
+
+DEFAULT_TOPIC = "tagrelay-inbound"
+DEFAULT_DEADLETTER_TOPIC = "tagrelay-deadletter"
+DEFAULT_API_BASE = "https://api.mailgun.net"
+_SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
+_RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A key given directly (``value``) or as a Secret Manager version name."""
+
+    variable: str
+    value: str = ""
+    version_name: str = ""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    project: str
+    topic: str
+    routes: Routes
+    signing_key: SecretRef
+    max_age_seconds: float  # the retry horizon: older timestamps are refused
+    publish_timeout: float
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    project: str
+    routes: Routes
+    mailgun_domain: str
+    api_base: str
+    api_key: SecretRef
+    deadletter_topic: str
+    mailgun_timeout: float
+    max_delivery_age_seconds: float
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def required(self, name: str, hint: str) -> str:
+        value = self.env.get(name, "").strip()
+        if not value:
+            self.problems.append(f"{name} is not set: {hint}")
+        return value
+
+    def resource_id(self, name: str, default: str) -> str:
+        value = self.env.get(name, default).strip()
+        if not _RESOURCE_ID.fullmatch(value):
+            self.problems.append(f"{name}={value!r} is not a valid Pub/Sub id (letters first, at least 3 characters)")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name}={raw!r} is not a number: put seconds between {low:g} and {high:g}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}={raw!r} is out of range: put a value between {low:g} and {high:g}")
+        return value
+
+    def secret(self, name: str) -> SecretRef:
+        value = self.env.get(name, "")
+        secret_var = f"{name}_SECRET"
+        version = self.env.get(secret_var, "").strip()
+        if value and version:
+            self.problems.append(f"{name} and {secret_var} are both set: keep one")
+        elif version and not _SECRET_VERSION.fullmatch(version):
+            self.problems.append(
+                f"{secret_var} must be a version name like projects/P/secrets/NAME/versions/latest"
+            )
+        elif not value and not version:
+            self.problems.append(f"{name} is not set: put the key there, or its Secret Manager version in {secret_var}")
+        return SecretRef(variable=name, value=value, version_name=version)
+
+    def routes(self) -> Routes | None:
+        path = self.required("TAGRELAY_ROUTES", "put the path of the routing rules file (see routes.example.toml)")
+        if not path:
+            return None
+        try:
+            return load_file(path)
+        except RoutesError as exc:
+            self.problems.append(f"TAGRELAY_ROUTES: {exc.reason}")
+            return None
+
+    def url(self, name: str, default: str) -> str:
+        value = self.env.get(name, default).strip().rstrip("/")
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            self.problems.append(f"{name}={value!r} is not a URL: put {DEFAULT_API_BASE} or https://api.eu.mailgun.net")
+        return value
+
+    def done(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+
+def load_ingest(env: Mapping[str, str]) -> IngestConfig:
+    reader = _Reader(env)
+    project = reader.required("GOOGLE_CLOUD_PROJECT", "put the id of the project that holds the topic")
+    topic = reader.resource_id("TAGRELAY_TOPIC", DEFAULT_TOPIC)
+    routes = reader.routes()
+    key = reader.secret("MAILGUN_WEBHOOK_SIGNING_KEY")
+    max_age = reader.number("TAGRELAY_MAX_AGE_SECONDS", 9 * 3600, 60, 7 * 24 * 3600)
+    timeout = reader.number("TAGRELAY_PUBLISH_TIMEOUT", 10, 0.5, 60)
+    max_body = reader.number("TAGRELAY_MAX_BODY_BYTES", 80 * 1024 * 1024, 1024, 512 * 1024 * 1024)
+    reader.done()
+    assert routes is not None
+    return IngestConfig(project, topic, routes, key, max_age, timeout, int(max_body))
+
+
+def load_relay(env: Mapping[str, str]) -> RelayConfig:
+    reader = _Reader(env)
+    project = reader.required("GOOGLE_CLOUD_PROJECT", "put the id of the project that holds the topics")
+    routes = reader.routes()
+    domain = reader.required("MAILGUN_DOMAIN", "put your Mailgun sending domain, e.g. example.org")
+    base = reader.url("MAILGUN_API_BASE", DEFAULT_API_BASE)
+    key = reader.secret("MAILGUN_API_KEY")
+    deadletter = reader.resource_id("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
+    timeout = reader.number("MAILGUN_TIMEOUT", 60, 1, 540)
+    max_age = reader.number("TAGRELAY_MAX_DELIVERY_AGE_SECONDS", 24 * 3600, 1, 7 * 24 * 3600)
+    reader.done()
+    assert routes is not None
+    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age)

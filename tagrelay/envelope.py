@@ -1,0 +1,133 @@
+"""The Pub/Sub message schema between ingest and relay (``tagrelay.v1``).
+
+Data: the raw RFC 5322 bytes. Attributes: ``schema``, ``recipient``, ``sender``,
+``token``, ``message_id``, ``received_at``, ``spam_flag``, ``spam_score`` and,
+when the body is stored elsewhere, ``claim``. Pure.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from tagrelay.headers import first, parse_fields, split_message
+from tagrelay.inbound import InboundMessage
+
+SCHEMA = "tagrelay.v1"
+MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
+
+
+class SchemaError(ValueError):
+    """A Pub/Sub message that is not a tagrelay.v1 envelope."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    recipient: str
+    sender: str
+    mime: bytes
+    token: str = ""
+    message_id: str = ""
+    received_at: str = ""
+    spam_flag: str = ""
+    spam_score: str = ""
+    claim: str = ""
+
+    def attributes(self) -> dict[str, str]:
+        """The Pub/Sub attributes of this envelope (empty values left out, long ones cut)."""
+        values = {
+            "schema": SCHEMA,
+            "recipient": self.recipient,
+            "sender": self.sender,
+            "token": self.token,
+            "message_id": self.message_id,
+            "received_at": self.received_at,
+            "spam_flag": self.spam_flag,
+            "spam_score": self.spam_score,
+            "claim": self.claim,
+        }
+        return {k: _fit(v) for k, v in values.items() if v}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One push delivery from Pub/Sub: the envelope and what Pub/Sub says about it."""
+
+    envelope: Envelope
+    pubsub_id: str
+    publish_time: datetime | None
+
+
+def message_id_of(mime: bytes) -> str:
+    block, _ = split_message(mime)
+    field = first(parse_fields(block), "message-id")
+    return field.value.strip() if field is not None else ""
+
+
+def encode(message: InboundMessage, received_at: datetime) -> tuple[bytes, dict[str, str]]:
+    """An inbound message as Pub/Sub data and attributes."""
+    envelope = Envelope(
+        recipient=message.recipient,
+        sender=message.sender,
+        mime=message.mime,
+        token=message.token,
+        message_id=message_id_of(message.mime),
+        received_at=received_at.astimezone(timezone.utc).isoformat(),
+        spam_flag=message.spam_flag,
+        spam_score=message.spam_score,
+    )
+    return envelope.mime, envelope.attributes()
+
+
+def _fit(value: str) -> str:
+    encoded = value.encode("utf-8")
+    if len(encoded) <= MAX_ATTRIBUTE_BYTES:
+        return value
+    return encoded[:MAX_ATTRIBUTE_BYTES].decode("utf-8", "ignore")
+
+
+def decode(data: bytes, attributes: dict[str, str]) -> Envelope:
+    if attributes.get("schema") != SCHEMA:
+        raise SchemaError(f"schema is {attributes.get('schema')!r}, expected {SCHEMA!r}")
+    if not attributes.get("recipient"):
+        raise SchemaError("no recipient attribute")
+    return Envelope(
+        recipient=attributes["recipient"],
+        sender=attributes.get("sender", ""),
+        mime=data,
+        token=attributes.get("token", ""),
+        message_id=attributes.get("message_id", ""),
+        received_at=attributes.get("received_at", ""),
+        spam_flag=attributes.get("spam_flag", ""),
+        spam_score=attributes.get("spam_score", ""),
+        claim=attributes.get("claim", ""),
+    )
+
+
+def from_cloud_event_data(data: Any) -> Delivery:
+    """Decode the data of a ``google.cloud.pubsub.topic.v1.messagePublished`` CloudEvent."""
+    if not isinstance(data, dict) or not isinstance(data.get("message"), dict):
+        raise SchemaError("CloudEvent data has no Pub/Sub message")
+    message = data["message"]
+    attributes = message.get("attributes") or {}
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+        raise SchemaError("attributes are not a string map")
+    try:
+        payload = base64.b64decode(message.get("data") or "", validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise SchemaError("message data is not base64") from None
+    pubsub_id = str(message.get("messageId") or message.get("message_id") or "")
+    return Delivery(decode(payload, attributes), pubsub_id, _parse_time(message.get("publishTime")))
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -1,0 +1,94 @@
+"""The exception tree of tagrelay.
+
+The tree mirrors the decision a caller makes: answer the client, retry later,
+or give up and keep a record.
+
+    TagrelayError
+    ├── ConfigError              a setting is missing or wrong; fails at cold start
+    ├── RoutesError              the rules file is invalid (line and reason)
+    ├── RejectedInput            the client sent it; ingest answers 4xx, nothing published
+    │   ├── BadRequest           400: not a Mailgun form at all
+    │   ├── BadSignature         401: bad/missing signature, stale timestamp, reused token
+    │   └── Undeliverable        406: signed, but never deliverable (no route, loop, too large)
+    ├── TransientError           retry later: ingest answers 503, relay raises for redelivery
+    │   ├── BusUnavailable       Pub/Sub did not acknowledge in time
+    │   ├── LedgerUnavailable    Firestore did not answer
+    │   ├── SecretUnavailable    Secret Manager did not answer
+    │   └── MailgunTransient     429 (with retry_after), 5xx, timeout, connection error, 401
+    └── PermanentError           retrying cannot help: dead-letter with the reason
+        └── MailgunRejected      Mailgun answered 4xx (other than 401 and 429)
+
+Every error carries a short ``reason`` that is safe to log: no secret values.
+"""
+
+from __future__ import annotations
+
+
+class TagrelayError(Exception):
+    """Base of every error tagrelay raises on purpose."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ConfigError(TagrelayError):
+    """One or more settings are missing or wrong; ``problems`` has one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class RoutesError(TagrelayError):
+    """The routing rules file is invalid."""
+
+
+class RejectedInput(TagrelayError):
+    """Input from a client that is answered with a 4xx status."""
+
+    status = 400
+
+
+class BadRequest(RejectedInput):
+    status = 400
+
+
+class BadSignature(RejectedInput):
+    status = 401
+
+
+class Undeliverable(RejectedInput):
+    status = 406
+
+
+class TransientError(TagrelayError):
+    """A dependency is down or slow; the same input may succeed later."""
+
+
+class BusUnavailable(TransientError):
+    pass
+
+
+class LedgerUnavailable(TransientError):
+    pass
+
+
+class SecretUnavailable(TransientError):
+    pass
+
+
+class MailgunTransient(TransientError):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentError(TagrelayError):
+    """Retrying cannot help; the message goes to the dead-letter topic."""
+
+
+class MailgunRejected(PermanentError):
+    def __init__(self, reason: str, status: int) -> None:
+        super().__init__(reason)
+        self.status = status

@@ -1,0 +1,101 @@
+"""Byte-level access to a message's header block, without parsing the body.
+
+A message is ``header block + rest``: the header block is every header line up
+to and including the line ending of the last one; ``rest`` starts with the blank
+line and holds the body bytes exactly as received. Nothing here copies or scans
+the body, so a 25 MB message costs no more than its headers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.errors import HeaderParseError
+
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_CONTROL = re.compile(r"[\r\n\x00]")
+
+
+def has_control_chars(value: str) -> bool:
+    """CR, LF or NUL: what would let a value inject a header."""
+    return _CONTROL.search(value) is not None
+
+
+@dataclass(frozen=True)
+class Field:
+    """One header field: its lower-case name and its raw bytes, folding and line ending included."""
+
+    name: str
+    raw: bytes
+
+    @property
+    def raw_value(self) -> bytes:
+        """The bytes after the colon, line ending removed, folding kept."""
+        _, _, value = self.raw.partition(b":")
+        return value.rstrip(b"\r\n").strip(b" \t")
+
+    @property
+    def value(self) -> str:
+        """The value unfolded and decoded (RFC 2047 words and raw UTF-8 alike)."""
+        text = self.raw_value.decode("utf-8", "replace")
+        text = re.sub(r"\r?\n[ \t]+", " ", text)
+        return decode_words(text)
+
+
+def decode_words(text: str) -> str:
+    """Decode RFC 2047 encoded words; on a malformed one keep the text as it is."""
+    if "=?" not in text:
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        return text
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """Split raw message bytes into (header block, rest); ``rest`` starts at the blank line."""
+    if raw.startswith((b"\r\n", b"\n")):
+        return b"", raw
+    match = _BLANK_LINE.search(raw)
+    if match is None:
+        return raw, b""
+    end = match.start() + (2 if raw[match.start()] == 0x0D else 1)
+    return raw[:end], raw[end:]
+
+
+def line_ending(block: bytes) -> bytes:
+    """The line ending the header block uses (CRLF unless its first line ends in bare LF)."""
+    newline = block.find(b"\n")
+    if newline > 0 and block[newline - 1] != 0x0D:
+        return b"\n"
+    return b"\r\n"
+
+
+def parse_fields(block: bytes) -> list[Field]:
+    """The header block as a list of fields, in order; continuation lines join their field.
+
+    A line that is neither a field nor a continuation (an mbox ``From `` line, garbage)
+    becomes a field with the empty name, so it passes through untouched.
+    """
+    fields: list[Field] = []
+    for line in block.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t") and fields:
+            last = fields[-1]
+            fields[-1] = Field(last.name, last.raw + line)
+            continue
+        name, colon, _ = line.partition(b":")
+        if colon and name and b" " not in name.strip() and not name.startswith(b" "):
+            fields.append(Field(name.strip().decode("ascii", "replace").lower(), line))
+        else:
+            fields.append(Field("", line))
+    return fields
+
+
+def first(fields: list[Field], name: str) -> Field | None:
+    """The first field with that (lower-case) name, if any."""
+    return next((f for f in fields if f.name == name), None)
+
+
+def count(fields: list[Field], name: str) -> int:
+    return sum(1 for f in fields if f.name == name)

@@ -1,0 +1,329 @@
+"""Mailgun route POST → ``InboundMessage``; the webhook signature check.
+
+Pure: no network, no clock (callers pass ``now``). The request body is decoded as
+bytes, never as UTF-8 text, because ``body-mime`` carries the message's raw
+octets and they need not be UTF-8 (8bit Latin-1 or Shift_JIS bodies arrive as
+they are). Mailgun posts either form:
+
+- route URL ending in ``mime``: ``body-mime`` holds the raw RFC 5322 message;
+- otherwise the parsed form: ``body-plain``, ``body-html``, ``message-headers``
+  (JSON list of [name, value]), ``attachment-N`` files and ``content-id-map``,
+  which :func:`rebuild_mime` turns back into one MIME message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import urllib.parse
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP
+
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from tagrelay.errors import BadRequest, BadSignature, Undeliverable
+from tagrelay.headers import has_control_chars
+
+SIGNATURE_FIELDS = ("timestamp", "token", "signature")
+FUTURE_SKEW_SECONDS = 300
+MAX_FORM_PARTS = 1000
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One file part of a multipart form."""
+
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Form:
+    """A POSTed form with every text field kept as bytes (first value per name)."""
+
+    fields: dict[str, bytes] = field(default_factory=dict)
+    files: dict[str, Upload] = field(default_factory=dict)
+    repeated: dict[str, list[bytes]] = field(default_factory=dict)  # every value, for names given more than once
+
+    def all(self, name: str) -> list[bytes]:
+        """Every value of a field, in order."""
+        return self.repeated.get(name) or ([self.fields[name]] if name in self.fields else [])
+
+    def text(self, name: str) -> str:
+        """A field decoded as UTF-8 (for envelope fields, which are ASCII by contract)."""
+        return self.fields.get(name, b"").decode("utf-8", "replace").strip()
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """What ingest publishes: the raw message and its envelope, apart from its headers."""
+
+    recipient: str
+    sender: str
+    mime: bytes
+    token: str
+    timestamp: int
+    form_kind: str  # "mime" or "parsed"
+    spam_flag: str = ""
+    spam_score: str = ""
+
+
+def parse_form(content_type: str, body: bytes) -> Form:
+    """Decode a ``multipart/form-data`` or urlencoded body into bytes fields.
+
+    Raises BadRequest when the body is neither.
+    """
+    mimetype, options = parse_options_header(content_type)
+    if mimetype == "multipart/form-data":
+        boundary = options.get("boundary", "")
+        if not boundary:
+            raise BadRequest("multipart/form-data without a boundary")
+        return _parse_multipart(boundary.encode("latin-1", "replace"), body)
+    if mimetype == "application/x-www-form-urlencoded":
+        try:
+            pairs = urllib.parse.parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FORM_PARTS)
+        except ValueError as exc:
+            raise BadRequest(f"unreadable urlencoded form: {exc}") from None
+        fields: dict[str, bytes] = {}
+        repeated: dict[str, list[bytes]] = {}
+        for raw_name, value in pairs:
+            _add(raw_name.decode("utf-8", "replace"), value, fields, repeated)
+        return Form(fields=fields, repeated=repeated)
+    raise BadRequest(f"expected a form post, got content type {mimetype or 'none'!r}")
+
+
+def _parse_multipart(boundary: bytes, body: bytes) -> Form:
+    decoder = MultipartDecoder(boundary, max_parts=MAX_FORM_PARTS)
+    decoder.receive_data(body)
+    decoder.receive_data(None)
+    fields: dict[str, bytes] = {}
+    files: dict[str, Upload] = {}
+    repeated: dict[str, list[bytes]] = {}
+    current: Field | File | None = None
+    chunks: list[bytes] = []
+    try:
+        while True:
+            event = decoder.next_event()
+            if isinstance(event, (Field, File)):
+                current, chunks = event, []
+            elif isinstance(event, Data):
+                chunks.append(event.data)
+                if not event.more_data and current is not None:
+                    _store_part(current, b"".join(chunks), fields, files, repeated)
+                    current, chunks = None, []
+            elif isinstance(event, (Epilogue, NeedData)):
+                break
+    except ValueError as exc:  # includes UnicodeDecodeError from part headers
+        raise BadRequest(f"unreadable multipart form: {exc}") from None
+    except RequestEntityTooLarge:
+        raise BadRequest(f"more than {MAX_FORM_PARTS} form parts") from None
+    return Form(fields=fields, files=files, repeated=repeated)
+
+
+def _store_part(
+    part: Field | File,
+    data: bytes,
+    fields: dict[str, bytes],
+    files: dict[str, Upload],
+    repeated: dict[str, list[bytes]],
+) -> None:
+    if isinstance(part, File):
+        content_type = part.headers.get("content-type", "application/octet-stream")
+        files.setdefault(part.name, Upload(part.filename or None, content_type, data))
+    else:
+        _add(part.name, data, fields, repeated)
+
+
+def _add(name: str, value: bytes, fields: dict[str, bytes], repeated: dict[str, list[bytes]]) -> None:
+    if name in fields:
+        repeated.setdefault(name, [fields[name]]).append(value)
+    else:
+        fields[name] = value
+
+
+def sign(key: bytes, timestamp: str, token: str) -> str:
+    """The Mailgun webhook signature: hex HMAC-SHA256 of timestamp + token."""
+    return hmac.new(key, (timestamp + token).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def verify_signature(key: bytes, timestamp: str, token: str, signature: str) -> bool:
+    """Constant-time check of a Mailgun webhook signature."""
+    expected = sign(key, timestamp, token)
+    return hmac.compare_digest(expected.encode("ascii"), signature.encode("utf-8", "replace"))
+
+
+def check_signed(form: Form, key: bytes, now: float, max_age_seconds: float) -> int:
+    """Verify the signature and the timestamp window; return the timestamp.
+
+    Raises BadSignature (401): Mailgun retries a 401, so a rotated key loses
+    nothing while it is fixed.
+    """
+    missing = [name for name in SIGNATURE_FIELDS if not form.fields.get(name)]
+    if missing:
+        raise BadSignature(f"missing {', '.join(missing)}")
+    timestamp, token, signature = (form.text(name) for name in SIGNATURE_FIELDS)
+    if not verify_signature(key, timestamp, token, signature):
+        raise BadSignature("signature does not match")
+    try:
+        stamp = int(timestamp)
+    except ValueError:
+        raise BadSignature("timestamp is not an integer") from None
+    if stamp < now - max_age_seconds:
+        raise BadSignature("timestamp older than the retry horizon")
+    if stamp > now + FUTURE_SKEW_SECONDS:
+        raise BadSignature("timestamp in the future")
+    return stamp
+
+
+def is_mailgun_form(form: Form) -> bool:
+    """Whether the form looks like a Mailgun route post at all (else 400)."""
+    has_message = "body-mime" in form.fields or "body-mime" in form.files or any(
+        name in form.fields for name in ("body-plain", "body-html", "message-headers")
+    )
+    return has_message and "recipient" in form.fields
+
+
+def to_inbound(form: Form, timestamp: int) -> InboundMessage:
+    """Turn a verified Mailgun form into an ``InboundMessage``.
+
+    Raises Undeliverable (406) for a signed post whose envelope can never be
+    delivered (control characters in an address, several recipients).
+    """
+    recipient = form.text("recipient")
+    sender = form.text("sender")
+    for name, value in (("recipient", recipient), ("sender", sender)):
+        if has_control_chars(value):
+            raise Undeliverable(f"control characters in {name}")
+    if not recipient or "," in recipient or "@" not in recipient:
+        raise Undeliverable("recipient is not one address")
+    if "body-mime" in form.fields or "body-mime" in form.files:
+        upload = form.files.get("body-mime")
+        mime = upload.data if upload is not None else form.fields["body-mime"]
+        kind = "mime"
+    else:
+        mime = rebuild_mime(form)
+        kind = "parsed"
+    return InboundMessage(
+        recipient=recipient,
+        sender=sender,
+        mime=mime,
+        token=form.text("token"),
+        timestamp=timestamp,
+        form_kind=kind,
+        spam_flag=form.text("X-Mailgun-Sflag"),
+        spam_score=form.text("X-Mailgun-Sscore"),
+    )
+
+
+# Headers that describe the old body structure; the rebuilt message has its own.
+_STRUCTURE_HEADERS = frozenset(
+    {"content-type", "content-transfer-encoding", "mime-version", "content-disposition", "content-length"}
+)
+
+
+def rebuild_mime(form: Form) -> bytes:
+    """Rebuild one MIME message from Mailgun's parsed form.
+
+    Layout: text and HTML as multipart/alternative; attachments named in
+    ``content-id-map`` go with the HTML in multipart/related (keeping their
+    Content-ID); the other attachments make the message multipart/mixed.
+    """
+    headers = _message_headers(form)
+    text = form.fields.get("body-plain", b"").decode("utf-8", "replace")
+    html = form.fields.get("body-html", b"").decode("utf-8", "replace")
+    cid_of = _content_ids(form)
+    inline = {name: cid for name, cid in cid_of.items() if name in form.files}
+    attachments = [name for name in _attachment_names(form) if name not in inline]
+
+    msg = EmailMessage(policy=SMTP)
+    if html:
+        msg.set_content(text or "", subtype="plain", charset="utf-8")
+        msg.add_alternative(html, subtype="html", charset="utf-8")
+        if inline:
+            html_part = msg.get_payload()[-1]
+            for name, cid in inline.items():
+                upload = form.files[name]
+                maintype, _, subtype = upload.content_type.partition("/")
+                html_part.add_related(
+                    upload.data,
+                    maintype=maintype or "application",
+                    subtype=subtype or "octet-stream",
+                    cid=cid,
+                    filename=upload.filename,
+                    disposition="inline",
+                )
+    else:
+        msg.set_content(text, subtype="plain", charset="utf-8")
+    for name in attachments:
+        upload = form.files[name]
+        maintype, _, subtype = upload.content_type.partition("/")
+        msg.add_attachment(
+            upload.data,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=upload.filename or name,
+        )
+    for name, value in headers:
+        try:
+            msg[name] = value
+        except (ValueError, TypeError):
+            continue  # a header the email package cannot represent is dropped, not fatal
+    return msg.as_bytes(policy=SMTP)
+
+
+def _message_headers(form: Form) -> list[tuple[str, str]]:
+    raw = form.fields.get("message-headers")
+    pairs: list[tuple[str, str]] = []
+    if raw:
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            decoded = []
+        if isinstance(decoded, list):
+            for item in decoded:
+                if (
+                    isinstance(item, list)
+                    and len(item) == 2
+                    and all(isinstance(part, str) for part in item)
+                    and item[0].lower() not in _STRUCTURE_HEADERS
+                    and not has_control_chars(item[0] + item[1].replace("\r\n", " "))
+                ):
+                    pairs.append((item[0], item[1].replace("\r\n", " ")))
+    if not pairs:  # no usable header list: take the single fields Mailgun also posts
+        for name in ("From", "To", "Cc", "Subject", "Date", "Message-Id", "Reply-To"):
+            value = form.text(name) or form.text(name.lower())
+            if value and not has_control_chars(value):
+                pairs.append((name, value))
+    return pairs
+
+
+def _content_ids(form: Form) -> dict[str, str]:
+    raw = form.fields.get("content-id-map")
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    return {
+        str(name): str(cid).strip("<>")
+        for cid, name in decoded.items()
+        if isinstance(name, str) and not has_control_chars(str(cid))
+    }
+
+
+def _attachment_names(form: Form) -> list[str]:
+    names = [name for name in form.files if name.startswith("attachment-")]
+
+    def number(name: str) -> int:
+        suffix = name.removeprefix("attachment-")
+        return int(suffix) if suffix.isdigit() else 1 << 30
+
+    return sorted(names, key=number)

@@ -1,0 +1,108 @@
+"""The ingest service: Mailgun route POST → verified → published → answered.
+
+Statuses (Mailgun treats 200 as done, 406 as "do not retry", anything else as
+a failure it retries for about 8 hours):
+
+- 200 published and acknowledged by Pub/Sub;
+- 400 not a Mailgun form at all;
+- 401 bad or missing signature, or a timestamp outside the window;
+- 406 signed, but never deliverable (no route, blocked alias, loop, too large);
+- 503 Pub/Sub (or the key store) unavailable: Mailgun retries.
+
+Never a bare 500 for anything a client sent: every failure maps to one of these.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Protocol
+
+from tagrelay import envelope
+from tagrelay.bus import MAX_DATA_BYTES
+from tagrelay.config import IngestConfig
+from tagrelay.errors import BadRequest, RejectedInput, TransientError, Undeliverable
+from tagrelay.headers import count, parse_fields, split_message
+from tagrelay.inbound import check_signed, is_mailgun_form, parse_form, to_inbound
+from tagrelay.log import event
+from tagrelay.rewrite import has_loop_marker
+from tagrelay.routes import Reject
+
+MAX_RECEIVED_HEADERS = 25
+
+
+class PublisherLike(Protocol):
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str: ...
+
+
+class KeySource(Protocol):
+    def get(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    text: str
+
+
+class Ingest:
+    def __init__(
+        self,
+        config: IngestConfig,
+        signing_key: KeySource,
+        publisher: PublisherLike,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._key = signing_key
+        self._publisher = publisher
+        self._clock = clock
+
+    def handle(self, content_type: str, body: bytes) -> Response:
+        """Answer one POST. Never raises for anything the client sent."""
+        alias = ""
+        try:
+            if len(body) > self.config.max_body_bytes:
+                raise Undeliverable(f"post of {len(body)} bytes is over the size limit")
+            form = parse_form(content_type, body)
+            if not is_mailgun_form(form):
+                raise BadRequest("not a Mailgun route post (no recipient or message fields)")
+            alias = form.text("recipient")[:200]
+            now = self._clock()
+            stamp = check_signed(form, self._key.get().encode("utf-8"), now, self.config.max_age_seconds)
+            message = to_inbound(form, stamp)
+            self._check_deliverable(message.recipient, message.mime)
+            data, attributes = envelope.encode(message, datetime.fromtimestamp(now, timezone.utc))
+            pubsub_id = self._publisher.publish(data, attributes)
+        except RejectedInput as exc:
+            event(logging.WARNING, f"refused: {exc.reason}", stage="ingest", alias=alias, outcome=f"http {exc.status}", reason=exc.reason)
+            return Response(exc.status, exc.reason)
+        except TransientError as exc:
+            event(logging.ERROR, f"unavailable: {exc.reason}", stage="ingest", alias=alias, outcome="http 503", reason=exc.reason)
+            return Response(503, "temporarily unavailable, retry later")
+        event(
+            logging.INFO,
+            "published",
+            stage="ingest",
+            alias=message.recipient,
+            message_id=attributes.get("message_id", ""),
+            pubsub_id=pubsub_id,
+            outcome="published",
+        )
+        return Response(200, "queued")
+
+    def _check_deliverable(self, recipient: str, mime: bytes) -> None:
+        resolved = self.config.routes.resolve(recipient)
+        if isinstance(resolved, Reject):
+            raise Undeliverable(resolved.reason)
+        domain = recipient.rpartition("@")[2]
+        if has_loop_marker(mime, domain):
+            raise Undeliverable(f"mail loop: already forwarded for {domain.lower()}")
+        block, _ = split_message(mime)
+        if count(parse_fields(block), "received") > MAX_RECEIVED_HEADERS:
+            raise Undeliverable(f"mail loop: more than {MAX_RECEIVED_HEADERS} Received headers")
+        if len(mime) > MAX_DATA_BYTES:
+            raise Undeliverable(f"message of {len(mime)} bytes is over the {MAX_DATA_BYTES} byte limit")

@@ -1,0 +1,333 @@
+"""The whole pipeline on one machine: real emulators, real function processes.
+
+Starts the Pub/Sub and Firestore emulators that ship with the Google Cloud CLI,
+the Mailgun stand-in, ingest and relay under ``functions-framework``, the
+topics, and a push subscription from the inbound topic to the relay (as Eventarc
+does in production). Every child runs in its own process group and is stopped
+by its process id. Used by ``tagrelay run`` and by the integration tests.
+
+The push subscription has neither a retry policy nor a dead-letter policy: on
+the emulator either one stops redelivery (see DESIGN.md), so locally the relay's
+own max-age guard ends retries and dead-letters explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from tagrelay.standin import API_KEY_VARIABLE
+
+HTTP_TIMEOUT = 5.0
+EMULATOR_START_SECONDS = 90.0
+PROCESS_START_SECONDS = 45.0
+STOP_SECONDS = 10.0
+REPO = Path(__file__).resolve().parent.parent
+
+INSTALL_HINT = {
+    "gcloud": (
+        "the Google Cloud CLI is not on PATH. Install it with its emulators: "
+        "'apt-get install google-cloud-cli google-cloud-cli-pubsub-emulator google-cloud-cli-firestore-emulator' "
+        "(Google's apt repository, see https://cloud.google.com/sdk/docs/install), or with an SDK archive: "
+        "'gcloud components install beta pubsub-emulator cloud-firestore-emulator'"
+    ),
+    "pubsub-emulator": (
+        "the Pub/Sub emulator is not installed: 'apt-get install google-cloud-cli-pubsub-emulator' "
+        "or 'gcloud components install beta pubsub-emulator'"
+    ),
+    "cloud-firestore-emulator": (
+        "the Firestore emulator is not installed: 'apt-get install google-cloud-cli-firestore-emulator' "
+        "or 'gcloud components install cloud-firestore-emulator'"
+    ),
+    "java": "the emulators need Java 11 or newer: 'apt-get install default-jre-headless'",
+}
+
+
+class StackError(RuntimeError):
+    """The local stack could not start; the message says what to do."""
+
+
+def missing_prerequisites() -> list[str]:
+    """Install hints for every missing system piece (empty when all is there)."""
+    problems: list[str] = []
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        problems.append(INSTALL_HINT["gcloud"])
+    else:
+        platform = Path(os.path.realpath(gcloud)).parent.parent / "platform"
+        for component in ("pubsub-emulator", "cloud-firestore-emulator"):
+            if platform.is_dir() and not (platform / component).is_dir():
+                problems.append(INSTALL_HINT[component])
+    if shutil.which("java") is None:
+        problems.append(INSTALL_HINT["java"])
+    return problems
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stop this child and its process group (the group id is the child's pid)."""
+        if self.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, STOP_SECONDS)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    routes: Path
+    outbox: Path
+    project: str = "tagrelay-local"
+    domain: str = "example.org"
+    topic: str = "tagrelay-inbound"
+    deadletter_topic: str = "tagrelay-deadletter"
+    firestore: bool = True
+    relay_env: dict[str, str] = field(default_factory=dict)
+    ingest_env: dict[str, str] = field(default_factory=dict)
+    signing_key: str = field(default_factory=lambda: "local-" + secrets.token_hex(16))
+    api_key: str = field(default_factory=lambda: "key-" + secrets.token_hex(16))
+    children: dict[str, Child] = field(default_factory=dict)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Stack:
+        problems = missing_prerequisites()
+        if problems:
+            raise StackError("\n".join(problems))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        (self.workdir / "pubsub-data").mkdir(exist_ok=True)
+        try:
+            self._start_emulators()
+            self.spawn(
+                "standin",
+                [sys.executable, "-m", "tagrelay.standin", "--port", "{port}", "--outbox", str(self.outbox),
+                 "--domain", self.domain],
+                {API_KEY_VARIABLE: self.api_key},
+                ready_path="/healthz",
+            )
+            self.ensure_topic(self.topic)
+            self.ensure_topic(self.deadletter_topic)
+            self.ensure_subscription(f"{self.deadletter_topic}-hold", self.deadletter_topic)
+            relay = self.start_relay()
+            self.ensure_subscription(f"{self.topic}-relay", self.topic, push_endpoint=relay.url + "/")
+            self.start_ingest()
+            self.write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for child in reversed(list(self.children.values())):
+            child.stop()
+        self.children.clear()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- pieces ----------------------------------------------------------------------
+
+    @property
+    def pubsub_host(self) -> str:
+        return f"127.0.0.1:{self.children['pubsub'].port}"
+
+    @property
+    def pubsub_url(self) -> str:
+        return self.children["pubsub"].url
+
+    @property
+    def ingest_url(self) -> str:
+        return self.children["ingest"].url
+
+    @property
+    def standin_url(self) -> str:
+        return self.children["standin"].url
+
+    def _start_emulators(self) -> None:
+        self.spawn(
+            "pubsub",
+            ["gcloud", "beta", "emulators", "pubsub", "start", "--host-port=127.0.0.1:{port}",
+             f"--project={self.project}", f"--data-dir={self.workdir / 'pubsub-data'}", "--quiet"],
+            {},
+            ready_path="/",
+            start_seconds=EMULATOR_START_SECONDS,
+            wait=False,
+        )
+        if self.firestore:
+            self.spawn(
+                "firestore",
+                ["gcloud", "emulators", "firestore", "start", "--host-port=127.0.0.1:{port}", "--quiet"],
+                {},
+                ready_path="/",
+                start_seconds=EMULATOR_START_SECONDS,
+                wait=False,
+            )
+        for name in ("pubsub", "firestore"):
+            if name in self.children:
+                self.wait_ready(self.children[name], "/", EMULATOR_START_SECONDS)
+
+    def function_env(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "PUBSUB_EMULATOR_HOST": self.pubsub_host,
+            "TAGRELAY_ROUTES": str(self.routes),
+            "TAGRELAY_TOPIC": self.topic,
+            "TAGRELAY_DEADLETTER_TOPIC": self.deadletter_topic,
+        }
+        if "firestore" in self.children:
+            env["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{self.children['firestore'].port}"
+        return {**env, **extra}
+
+    def start_ingest(self, name: str = "ingest", extra: dict[str, str] | None = None) -> Child:
+        env = self.function_env({"MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key, **self.ingest_env, **(extra or {})})
+        return self.spawn(name, self._framework("ingest", "http"), env, ready_path=None)
+
+    def start_relay(self, name: str = "relay", extra: dict[str, str] | None = None) -> Child:
+        env = self.function_env(
+            {
+                "MAILGUN_DOMAIN": self.domain,
+                "MAILGUN_API_BASE": self.standin_url,
+                "MAILGUN_API_KEY": self.api_key,
+                "MAILGUN_TIMEOUT": "10",
+                **self.relay_env,
+                **(extra or {}),
+            }
+        )
+        return self.spawn(name, self._framework("relay", "cloudevent"), env, ready_path=None)
+
+    def restart(self, name: str) -> Child:
+        """Kill a function process by its pid and start it again on the same port."""
+        old = self.children.pop(name)
+        old.stop()
+        starter = self.start_relay if name == "relay" else self.start_ingest
+        return starter(name=name, extra={"PORT": str(old.port)})
+
+    def _framework(self, function: str, signature: str) -> list[str]:
+        source = REPO / "functions" / function / "main.py"
+        return [sys.executable, "-m", "functions_framework", "--target", function, "--source", str(source),
+                "--signature-type", signature, "--host", "127.0.0.1", "--port", "{port}"]
+
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        ready_path: str | None,
+        start_seconds: float = PROCESS_START_SECONDS,
+        wait: bool = True,
+    ) -> Child:
+        port = int(env.pop("PORT", 0)) or free_port()
+        log = self.workdir / "logs" / f"{name}.log"
+        handle = log.open("ab")
+        process = subprocess.Popen(
+            [part.replace("{port}", str(port)) for part in argv],
+            env={**os.environ, **env},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=REPO,
+        )
+        handle.close()
+        child = Child(name, process, log, port)
+        self.children[name] = child
+        if wait:
+            self.wait_ready(child, ready_path, start_seconds)
+        return child
+
+    def wait_ready(self, child: Child, path: str | None, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if child.process.poll() is not None:
+                raise StackError(f"{child.name} exited with code {child.process.returncode}:\n{child.tail()}")
+            if _answers(child.port, path):
+                return
+            time.sleep(0.2)
+        raise StackError(f"{child.name} did not start within {seconds:g}s:\n{child.tail()}")
+
+    def ensure_topic(self, topic: str) -> None:
+        self._put(f"/v1/projects/{self.project}/topics/{topic}", {})
+
+    def ensure_subscription(self, name: str, topic: str, push_endpoint: str | None = None) -> None:
+        body: dict[str, object] = {"topic": f"projects/{self.project}/topics/{topic}", "ackDeadlineSeconds": 60}
+        if push_endpoint:
+            body["pushConfig"] = {"pushEndpoint": push_endpoint}
+        self._put(f"/v1/projects/{self.project}/subscriptions/{name}", body)
+
+    def _put(self, path: str, body: dict[str, object]) -> None:
+        response = requests.put(self.pubsub_url + path, json=body, timeout=HTTP_TIMEOUT)
+        if response.status_code not in (200, 409):
+            raise StackError(f"emulator refused PUT {path}: {response.status_code} {response.text[:200]}")
+
+    def write_state(self) -> Path:
+        """Record URLs and local keys for ``tagrelay send`` (mode 0600)."""
+        path = self.workdir / "local.json"
+        state = {
+            "ingest_url": self.ingest_url,
+            "signing_key": self.signing_key,
+            "outbox": str(self.outbox),
+            "standin_url": self.standin_url,
+            "pubsub_host": self.pubsub_host,
+            "project": self.project,
+            "pids": {name: child.process.pid for name, child in self.children.items()},
+        }
+        path.write_text(json.dumps(state, indent=2))
+        path.chmod(0o600)
+        return path
+
+
+def _answers(port: int, path: str | None) -> bool:
+    try:
+        if path is None:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return True
+        response = requests.get(f"http://127.0.0.1:{port}{path}", timeout=2.0)
+        return response.status_code < 500
+    except (OSError, requests.RequestException):
+        return False

@@ -1,0 +1,141 @@
+"""The DMARC-safe rewrite of a received message, done on the header block only.
+
+Resending ``From: alice@bank.example`` from our Mailgun domain would fail DMARC
+at Gmail, so the forwarded copy says::
+
+    From: "Alice via example.org" <github@example.org>
+    Reply-To: <the original Reply-To, or else the original From>
+    X-Original-From: <the original From>
+    X-Original-To: github@example.org
+    X-Tagrelay-Loop: example.org
+
+It keeps Subject, Date, Message-ID, To, Cc, References and every other header
+that stays true, drops the ones that would break or lie after a resend
+(signatures, authentication results, Return-Path, Sender, Delivered-To, Bcc),
+and leaves the body bytes exactly as received: only the header block is rebuilt,
+so signed messages (S/MIME, PGP/MIME) still verify.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from dataclasses import dataclass
+
+from tagrelay.headers import Field, first, line_ending, parse_fields, split_message
+
+LOOP_HEADER = "X-Tagrelay-Loop"
+
+# Headers that break (signatures over the old From), lie (results of checks done
+# for the original sender, trace headers naming the old envelope) or leak (Bcc).
+DROPPED = frozenset(
+    {
+        "from",
+        "reply-to",
+        "sender",
+        "return-path",
+        "delivered-to",
+        "bcc",
+        "errors-to",
+        "dkim-signature",
+        "domainkey-signature",
+        "x-google-dkim-signature",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+        "authentication-results",
+        "received-spf",
+        "x-original-from",
+        "x-original-to",
+    }
+)
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    mime: bytes
+    original_from: str  # decoded, for logs and the ledger; "" when the message had none
+    display_name: str
+
+
+def rewrite(raw: bytes, alias: str, sender: str = "") -> RewriteResult:
+    """Rewrite the headers of ``raw`` for forwarding from ``alias``.
+
+    ``alias`` is the address the message was sent to (it becomes the From
+    address); ``sender`` is the SMTP envelope sender, used as the reply address
+    when the message has no From at all.
+    """
+    block, rest = split_message(raw)
+    fields = parse_fields(block)
+    eol = line_ending(block)
+    domain = alias.rpartition("@")[2].lower()
+
+    from_field = first(fields, "from")
+    reply_field = first(fields, "reply-to")
+    name, original = _display_name(from_field, sender)
+
+    added: list[bytes] = [
+        _field("From", email.utils.formataddr((f"{name} via {domain}", _ascii_address(alias)), charset="utf-8"), eol)
+    ]
+    if reply_field is not None and reply_field.raw_value:
+        added.append(b"Reply-To: " + reply_field.raw_value + eol)
+    elif from_field is not None and from_field.raw_value:
+        added.append(b"Reply-To: " + from_field.raw_value + eol)
+    elif sender and _safe(sender):
+        added.append(_field("Reply-To", sender, eol))
+    if from_field is not None and from_field.raw_value:
+        added.append(b"X-Original-From: " + from_field.raw_value + eol)
+    added.append(_field("X-Original-To", alias, eol))
+    added.append(_field(LOOP_HEADER, domain, eol))
+
+    kept = [f.raw for f in fields if f.name not in DROPPED and not _is_mbox_line(f)]
+    if kept and not kept[-1].endswith(b"\n"):  # a headers-only message without a final newline
+        kept[-1] += eol
+    if not rest:
+        rest = eol  # a message with no body still needs the blank line after its headers
+    return RewriteResult(mime=b"".join(added) + b"".join(kept) + rest, original_from=original, display_name=name)
+
+
+def has_loop_marker(raw: bytes, domain: str) -> bool:
+    """Whether the message already went through a tagrelay for ``domain``."""
+    block, _ = split_message(raw)
+    marker = LOOP_HEADER.lower()
+    return any(f.name == marker and f.value.strip().lower() == domain.lower() for f in parse_fields(block))
+
+
+def _display_name(from_field: Field | None, sender: str) -> tuple[str, str]:
+    """The name to show before "via", and the decoded original From."""
+    original = from_field.value if from_field is not None else ""
+    pairs = email.utils.getaddresses([original]) if original else []
+    name, address = next(((n, a) for n, a in pairs if n or a), ("", ""))
+    shown = _clean(name) or _clean(address) or _clean(sender) or "unknown sender"
+    return shown, original
+
+
+def _ascii_address(alias: str) -> str:
+    """The alias as an ASCII address for From; a non-ASCII local part becomes ``forwarder``."""
+    local, _, domain = alias.rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = "invalid"
+    return f"{local}@{domain}" if local.isascii() else f"forwarder@{domain}"
+
+
+def _clean(text: str) -> str:
+    """One line of printable text, safe inside a quoted display name."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", text).strip()
+
+
+def _safe(value: str) -> bool:
+    return not re.search(r"[\x00-\x1f\x7f]", value)
+
+
+def _field(name: str, value: str, eol: bytes) -> bytes:
+    if not _safe(value):
+        raise ValueError(f"control character in {name}")
+    return f"{name}: {value}".encode("utf-8") + eol
+
+
+def _is_mbox_line(field: Field) -> bool:
+    return field.name == "" and field.raw.startswith(b"From ")

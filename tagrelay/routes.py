@@ -1,0 +1,269 @@
+"""Routing rules: a TOML file → ``resolve(recipient) -> Forward | Reject``.
+
+The rules file::
+
+    fallback = "owner@gmail.com"          # optional: where unusable targets go
+    blocked = ["leaked@example.org"]      # optional: aliases refused with 406
+
+    [[route]]
+    match = "{tag}@example.org"           # {name} captures part of the local part
+    forward = "owner+{tag}@gmail.com"     # a string or a list of addresses
+    fallback = "owner@gmail.com"          # optional, overrides the top-level one
+
+Matching is case-insensitive and the first matching route wins. A sub-address
+is split off before matching (``shop+promo@example.org`` matches like
+``shop@example.org``) and is available to ``forward`` as ``{detail}``; a
+pattern that itself contains ``+`` is matched against the whole address. A
+target that is not a valid address (over 64 octets, characters not allowed)
+goes to the fallback; a route without one falls back to its forward template
+with the ``+{placeholder}`` parts removed (``owner+{tag}@gmail.com`` →
+``owner@gmail.com``). Pure: the caller reads the file.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+
+from tagrelay.errors import RoutesError
+from tagrelay.headers import has_control_chars
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL_PART = re.compile(rf"{_ATEXT}(\.{_ATEXT})*")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name"})
+TOP_KEYS = frozenset({"route", "fallback", "blocked"})
+DETAIL = "detail"
+
+
+@dataclass(frozen=True)
+class Rule:
+    index: int  # 1-based position in the file
+    line: int
+    match: str
+    forward: tuple[str, ...]
+    fallback: str
+    pattern: re.Pattern[str]
+    whole_address: bool  # the pattern has a "+": match the address with its sub-address
+
+    def describe(self) -> str:
+        return f"route #{self.index} (line {self.line}): match = {self.match!r}"
+
+
+@dataclass(frozen=True)
+class Forward:
+    recipient: str
+    targets: tuple[str, ...]
+    rule: Rule
+    fallback_used: bool
+
+
+@dataclass(frozen=True)
+class Reject:
+    recipient: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Routes:
+    rules: tuple[Rule, ...]
+    blocked: frozenset[str]
+    domains: frozenset[str]  # every domain a rule matches: ours, never a target
+
+    def resolve(self, recipient: str) -> Forward | Reject:
+        address = normalize(recipient)
+        if address is None:
+            return Reject(recipient, "not a usable address")
+        local, domain = address.rsplit("@", 1)
+        base_local, plus, detail = local.partition("+")
+        base = f"{base_local}@{domain}"
+        if address in self.blocked or base in self.blocked:
+            return Reject(recipient, "blocked alias")
+        for rule in self.rules:
+            match = rule.pattern.fullmatch(address if rule.whole_address else base)
+            if match is None:
+                continue
+            values = {**match.groupdict(), DETAIL: detail}
+            targets = tuple(_expand(template, values) for template in rule.forward)
+            if all(is_valid_address(t) for t in targets):
+                return Forward(recipient, targets, rule, fallback_used=False)
+            return Forward(recipient, (rule.fallback,), rule, fallback_used=True)
+        return Reject(recipient, "no route matches")
+
+
+def normalize(address: str) -> str | None:
+    """Lower-case the address and write its domain in IDNA form; None if unusable."""
+    address = address.strip().strip("<>").strip()
+    if has_control_chars(address) or address.count("@") < 1:
+        return None
+    local, _, domain = address.rpartition("@")
+    if not local or not domain or any(c in address for c in " ,;<>\"\\"):
+        return None
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+    return f"{local.lower()}@{domain.lower()}"
+
+
+def is_valid_address(address: str) -> bool:
+    """A deliverable plain address: dot-atom local part ≤ 64 octets, a real domain name."""
+    local, at, domain = address.rpartition("@")
+    if not at or len(address) > 254 or len(local.encode("utf-8")) > 64:
+        return False
+    if not _LOCAL_PART.fullmatch(local):
+        return False
+    labels = domain.lower().split(".")
+    return len(domain) <= 253 and len(labels) >= 2 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def load(text: str) -> Routes:
+    """Parse and check a rules file. Raises RoutesError naming the line and the reason."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RoutesError(f"not valid TOML: {exc}") from None
+    lines = _route_lines(text)
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise RoutesError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+    top_fallback = data.get("fallback", "")
+    if not isinstance(top_fallback, str):
+        raise RoutesError(f"line {_key_line(text, 'fallback')}: fallback must be a string")
+    routes = data.get("route", [])
+    if not isinstance(routes, list) or not routes:
+        raise RoutesError("no [[route]] tables: add at least one route")
+    raw_rules = [(index, lines[index - 1] if index <= len(lines) else 0, r) for index, r in enumerate(routes, 1)]
+    domains = frozenset(_match_domain(r, line) for _, line, r in raw_rules)
+    rules = tuple(_rule(index, line, r, top_fallback, domains) for index, line, r in raw_rules)
+    blocked = data.get("blocked", [])
+    if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
+        raise RoutesError(f"line {_key_line(text, 'blocked')}: blocked must be a list of addresses")
+    normalized = set()
+    for item in blocked:
+        address = normalize(item)
+        if address is None:
+            raise RoutesError(f"line {_key_line(text, 'blocked')}: blocked entry {item!r} is not an address")
+        normalized.add(address)
+    return Routes(rules=rules, blocked=frozenset(normalized), domains=domains)
+
+
+def load_file(path: str) -> Routes:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise RoutesError(f"cannot read routes file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RoutesError(f"routes file {path} is not UTF-8") from None
+    try:
+        return load(text)
+    except RoutesError as exc:
+        raise RoutesError(f"{path}: {exc.reason}") from None
+
+
+def _match_domain(raw: object, line: int) -> str:
+    if not isinstance(raw, dict):
+        raise RoutesError(f"line {line}: route must be a table")
+    match = raw.get("match")
+    if not isinstance(match, str) or match.count("@") != 1:
+        raise RoutesError(f"line {line}: match must be one address pattern like '{{tag}}@example.org'")
+    domain = match.rpartition("@")[2].lower()
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise RoutesError(f"line {line}: match domain {domain!r} is not a domain name") from None
+
+
+def _rule(index: int, line: int, raw: dict[str, object], top_fallback: str, domains: frozenset[str]) -> Rule:
+    where = f"line {line}"
+    unknown = set(raw) - ROUTE_KEYS
+    if unknown:
+        raise RoutesError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(ROUTE_KEYS)}")
+    match = str(raw["match"])
+    local, _, domain = match.rpartition("@")
+    names = _PLACEHOLDER.findall(local)
+    if len(names) != len(set(names)):
+        raise RoutesError(f"{where}: a placeholder appears twice in match {match!r}")
+    if DETAIL in names:
+        raise RoutesError(f"{where}: {{detail}} is the sub-address; use another name in match")
+    if not _LOCAL_PART.fullmatch(_PLACEHOLDER.sub("x", local).replace("*", "x")):
+        raise RoutesError(f"{where}: match {match!r} has characters not allowed in an address")
+    forward_raw = raw.get("forward")
+    if isinstance(forward_raw, str):
+        forward: tuple[str, ...] = (forward_raw,)
+    elif isinstance(forward_raw, list) and forward_raw and all(isinstance(f, str) for f in forward_raw):
+        forward = tuple(forward_raw)
+    else:
+        raise RoutesError(f"{where}: forward must be an address or a non-empty list of addresses")
+    allowed = set(names) | {DETAIL}
+    for template in forward:
+        used = set(_PLACEHOLDER.findall(template))
+        if used - allowed:
+            raise RoutesError(
+                f"{where}: forward {template!r} uses {sorted(used - allowed)}, not captured by match {match!r}"
+            )
+        sample = _PLACEHOLDER.sub("x", template)
+        if not is_valid_address(sample):
+            raise RoutesError(f"{where}: forward {template!r} is not a valid address")
+        _check_not_ours(sample, domains, where, "forward")
+    fallback_raw = raw.get("fallback", top_fallback) or _derived_fallback(forward[0])
+    fallback = str(fallback_raw)
+    if not is_valid_address(fallback) or _PLACEHOLDER.search(fallback):
+        raise RoutesError(
+            f"{where}: no usable fallback ({fallback!r}); set fallback = \"you@example.com\" "
+            "for targets that would be invalid addresses"
+        )
+    _check_not_ours(fallback, domains, where, "fallback")
+    return Rule(
+        index=index,
+        line=line,
+        match=match,
+        forward=forward,
+        fallback=fallback.lower(),
+        pattern=_compile(local, domain),
+        whole_address="+" in local,
+    )
+
+
+def _check_not_ours(address: str, domains: frozenset[str], where: str, key: str) -> None:
+    if address.rpartition("@")[2].lower() in domains:
+        raise RoutesError(f"{where}: {key} {address!r} is in a routed domain; that would loop")
+
+
+def _derived_fallback(template: str) -> str:
+    """``owner+{tag}@gmail.com`` → ``owner@gmail.com``: the template without its placeholders."""
+    return _PLACEHOLDER.sub("", re.sub(r"[+.-]?\{[A-Za-z_][A-Za-z0-9_]*\}", "", template))
+
+
+def _compile(local: str, domain: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    position = 0
+    for found in _PLACEHOLDER.finditer(local):
+        parts.append(_literal(local[position : found.start()]))
+        parts.append(f"(?P<{found.group(1)}>[^@]+?)")
+        position = found.end()
+    parts.append(_literal(local[position:]))
+    domain_ascii = domain.lower().encode("idna").decode("ascii")
+    return re.compile("".join(parts) + "@" + re.escape(domain_ascii), re.IGNORECASE)
+
+
+def _literal(text: str) -> str:
+    return ".+?".join(re.escape(piece.lower()) for piece in text.split("*"))
+
+
+def _expand(template: str, values: dict[str, str]) -> str:
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), ""), template).lower()
+
+
+def _route_lines(text: str) -> list[int]:
+    return [n for n, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*route\s*\]\]", line)]
+
+
+def _key_line(text: str, key: str) -> int:
+    for n, line in enumerate(text.splitlines(), 1):
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return n
+    return 0

@@ -1,0 +1,171 @@
+"""A local stand-in for the Mailgun API, for the local stack and the tests.
+
+``POST /v3/<domain>/messages.mime`` (basic auth ``api:KEY``) writes the
+``message`` it receives to ``<outbox>/<n>.eml`` and its envelope to
+``<n>.json``, and answers like Mailgun: ``{"id": "<…>", "message": "Queued. Thank you."}``.
+
+For fault tests, ``POST /_standin/faults`` sets a plan of forced answers:
+``{"queue": ["500", "429", "hang", ...]}`` consumed one per call, and/or
+``{"rates": {"500": 0.1, "hang": 0.05}, "seed": 7}`` drawn per call.
+``GET /_standin/messages`` lists what was accepted.
+
+Run: ``TAGRELAY_STANDIN_API_KEY=K python -m tagrelay.standin --port P --outbox DIR --domain D``
+(the key comes from the environment, never from the command line).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hmac
+import json
+import os
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from tagrelay.errors import BadRequest
+from tagrelay.inbound import parse_form
+
+HANG_SECONDS = 120.0
+API_KEY_VARIABLE = "TAGRELAY_STANDIN_API_KEY"
+
+
+class Standin:
+    def __init__(self, outbox: Path, domain: str, api_key: str) -> None:
+        self.outbox = outbox
+        self.domain = domain
+        self.api_key = api_key
+        self.lock = threading.Lock()
+        self.accepted: list[dict[str, Any]] = []
+        self.calls = 0
+        self.queue: list[str] = []
+        self.rates: dict[str, float] = {}
+        self.random = random.Random(0)
+        outbox.mkdir(parents=True, exist_ok=True)
+        self.next_number = 1 + max((int(p.stem) for p in outbox.glob("*.eml") if p.stem.isdigit()), default=0)
+
+    def forced(self) -> str:
+        with self.lock:
+            self.calls += 1
+            if self.queue:
+                return self.queue.pop(0)
+            draw = self.random.random()
+            for outcome, rate in self.rates.items():
+                if draw < rate:
+                    return outcome
+                draw -= rate
+            return ""
+
+    def store(self, to: list[str], mime: bytes) -> dict[str, Any]:
+        with self.lock:
+            number = self.next_number
+            self.next_number += 1
+            record = {"n": number, "to": to, "id": f"<{number}.{int(time.time())}@standin.{self.domain}>"}
+            path = self.outbox / f"{number}.eml"
+            path.write_bytes(mime)
+            (self.outbox / f"{number}.json").write_text(json.dumps(record))
+            record["path"] = str(path)
+            self.accepted.append(record)
+            return record
+
+
+def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+            return
+
+        def _reply(self, status: int, body: dict[str, Any] | list[Any], headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def do_GET(self) -> None:
+            if self.path == "/_standin/messages":
+                with state.lock:
+                    self._reply(200, {"calls": state.calls, "accepted": list(state.accepted)})
+            elif self.path == "/healthz":
+                self._reply(200, {"ok": True})
+            else:
+                self._reply(404, {"message": "not found"})
+
+        def do_POST(self) -> None:
+            body = self._body()
+            if self.path == "/_standin/faults":
+                plan = json.loads(body or b"{}")
+                with state.lock:
+                    state.queue = [str(x) for x in plan.get("queue", [])]
+                    state.rates = {str(k): float(v) for k, v in plan.get("rates", {}).items()}
+                    state.random = random.Random(plan.get("seed", 0))
+                self._reply(200, {"ok": True})
+                return
+            if self.path != f"/v3/{state.domain}/messages.mime":
+                self._reply(404, {"message": f"no such endpoint {self.path}"})
+                return
+            if not self._authorized():
+                self._reply(401, {"message": "Invalid private key"})
+                return
+            fault = state.forced()
+            if fault == "hang":
+                time.sleep(HANG_SECONDS)
+                return
+            if fault == "429":
+                self._reply(429, {"message": "Too many requests"}, {"Retry-After": "1"})
+                return
+            if fault.isdigit():
+                self._reply(int(fault), {"message": f"injected {fault}"})
+                return
+            try:
+                form = parse_form(self.headers.get("Content-Type", ""), body)
+            except BadRequest as exc:
+                self._reply(400, {"message": exc.reason})
+                return
+            upload = form.files.get("message")
+            to = [v.decode("utf-8", "replace") for v in form.all("to")]
+            if upload is None or not to:
+                self._reply(400, {"message": "'to' and 'message' are required"})
+                return
+            record = state.store(to, upload.data)
+            self._reply(200, {"id": record["id"], "message": "Queued. Thank you."})
+
+        def _authorized(self) -> bool:
+            expected = "Basic " + base64.b64encode(f"api:{state.api_key}".encode()).decode("ascii")
+            return hmac.compare_digest(self.headers.get("Authorization", "").encode(), expected.encode())
+
+    return Handler
+
+
+def serve(port: int, outbox: Path, domain: str, api_key: str, host: str = "127.0.0.1") -> None:
+    server = ThreadingHTTPServer((host, port), make_handler(Standin(outbox, domain, api_key)))
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Local Mailgun API stand-in")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--outbox", type=Path, required=True)
+    parser.add_argument("--domain", required=True)
+    args = parser.parse_args()
+    api_key = os.environ.get(API_KEY_VARIABLE, "")
+    if not api_key:
+        parser.error(f"set {API_KEY_VARIABLE} to the API key the stand-in accepts")
+    serve(args.port, args.outbox, args.domain, api_key)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""What Mailgun posts to a route URL: signed posts built from a real ``.eml``.
+
+Used by ``tagrelay send``, the tests and the benchmarks, so that all of them
+exercise ingest exactly as Mailgun does: the raw form (``body-mime``, route URL
+ending in ``mime``) or the parsed form (``body-plain``, ``body-html``,
+``message-headers``, ``attachment-N``, ``content-id-map``).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+
+from urllib3 import encode_multipart_formdata
+
+from tagrelay.inbound import sign
+
+FieldValue = str | bytes | tuple[str, bytes, str]
+
+
+@dataclass(frozen=True)
+class Post:
+    content_type: str
+    body: bytes
+    token: str
+
+
+def signature_fields(key: str, timestamp: int | None = None, token: str | None = None) -> dict[str, str]:
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    token = token or secrets.token_hex(25)
+    return {"timestamp": stamp, "token": token, "signature": sign(key.encode("utf-8"), stamp, token)}
+
+
+def mime_post(
+    raw: bytes, recipient: str, sender: str, key: str, timestamp: int | None = None, token: str | None = None
+) -> Post:
+    """The form Mailgun posts when the route URL ends in ``mime``."""
+    signed = signature_fields(key, timestamp, token)
+    headers = _header_fields(raw)
+    fields: list[tuple[str, FieldValue]] = [
+        ("recipient", recipient),
+        ("sender", sender),
+        ("from", headers.get("From", "")),
+        ("subject", headers.get("Subject", "")),
+        *signed.items(),
+        ("body-mime", raw),
+    ]
+    return _encode(fields, signed["token"])
+
+
+def parsed_post(
+    raw: bytes, recipient: str, sender: str, key: str, timestamp: int | None = None, token: str | None = None
+) -> Post:
+    """The parsed form Mailgun posts when the route URL does not end in ``mime``."""
+    signed = signature_fields(key, timestamp, token)
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    fields: list[tuple[str, FieldValue]] = [
+        ("recipient", recipient),
+        ("sender", sender),
+        ("message-headers", json.dumps([[k, str(v)] for k, v in message.items()])),
+        ("body-plain", text.get_content() if text is not None else ""),
+        ("body-html", html.get_content() if html is not None else ""),
+        *signed.items(),
+    ]
+    fields.extend((name, str(value)) for name, value in message.items())
+    cid_map: dict[str, str] = {}
+    attachments = [p for p in message.walk() if _is_attachment(p, (text, html))]
+    fields.append(("attachment-count", str(len(attachments))))
+    for number, part in enumerate(attachments, 1):
+        name = f"attachment-{number}"
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        fields.append((name, (part.get_filename() or name, data, part.get_content_type())))
+        if part["Content-ID"]:
+            cid_map[str(part["Content-ID"]).strip()] = name
+    if cid_map:
+        fields.append(("content-id-map", json.dumps(cid_map)))
+    return _encode(fields, signed["token"])
+
+
+def _is_attachment(part: Message, bodies: tuple[Message | None, ...]) -> bool:
+    if part.is_multipart() or any(part is body for body in bodies):
+        return False
+    return bool(part.get_filename() or part["Content-ID"] or part.get_content_disposition() == "attachment")
+
+
+def _header_fields(raw: bytes) -> dict[str, str]:
+    message = email.message_from_bytes(raw, policy=email.policy.compat32)
+    return {k: str(v) for k, v in message.items()}
+
+
+def _encode(fields: list[tuple[str, FieldValue]], token: str) -> Post:
+    body, content_type = encode_multipart_formdata(fields)
+    return Post(content_type=content_type, body=body, token=token)
