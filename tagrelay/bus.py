@@ -22,9 +22,7 @@ MAX_DATA_BYTES = 9_500_000
 def default_client() -> Any:
     from google.cloud import pubsub_v1
 
-    return pubsub_v1.PublisherClient(
-        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1, max_latency=0.0)
-    )
+    return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1, max_latency=0.0))
 
 
 class Publisher:

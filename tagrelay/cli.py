@@ -1,13 +1,14 @@
 """The ``tagrelay`` command.
 
-    tagrelay run                          the whole pipeline locally (Ctrl-C stops it)
-    tagrelay send FILE --to ADDRESS       sign and post a real .eml to the local ingest
-    tagrelay route ADDRESS                which rule matches and where the mail goes
+tagrelay run                          the whole pipeline locally (Ctrl-C stops it)
+tagrelay send FILE --to ADDRESS       sign and post a real .eml to the local ingest
+tagrelay route ADDRESS                which rule matches and where the mail goes
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
@@ -26,6 +27,10 @@ STATE_FILE = Path(".tagrelay") / "local.json"
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.eml"
 POST_TIMEOUT = 30.0
 ARRIVAL_SECONDS = 60.0
+
+# Modules that add subcommands: each has ``register(commands)``, which adds its
+# parsers and sets ``func`` on them.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,12 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     route.add_argument("address")
     route.add_argument("--routes", type=Path, default=None, help="rules file (default: $TAGRELAY_ROUTES)")
 
+    route.set_defaults(func=cmd_route)
+    run.set_defaults(func=cmd_run)
+    send.set_defaults(func=cmd_send)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
+
     args = parser.parse_args(argv)
-    if args.command == "run":
-        return cmd_run(args)
-    if args.command == "send":
-        return cmd_send(args)
-    return cmd_route(args)
+    return int(args.func(args))
 
 
 def cmd_route(args: argparse.Namespace) -> int:
@@ -85,8 +92,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         try:
             state = json.loads(STATE_FILE.read_text())
         except (OSError, ValueError):
-            print(f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run' or pass --url and --key",
-                  file=sys.stderr)
+            print(
+                f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run' or pass --url and --key",
+                file=sys.stderr,
+            )
             return 2
         url, key = url or state["ingest_url"], key or state["signing_key"]
     try:
@@ -135,19 +144,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name, child in stack.children.items():
             print(f"  {name:<10} {child.url}  (pid {child.process.pid}, log {child.log})")
         before = _outbox_count(stack.standin_url)
-        status, text = post_message(stack.ingest_url, stack.signing_key, args.sample.read_bytes(), args.to,
-                                    _from_address(args.sample.read_bytes()))
+        status, text = post_message(
+            stack.ingest_url,
+            stack.signing_key,
+            args.sample.read_bytes(),
+            args.to,
+            _from_address(args.sample.read_bytes()),
+        )
         print(f"posted {args.sample.name} to {args.to}: ingest answered {status} {text.strip()}")
         arrived = _wait_for_arrival(stack.standin_url, before)
         if arrived is None:
-            print(f"error: nothing arrived at the stand-in within {ARRIVAL_SECONDS:g}s; see {stack.workdir}/logs",
-                  file=sys.stderr)
+            print(
+                f"error: nothing arrived at the stand-in within {ARRIVAL_SECONDS:g}s; see {stack.workdir}/logs",
+                file=sys.stderr,
+            )
             return 1
         print(f"forwarded copy (to {', '.join(arrived['to'])}): {arrived['path']}")
         if args.once:
             return 0
-        print(f"\nrunning. Send more with: tagrelay send message.eml --to github@example.org\n"
-              f"forwarded copies land in {stack.outbox}/. Ctrl-C stops everything.", flush=True)
+        print(
+            f"\nrunning. Send more with: tagrelay send message.eml --to github@example.org\n"
+            f"forwarded copies land in {stack.outbox}/. Ctrl-C stops everything.",
+            flush=True,
+        )
         while all(child.process.poll() is None for child in stack.children.values()):
             time.sleep(1)
         print("error: a child process exited; see the logs", file=sys.stderr)

@@ -92,9 +92,7 @@ class _Reader:
         if value and version:
             self.problems.append(f"{name} and {secret_var} are both set: keep one")
         elif version and not _SECRET_VERSION.fullmatch(version):
-            self.problems.append(
-                f"{secret_var} must be a version name like projects/P/secrets/NAME/versions/latest"
-            )
+            self.problems.append(f"{secret_var} must be a version name like projects/P/secrets/NAME/versions/latest")
         elif not value and not version:
             self.problems.append(f"{name} is not set: put the key there, or its Secret Manager version in {secret_var}")
         return SecretRef(variable=name, value=value, version_name=version)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tagrelay.headers import first, parse_fields, split_message
@@ -75,7 +75,7 @@ def encode(message: InboundMessage, received_at: datetime) -> tuple[bytes, dict[
         mime=message.mime,
         token=message.token,
         message_id=message_id_of(message.mime),
-        received_at=received_at.astimezone(timezone.utc).isoformat(),
+        received_at=received_at.astimezone(UTC).isoformat(),
         spam_flag=message.spam_flag,
         spam_score=message.spam_score,
     )
@@ -130,4 +130,4 @@ def _parse_time(value: object) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

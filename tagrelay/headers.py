@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _CONTROL = re.compile(r"[\r\n\x00]")

@@ -182,8 +182,10 @@ def check_signed(form: Form, key: bytes, now: float, max_age_seconds: float) -> 
 
 def is_mailgun_form(form: Form) -> bool:
     """Whether the form looks like a Mailgun route post at all (else 400)."""
-    has_message = "body-mime" in form.fields or "body-mime" in form.files or any(
-        name in form.fields for name in ("body-plain", "body-html", "message-headers")
+    has_message = (
+        "body-mime" in form.fields
+        or "body-mime" in form.files
+        or any(name in form.fields for name in ("body-plain", "body-html", "message-headers"))
     )
     return has_message and "recipient" in form.fields
 

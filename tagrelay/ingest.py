@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 from tagrelay import envelope
@@ -75,13 +75,20 @@ class Ingest:
             stamp = check_signed(form, self._key.get().encode("utf-8"), now, self.config.max_age_seconds)
             message = to_inbound(form, stamp)
             self._check_deliverable(message.recipient, message.mime)
-            data, attributes = envelope.encode(message, datetime.fromtimestamp(now, timezone.utc))
+            data, attributes = envelope.encode(message, datetime.fromtimestamp(now, UTC))
             pubsub_id = self._publisher.publish(data, attributes)
         except RejectedInput as exc:
-            event(logging.WARNING, f"refused: {exc.reason}", stage="ingest", alias=alias, outcome=f"http {exc.status}", reason=exc.reason)
+            event(
+                logging.WARNING,
+                f"refused: {exc.reason}",
+                stage="ingest",
+                alias=alias,
+                outcome=f"http {exc.status}",
+                reason=exc.reason,
+            )
             return Response(exc.status, exc.reason)
         except TransientError as exc:
-            event(logging.ERROR, f"unavailable: {exc.reason}", stage="ingest", alias=alias, outcome="http 503", reason=exc.reason)
+            event(logging.ERROR, f"unavailable: {exc.reason}", stage="ingest", alias=alias, outcome="http 503")
             return Response(503, "temporarily unavailable, retry later")
         event(
             logging.INFO,

@@ -143,8 +143,17 @@ class Stack:
             self._start_emulators()
             self.spawn(
                 "standin",
-                [sys.executable, "-m", "tagrelay.standin", "--port", "{port}", "--outbox", str(self.outbox),
-                 "--domain", self.domain],
+                [
+                    sys.executable,
+                    "-m",
+                    "tagrelay.standin",
+                    "--port",
+                    "{port}",
+                    "--outbox",
+                    str(self.outbox),
+                    "--domain",
+                    self.domain,
+                ],
                 {API_KEY_VARIABLE: self.api_key},
                 ready_path="/healthz",
             )
@@ -192,8 +201,17 @@ class Stack:
     def _start_emulators(self) -> None:
         self.spawn(
             "pubsub",
-            ["gcloud", "beta", "emulators", "pubsub", "start", "--host-port=127.0.0.1:{port}",
-             f"--project={self.project}", f"--data-dir={self.workdir / 'pubsub-data'}", "--quiet"],
+            [
+                "gcloud",
+                "beta",
+                "emulators",
+                "pubsub",
+                "start",
+                "--host-port=127.0.0.1:{port}",
+                f"--project={self.project}",
+                f"--data-dir={self.workdir / 'pubsub-data'}",
+                "--quiet",
+            ],
             {},
             ready_path="/",
             start_seconds=EMULATOR_START_SECONDS,
@@ -250,8 +268,21 @@ class Stack:
 
     def _framework(self, function: str, signature: str) -> list[str]:
         source = REPO / "functions" / function / "main.py"
-        return [sys.executable, "-m", "functions_framework", "--target", function, "--source", str(source),
-                "--signature-type", signature, "--host", "127.0.0.1", "--port", "{port}"]
+        return [
+            sys.executable,
+            "-m",
+            "functions_framework",
+            "--target",
+            function,
+            "--source",
+            str(source),
+            "--signature-type",
+            signature,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+        ]
 
     def spawn(
         self,

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tagrelay.envelope import Delivery, SchemaError, from_cloud_event_data
@@ -76,7 +76,8 @@ class Relay:
         attributes = {**message.attributes(), "original_pubsub_id": delivery.pubsub_id}
         resolved = self._routes.resolve(message.recipient)
         if isinstance(resolved, Reject):
-            return self._dead_letter(message.mime, attributes, f"no route any more: {resolved.reason}", delivery.pubsub_id)
+            reason = f"no route any more: {resolved.reason}"
+            return self._dead_letter(message.mime, attributes, reason, delivery.pubsub_id)
         try:
             rewritten = rewrite(message.mime, normalize(message.recipient) or message.recipient, message.sender)
         except ValueError as exc:
@@ -91,7 +92,7 @@ class Relay:
                 return self._dead_letter(
                     message.mime, attributes, f"gave up after {age:.0f}s of retries: {exc.reason}", delivery.pubsub_id
                 )
-            event(logging.WARNING, f"will retry: {exc.reason}", stage="relay", outcome="retry", reason=exc.reason, **fields)
+            event(logging.WARNING, f"will retry: {exc.reason}", stage="relay", outcome="retry", **fields)
             wait = getattr(exc, "retry_after", None)
             if wait:
                 self._sleep(min(float(wait), MAX_INLINE_WAIT_SECONDS))
@@ -139,6 +140,6 @@ class PubSubDeadLetters:
         stamped = {
             **attributes,
             "deadletter_reason": reason[:1000],
-            "deadlettered_at": datetime.fromtimestamp(self._clock(), timezone.utc).isoformat(),
+            "deadlettered_at": datetime.fromtimestamp(self._clock(), UTC).isoformat(),
         }
         self._publisher.publish(data, stamped)

@@ -134,7 +134,7 @@ def _safe(value: str) -> bool:
 def _field(name: str, value: str, eol: bytes) -> bytes:
     if not _safe(value):
         raise ValueError(f"control character in {name}")
-    return f"{name}: {value}".encode("utf-8") + eol
+    return f"{name}: {value}".encode() + eol
 
 
 def _is_mbox_line(field: Field) -> bool:

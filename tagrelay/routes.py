@@ -77,7 +77,7 @@ class Routes:
         if address is None:
             return Reject(recipient, "not a usable address")
         local, domain = address.rsplit("@", 1)
-        base_local, plus, detail = local.partition("+")
+        base_local, _, detail = local.partition("+")
         base = f"{base_local}@{domain}"
         if address in self.blocked or base in self.blocked:
             return Reject(recipient, "blocked alias")
@@ -99,7 +99,7 @@ def normalize(address: str) -> str | None:
     if has_control_chars(address) or address.count("@") < 1:
         return None
     local, _, domain = address.rpartition("@")
-    if not local or not domain or any(c in address for c in " ,;<>\"\\"):
+    if not local or not domain or any(c in address for c in ' ,;<>"\\'):
         return None
     try:
         domain = domain.encode("idna").decode("ascii")
@@ -213,7 +213,7 @@ def _rule(index: int, line: int, raw: dict[str, object], top_fallback: str, doma
     fallback = str(fallback_raw)
     if not is_valid_address(fallback) or _PLACEHOLDER.search(fallback):
         raise RoutesError(
-            f"{where}: no usable fallback ({fallback!r}); set fallback = \"you@example.com\" "
+            f'{where}: no usable fallback ({fallback!r}); set fallback = "you@example.com" '
             "for targets that would be invalid addresses"
         )
     _check_not_ours(fallback, domains, where, "fallback")

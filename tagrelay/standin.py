@@ -44,7 +44,7 @@ class Standin:
         self.calls = 0
         self.queue: list[str] = []
         self.rates: dict[str, float] = {}
-        self.random = random.Random(0)
+        self.random = random.Random(0)  # noqa: S311 - fault draws, not cryptography
         outbox.mkdir(parents=True, exist_ok=True)
         self.next_number = 1 + max((int(p.stem) for p in outbox.glob("*.eml") if p.stem.isdigit()), default=0)
 
@@ -77,7 +77,7 @@ def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
         def _reply(self, status: int, body: dict[str, Any] | list[Any], headers: dict[str, str] | None = None) -> None:
@@ -110,7 +110,7 @@ def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
                 with state.lock:
                     state.queue = [str(x) for x in plan.get("queue", [])]
                     state.rates = {str(k): float(v) for k, v in plan.get("rates", {}).items()}
-                    state.random = random.Random(plan.get("seed", 0))
+                    state.random = random.Random(plan.get("seed", 0))  # noqa: S311
                 self._reply(200, {"ok": True})
                 return
             if self.path != f"/v3/{state.domain}/messages.mime":
