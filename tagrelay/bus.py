@@ -20,7 +20,7 @@ MAX_DATA_BYTES = 9_500_000
 
 
 def default_client() -> Any:
-    from google.cloud import pubsub_v1
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1, max_latency=0.0))
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import requests
 
@@ -182,7 +183,7 @@ def _outbox_count(standin_url: str) -> int:
     return len(requests.get(standin_url + "/_standin/messages", timeout=5).json()["accepted"])
 
 
-def _wait_for_arrival(standin_url: str, before: int) -> dict[str, object] | None:
+def _wait_for_arrival(standin_url: str, before: int) -> dict[str, Any] | None:
     deadline = time.monotonic() + ARRIVAL_SECONDS
     while time.monotonic() < deadline:
         accepted = requests.get(standin_url + "/_standin/messages", timeout=5).json()["accepted"]

@@ -247,7 +247,8 @@ def rebuild_mime(form: Form) -> bytes:
         msg.set_content(text or "", subtype="plain", charset="utf-8")
         msg.add_alternative(html, subtype="html", charset="utf-8")
         if inline:
-            html_part = msg.get_payload()[-1]
+            html_part = list(msg.iter_parts())[-1]
+            assert isinstance(html_part, EmailMessage)
             for name, cid in inline.items():
                 upload = form.files[name]
                 maintype, _, subtype = upload.content_type.partition("/")
@@ -255,7 +256,7 @@ def rebuild_mime(form: Form) -> bytes:
                     upload.data,
                     maintype=maintype or "application",
                     subtype=subtype or "octet-stream",
-                    cid=cid,
+                    cid=f"<{cid}>",
                     filename=upload.filename,
                     disposition="inline",
                 )

@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tagrelay.envelope import message_id_of
 from tagrelay.errors import BadRequest
 from tagrelay.inbound import parse_form
 
@@ -64,7 +65,12 @@ class Standin:
         with self.lock:
             number = self.next_number
             self.next_number += 1
-            record = {"n": number, "to": to, "id": f"<{number}.{int(time.time())}@standin.{self.domain}>"}
+            record = {
+                "n": number,
+                "to": to,
+                "id": f"<{number}.{int(time.time())}@standin.{self.domain}>",
+                "message_id": message_id_of(mime),
+            }
             path = self.outbox / f"{number}.eml"
             path.write_bytes(mime)
             (self.outbox / f"{number}.json").write_text(json.dumps(record))
