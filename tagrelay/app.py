@@ -19,9 +19,10 @@ from tagrelay.bus import Publisher
 from tagrelay.config import load_ingest, load_relay
 from tagrelay.errors import ConfigError
 from tagrelay.ingest import Ingest
+from tagrelay.ledger import FirestoreLedger, default_firestore
 from tagrelay.log import event
 from tagrelay.mailgun import MailgunClient
-from tagrelay.relay import PubSubDeadLetters, Relay
+from tagrelay.relay import Limits, PubSubDeadLetters, Relay
 from tagrelay.secrets import Secret
 
 T = TypeVar("T")
@@ -30,7 +31,8 @@ T = TypeVar("T")
 def build_ingest() -> Ingest:
     config = load_ingest(os.environ)
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
-    return Ingest(config, Secret(config.signing_key), publisher)
+    ledger = FirestoreLedger(default_firestore(config.project))
+    return Ingest(config, Secret(config.signing_key), publisher, ledger)
 
 
 def build_relay() -> Relay:
@@ -39,7 +41,9 @@ def build_relay() -> Relay:
         requests.Session(), config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
     )
     deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
-    return Relay(config.routes, mailgun, deadletters, config.max_delivery_age_seconds)
+    limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
+    ledger = FirestoreLedger(default_firestore(config.project))
+    return Relay(config.routes, mailgun, deadletters, ledger, limits)
 
 
 def cold_start(builder: Callable[[], T]) -> T:

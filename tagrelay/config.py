@@ -51,6 +51,7 @@ class RelayConfig:
     deadletter_topic: str
     mailgun_timeout: float
     max_delivery_age_seconds: float
+    max_attempts: int
 
 
 class _Reader:
@@ -143,6 +144,7 @@ def load_relay(env: Mapping[str, str]) -> RelayConfig:
     deadletter = reader.resource_id("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
     timeout = reader.number("MAILGUN_TIMEOUT", 60, 1, 540)
     max_age = reader.number("TAGRELAY_MAX_DELIVERY_AGE_SECONDS", 24 * 3600, 1, 7 * 24 * 3600)
+    attempts = reader.number("TAGRELAY_MAX_ATTEMPTS", 10, 1, 1000)
     reader.done()
     assert routes is not None
-    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age)
+    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age, int(attempts))

@@ -35,6 +35,7 @@ class Envelope:
     spam_flag: str = ""
     spam_score: str = ""
     claim: str = ""
+    replay: str = ""  # set by `tagrelay deadletters replay`: deliver even if dead-lettered before
 
     def attributes(self) -> dict[str, str]:
         """The Pub/Sub attributes of this envelope (empty values left out, long ones cut)."""
@@ -48,6 +49,7 @@ class Envelope:
             "spam_flag": self.spam_flag,
             "spam_score": self.spam_score,
             "claim": self.claim,
+            "replay": self.replay,
         }
         return {k: _fit(v) for k, v in values.items() if v}
 
@@ -104,6 +106,7 @@ def decode(data: bytes, attributes: dict[str, str]) -> Envelope:
         spam_flag=attributes.get("spam_flag", ""),
         spam_score=attributes.get("spam_score", ""),
         claim=attributes.get("claim", ""),
+        replay=attributes.get("replay", ""),
     )
 
 

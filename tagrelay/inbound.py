@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -31,6 +32,8 @@ from tagrelay.headers import has_control_chars
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
 FUTURE_SKEW_SECONDS = 300
 MAX_FORM_PARTS = 1000
+_REBUILD_POLICY = SMTP.clone(max_line_length=998)  # keep header lines as posted; fold only past 998
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,26 @@ def _add(name: str, value: bytes, fields: dict[str, bytes], repeated: dict[str, 
         fields[name] = value
 
 
+def form_digest(form: Form) -> str:
+    """A hash of what the form says, independent of how it was encoded (boundaries, field order).
+
+    Mailgun retries the same post with the same token; this tells a retry (same
+    digest) from a token reused for other content. The signature fields are left
+    out: they belong to the token, not to the message.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(set(form.fields) | set(form.repeated)):
+        if name in SIGNATURE_FIELDS:
+            continue
+        for value in form.all(name):
+            digest.update(b"F%d:%s%d:" % (len(name), name.encode(), len(value)) + value)
+    for name in sorted(form.files):
+        upload = form.files[name]
+        label = f"{name}\0{upload.filename or ''}\0{upload.content_type}".encode()
+        digest.update(b"U%d:%s%d:" % (len(label), label, len(upload.data)) + upload.data)
+    return digest.hexdigest()
+
+
 def sign(key: bytes, timestamp: str, token: str) -> str:
     """The Mailgun webhook signature: hex HMAC-SHA256 of timestamp + token."""
     return hmac.new(key, (timestamp + token).encode("utf-8"), hashlib.sha256).hexdigest()
@@ -242,7 +265,7 @@ def rebuild_mime(form: Form) -> bytes:
     inline = {name: cid for name, cid in cid_of.items() if name in form.files}
     attachments = [name for name in _attachment_names(form) if name not in inline]
 
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=_REBUILD_POLICY)
     if html:
         msg.set_content(text or "", subtype="plain", charset="utf-8")
         msg.add_alternative(html, subtype="html", charset="utf-8")
@@ -276,7 +299,11 @@ def rebuild_mime(form: Form) -> bytes:
             msg[name] = value
         except (ValueError, TypeError):
             continue  # a header the email package cannot represent is dropped, not fatal
-    return msg.as_bytes(policy=SMTP)
+    # Boundaries derived from the content: the same form always rebuilds to the same bytes.
+    seed = form_digest(form)[:24]
+    for number, part in enumerate(p for p in msg.walk() if p.is_multipart()):
+        part.set_boundary(f"tagrelay-{seed}-{number}")
+    return msg.as_bytes(policy=_REBUILD_POLICY)
 
 
 def _message_headers(form: Form) -> list[tuple[str, str]]:
@@ -294,9 +321,10 @@ def _message_headers(form: Form) -> list[tuple[str, str]]:
                     and len(item) == 2
                     and all(isinstance(part, str) for part in item)
                     and item[0].lower() not in _STRUCTURE_HEADERS
-                    and not has_control_chars(item[0] + item[1].replace("\r\n", " "))
                 ):
-                    pairs.append((item[0], item[1].replace("\r\n", " ")))
+                    value = _FOLD.sub("", item[1])
+                    if not has_control_chars(item[0] + value):
+                        pairs.append((item[0], value))
     if not pairs:  # no usable header list: take the single fields Mailgun also posts
         for name in ("From", "To", "Cc", "Subject", "Date", "Message-Id", "Reply-To"):
             value = form.text(name) or form.text(name.lower())

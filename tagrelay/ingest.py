@@ -3,17 +3,20 @@
 Statuses (Mailgun treats 200 as done, 406 as "do not retry", anything else as
 a failure it retries for about 8 hours):
 
-- 200 published and acknowledged by Pub/Sub;
+- 200 published and acknowledged by Pub/Sub, or a retry of a post already published;
 - 400 not a Mailgun form at all;
-- 401 bad or missing signature, or a timestamp outside the window;
+- 401 bad or missing signature, a timestamp outside the window, or a token
+  reused for a different message;
 - 406 signed, but never deliverable (no route, blocked alias, loop, too large);
-- 503 Pub/Sub (or the key store) unavailable: Mailgun retries.
+- 503 Pub/Sub, the ledger or the key store unavailable, or the same post is
+  being published by another instance right now: Mailgun retries.
 
 Never a bare 500 for anything a client sent: every failure maps to one of these.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,14 +27,24 @@ from typing import Protocol
 from tagrelay import envelope
 from tagrelay.bus import MAX_DATA_BYTES
 from tagrelay.config import IngestConfig
-from tagrelay.errors import BadRequest, RejectedInput, TransientError, Undeliverable
+from tagrelay.errors import (
+    BadRequest,
+    BadSignature,
+    LedgerUnavailable,
+    RejectedInput,
+    TransientError,
+    Undeliverable,
+)
 from tagrelay.headers import count, parse_fields, split_message
-from tagrelay.inbound import check_signed, is_mailgun_form, parse_form, to_inbound
+from tagrelay.inbound import check_signed, form_digest, is_mailgun_form, parse_form, to_inbound
+from tagrelay.ledger import Ledger
 from tagrelay.log import event
 from tagrelay.rewrite import has_loop_marker
 from tagrelay.routes import Reject
 
 MAX_RECEIVED_HEADERS = 25
+TOKEN_KEEP_MARGIN_SECONDS = 3600  # replay records outlive the retry horizon by this much
+PUBLISH_LEASE_MARGIN_SECONDS = 30
 
 
 class PublisherLike(Protocol):
@@ -54,11 +67,13 @@ class Ingest:
         config: IngestConfig,
         signing_key: KeySource,
         publisher: PublisherLike,
+        ledger: Ledger,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self._key = signing_key
         self._publisher = publisher
+        self._ledger = ledger
         self._clock = clock
 
     def handle(self, content_type: str, body: bytes) -> Response:
@@ -76,7 +91,7 @@ class Ingest:
             message = to_inbound(form, stamp)
             self._check_deliverable(message.recipient, message.mime)
             data, attributes = envelope.encode(message, datetime.fromtimestamp(now, UTC))
-            pubsub_id = self._publisher.publish(data, attributes)
+            pubsub_id = self._publish_once(message.token, form_digest(form), data, attributes)
         except RejectedInput as exc:
             event(
                 logging.WARNING,
@@ -90,6 +105,8 @@ class Ingest:
         except TransientError as exc:
             event(logging.ERROR, f"unavailable: {exc.reason}", stage="ingest", alias=alias, outcome="http 503")
             return Response(503, "temporarily unavailable, retry later")
+        if not pubsub_id:
+            return Response(200, "already queued")
         event(
             logging.INFO,
             "published",
@@ -100,6 +117,44 @@ class Ingest:
             outcome="published",
         )
         return Response(200, "queued")
+
+    def _publish_once(self, token: str, digest: str, data: bytes, attributes: dict[str, str]) -> str:
+        """Publish unless this token was already published; "" for an identical retry."""
+        lease = self.config.publish_timeout + PUBLISH_LEASE_MARGIN_SECONDS
+        keep = self.config.max_age_seconds + TOKEN_KEEP_MARGIN_SECONDS
+        claim = self._ledger.claim_token(token, digest, lease, keep)
+        fields = {"alias": attributes.get("recipient", ""), "message_id": attributes.get("message_id", "")}
+        if claim == "conflict":
+            raise BadSignature("token reused for a different message")
+        if claim == "busy":
+            raise LedgerUnavailable("the same post is being published right now")
+        if claim == "duplicate":
+            event(logging.INFO, "identical retry: already published", stage="ingest", outcome="duplicate", **fields)
+            return ""
+        try:
+            pubsub_id = self._publisher.publish(data, attributes)
+        except TransientError:
+            self._forget(token)
+            raise
+        try:
+            self._ledger.token_published(token)
+        except LedgerUnavailable as exc:
+            # Published but not recorded: a retry after the lease may publish again,
+            # and the relay's delivery record keeps the duplicate from being sent.
+            event(
+                logging.WARNING,
+                f"published but not recorded: {exc.reason}",
+                stage="ingest",
+                pubsub_id=pubsub_id,
+                outcome="published",
+                **fields,
+            )
+        return pubsub_id
+
+    def _forget(self, token: str) -> None:
+        """Drop the claim so Mailgun's retry publishes; if that fails, the lease runs out instead."""
+        with contextlib.suppress(LedgerUnavailable):
+            self._ledger.release_token(token)
 
     def _check_deliverable(self, recipient: str, mime: bytes) -> None:
         resolved = self.config.routes.resolve(recipient)

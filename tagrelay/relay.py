@@ -1,12 +1,18 @@
-"""The relay service: Pub/Sub delivery → route → rewrite → send through Mailgun.
+"""The relay service: Pub/Sub delivery → dedupe → route → rewrite → send through Mailgun.
 
 The retry idiom of Cloud Functions: raise to be redelivered, return to stop.
 
-- transient failures (Mailgun 429/5xx/timeouts, the key store) raise, so
-  Pub/Sub redelivers with backoff, until the message is older than the
-  max-age guard; then it is dead-lettered instead of spinning forever;
-- permanent failures (Mailgun 4xx, no route any more, not a tagrelay message)
-  go to the dead-letter sink with the reason and are acknowledged.
+- A delivery record in the ledger (alias, targets, Message-ID or body hash)
+  makes a redelivered message that was already sent a no-op, and lets only one
+  instance send a message at a time (a lease that runs out if that instance dies).
+- Transient failures (Mailgun 429/5xx/timeouts, the ledger, the key store)
+  raise, so Pub/Sub redelivers with backoff, until the message has used up its
+  attempts or is older than the max-age guard; then it is dead-lettered instead
+  of spinning forever. (The emulator ignores retry and dead-letter policies, so
+  the relay counts attempts itself; in production the subscription's own
+  dead-letter policy is the backstop.)
+- Permanent failures (Mailgun 4xx, no route any more, not a tagrelay message)
+  go to the dead-letter topic with the reason and are acknowledged.
 
 Nothing is dropped without a record: a dead-letter publish that fails raises too.
 """
@@ -22,12 +28,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tagrelay.envelope import Delivery, SchemaError, from_cloud_event_data
-from tagrelay.errors import PermanentError, TransientError
+from tagrelay.errors import LedgerUnavailable, PermanentError, TransientError
+from tagrelay.ledger import Ledger, delivery_key
 from tagrelay.log import event
 from tagrelay.rewrite import rewrite
 from tagrelay.routes import Reject, Routes, normalize
 
 MAX_INLINE_WAIT_SECONDS = 10.0  # longest Retry-After honoured by sleeping before the redelivery
+LEASE_MARGIN_SECONDS = 30.0
 
 
 class Sender(Protocol):
@@ -40,8 +48,15 @@ class DeadLetters(Protocol):
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "sent" or "dead-lettered"
+    status: str  # "sent", "duplicate" or "dead-lettered"
     detail: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_attempts: int = 10
+    max_age_seconds: float = 24 * 3600
+    send_timeout_seconds: float = 60.0  # the lease outlives one Mailgun call
 
 
 class Relay:
@@ -50,14 +65,16 @@ class Relay:
         routes: Routes,
         sender: Sender,
         deadletters: DeadLetters,
-        max_age_seconds: float,
+        ledger: Ledger,
+        limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._routes = routes
         self._sender = sender
         self._deadletters = deadletters
-        self._max_age = max_age_seconds
+        self._ledger = ledger
+        self._limits = limits
         self._clock = clock
         self._sleep = sleep
 
@@ -66,7 +83,7 @@ class Relay:
         try:
             delivery = from_cloud_event_data(data)
         except SchemaError as exc:
-            raw = json.dumps(data, default=str).encode("utf-8") if not isinstance(data, bytes) else data
+            raw = json.dumps(data, default=str).encode("utf-8")
             return self._dead_letter(raw, {}, f"not a tagrelay message: {exc}", "")
         return self.handle(delivery)
 
@@ -78,25 +95,45 @@ class Relay:
         if isinstance(resolved, Reject):
             reason = f"no route any more: {resolved.reason}"
             return self._dead_letter(message.mime, attributes, reason, delivery.pubsub_id)
+
+        key = delivery_key(message.recipient, resolved.targets, message.message_id, message.mime)
+        info = {"alias": message.recipient, "message_id": message.message_id, "targets": ",".join(resolved.targets)}
+        lease = self._limits.send_timeout_seconds + LEASE_MARGIN_SECONDS
+        begin = self._ledger.begin_delivery(key, lease, info, retake_dead=bool(message.replay))
+        if begin.state == "done":
+            event(
+                logging.INFO,
+                "already handled: not sent again",
+                stage="relay",
+                outcome="duplicate",
+                mailgun_id=begin.detail,
+                **fields,
+            )
+            return Outcome("duplicate", begin.detail)
+        if begin.state == "busy":
+            event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
+            raise LedgerUnavailable("delivery in progress elsewhere")
+
         try:
             rewritten = rewrite(message.mime, normalize(message.recipient) or message.recipient, message.sender)
-        except ValueError as exc:
-            return self._dead_letter(message.mime, attributes, f"cannot rewrite: {exc}", delivery.pubsub_id)
-        try:
             mailgun_id = self._sender.send_mime(resolved.targets, rewritten.mime)
+        except ValueError as exc:
+            return self._give_up(key, message.mime, attributes, f"cannot rewrite: {exc}", delivery.pubsub_id)
         except PermanentError as exc:
-            return self._dead_letter(message.mime, attributes, exc.reason, delivery.pubsub_id)
+            return self._give_up(key, message.mime, attributes, exc.reason, delivery.pubsub_id)
         except TransientError as exc:
+            self._release(key)
             age = self._age(delivery)
-            if age is not None and age > self._max_age:
-                return self._dead_letter(
-                    message.mime, attributes, f"gave up after {age:.0f}s of retries: {exc.reason}", delivery.pubsub_id
-                )
+            if begin.attempts >= self._limits.max_attempts or (age is not None and age > self._limits.max_age_seconds):
+                reason = f"gave up after {begin.attempts} attempts in {age or 0:.0f}s: {exc.reason}"
+                return self._give_up(key, message.mime, attributes, reason, delivery.pubsub_id)
             event(logging.WARNING, f"will retry: {exc.reason}", stage="relay", outcome="retry", **fields)
             wait = getattr(exc, "retry_after", None)
             if wait:
                 self._sleep(min(float(wait), MAX_INLINE_WAIT_SECONDS))
             raise
+
+        self._record(key, "sent", mailgun_id)
         event(
             logging.INFO,
             "sent",
@@ -104,7 +141,7 @@ class Relay:
             outcome="sent",
             mailgun_id=mailgun_id,
             targets=list(resolved.targets),
-            reason="fallback: target was not a valid address" if resolved.fallback_used else "",
+            reason="fallback: the forward address would be invalid" if resolved.fallback_used else "",
             **fields,
         )
         return Outcome("sent", mailgun_id)
@@ -113,6 +150,30 @@ class Relay:
         if delivery.publish_time is None:
             return None
         return self._clock() - delivery.publish_time.timestamp()
+
+    def _give_up(self, key: str, data: bytes, attributes: dict[str, str], reason: str, pubsub_id: str) -> Outcome:
+        try:
+            outcome = self._dead_letter(data, attributes, reason, pubsub_id)
+        except TransientError:
+            self._release(key)
+            raise
+        self._record(key, "dead", reason)
+        return outcome
+
+    def _record(self, key: str, state: Any, detail: str) -> None:
+        """Record the end of a delivery. If the ledger fails here, the message is still
+        acknowledged: the only duplicate left is a redelivery Pub/Sub makes on its own
+        after the lease, the one narrow window the README names."""
+        try:
+            self._ledger.delivery_done(key, state, detail)
+        except LedgerUnavailable as exc:
+            event(logging.ERROR, f"{state} but not recorded: {exc.reason}", stage="relay", outcome=state)
+
+    def _release(self, key: str) -> None:
+        try:
+            self._ledger.release_delivery(key)
+        except LedgerUnavailable as exc:
+            event(logging.WARNING, f"lease not released (it runs out): {exc.reason}", stage="relay")
 
     def _dead_letter(self, data: bytes, attributes: dict[str, str], reason: str, pubsub_id: str) -> Outcome:
         self._deadletters.put(data, attributes, reason)

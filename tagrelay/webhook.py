@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -65,12 +66,12 @@ def parsed_post(
     fields: list[tuple[str, FieldValue]] = [
         ("recipient", recipient),
         ("sender", sender),
-        ("message-headers", json.dumps([[k, str(v)] for k, v in message.items()])),
+        ("message-headers", json.dumps([[k, _unfold(v)] for k, v in _raw_headers(raw)])),
         ("body-plain", text.get_content() if text is not None else ""),
         ("body-html", html.get_content() if html is not None else ""),
         *signed.items(),
     ]
-    fields.extend((name, str(value)) for name, value in message.items())
+    fields.extend((name, _unfold(value)) for name, value in _raw_headers(raw))
     cid_map: dict[str, str] = {}
     attachments = [p for p in message.walk() if _is_attachment(p, (text, html))]
     fields.append(("attachment-count", str(len(attachments))))
@@ -92,9 +93,18 @@ def _is_attachment(part: Message, bodies: tuple[Message | None, ...]) -> bool:
     return bool(part.get_filename() or part["Content-ID"] or part.get_content_disposition() == "attachment")
 
 
-def _header_fields(raw: bytes) -> dict[str, str]:
+def _raw_headers(raw: bytes) -> list[tuple[str, str]]:
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    return {k: str(v) for k, v in message.items()}
+    return [(k, str(v)) for k, v in message.items()]
+
+
+def _header_fields(raw: bytes) -> dict[str, str]:
+    return {k: _unfold(v) for k, v in _raw_headers(raw)}
+
+
+def _unfold(value: str) -> str:
+    """A header value on one line, as Mailgun posts it."""
+    return re.sub(r"\r?\n(?=[ \t])", "", value)
 
 
 def _encode(fields: list[tuple[str, FieldValue]], token: str) -> Post:
