@@ -1,0 +1,325 @@
+"""Mailgun's Routes API: one route that hands a domain's mail to ingest.
+
+Routes belong to the Mailgun account, not to a domain, so ours is recognised by
+its description, ``tagrelay: <domain>``. :meth:`RoutesClient.ensure_route`
+creates it, updates it in place when its expression, actions or priority
+differ, and otherwise leaves it alone: running it twice never makes two routes.
+
+    GET    /v3/routes?skip=N&limit=M   {"total_count": N, "items": [route, ...]}
+    POST   /v3/routes                  {"message": "...", "route": route}
+    PUT    /v3/routes/<id>             {"message": "...", ...}
+    DELETE /v3/routes/<id>             {"message": "...", "id": "<id>"}
+
+A route is ``{"id", "priority", "description", "expression", "actions", "created_at"}``.
+Requests are form-encoded, ``action`` is repeated once per action, and the
+account's API key goes in basic auth as ``api:KEY``. Every call has a timeout.
+
+The command ``tagrelay mailgun ensure-route --domain D --url URL`` reads the key
+from ``MAILGUN_API_KEY`` (never from the command line) and prints the outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import requests
+
+from tagrelay.errors import TagrelayError
+
+US_API_BASE = "https://api.mailgun.net"
+EU_API_BASE = "https://api.eu.mailgun.net"
+API_KEY_VARIABLE = "MAILGUN_API_KEY"
+API_BASE_VARIABLE = "MAILGUN_API_BASE"
+CONNECT_TIMEOUT_SECONDS = 5.0
+READ_TIMEOUT_SECONDS = 30.0
+PAGE_SIZE = 100  # Mailgun caps list pages at 100
+MAX_PAGES = 100  # 10,000 routes: far beyond any account; stops a server that never ends the list
+DESCRIPTION_PREFIX = "tagrelay: "
+_DOMAIN = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+
+Outcome = Literal["created", "updated", "unchanged"]
+
+
+class RoutesApiError(TagrelayError):
+    """The Routes API refused or failed; ``status`` is the HTTP status (0 when there was no answer)."""
+
+    def __init__(self, reason: str, status: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class InvalidRoute(TagrelayError):
+    """The domain or URL cannot make a valid route; nothing was sent."""
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """What our route should look like."""
+
+    description: str
+    expression: str
+    actions: tuple[str, ...]
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route as Mailgun reports it."""
+
+    id: str
+    description: str
+    expression: str
+    actions: tuple[str, ...]
+    priority: int
+    created_at: str = ""
+
+    @classmethod
+    def from_json(cls, item: object) -> Route:
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
+            raise RoutesApiError("Mailgun returned a route without an id")
+        actions = item.get("actions") or []
+        if not isinstance(actions, list):
+            raise RoutesApiError(f"Mailgun returned route {item['id']} with malformed actions")
+        try:
+            priority = int(item.get("priority") or 0)
+        except (TypeError, ValueError):
+            raise RoutesApiError(f"Mailgun returned route {item['id']} with a malformed priority") from None
+        return cls(
+            id=item["id"],
+            description=str(item.get("description") or ""),
+            expression=str(item.get("expression") or ""),
+            actions=tuple(str(action) for action in actions),
+            priority=priority,
+            created_at=str(item.get("created_at") or ""),
+        )
+
+    def matches(self, spec: RouteSpec) -> bool:
+        return (
+            _normal(self.expression) == _normal(spec.expression)
+            and [_normal(a) for a in self.actions] == [_normal(a) for a in spec.actions]
+            and self.priority == spec.priority
+        )
+
+
+def description_for(domain: str) -> str:
+    return f"{DESCRIPTION_PREFIX}{domain.lower()}"
+
+
+def route_spec(domain: str, url: str, priority: int = 0) -> RouteSpec:
+    """Every recipient at ``domain`` is forwarded to ``url``, and no later route runs."""
+    domain = domain.strip().rstrip(".").lower()
+    if not _DOMAIN.fullmatch(domain):
+        raise InvalidRoute(f"--domain {domain!r} is not a domain name; put the Mailgun receiving domain, e.g. example.org")
+    parsed = urlparse(url)
+    if parsed.scheme not in ("https", "http") or not parsed.netloc or re.search(r'[\s"\\]', url):
+        raise InvalidRoute(f"--url {url!r} is not an http(s) URL; put the ingest URL ending in /mime")
+    pattern = ".*@" + re.escape(domain)
+    return RouteSpec(
+        description=description_for(domain),
+        expression=f'match_recipient("{pattern}")',
+        actions=(f'forward("{url}")', "stop()"),
+        priority=priority,
+    )
+
+
+def api_base(explicit: str | None, env: Mapping[str, str], eu: bool = False) -> str:
+    """The API base: ``--api-base``, else ``--eu``, else ``MAILGUN_API_BASE``, else the US base."""
+    base = (explicit or (EU_API_BASE if eu else "") or env.get(API_BASE_VARIABLE, "") or US_API_BASE).strip()
+    parsed = urlparse(base)
+    if parsed.scheme not in ("https", "http") or not parsed.netloc:
+        raise InvalidRoute(f"API base {base!r} is not a URL; put {US_API_BASE} or {EU_API_BASE}")
+    return base.rstrip("/")
+
+
+class RoutesClient:
+    def __init__(
+        self, session: requests.Session, base: str, api_key: str, timeout: float = READ_TIMEOUT_SECONDS
+    ) -> None:
+        self._session = session
+        self._url = f"{base.rstrip('/')}/v3/routes"
+        self._auth = ("api", api_key)
+        self._timeout = (CONNECT_TIMEOUT_SECONDS, timeout)
+
+    def list_routes(self) -> list[Route]:
+        """Every route of the account, page by page."""
+        return list(self._iter_routes())
+
+    def _iter_routes(self) -> Iterator[Route]:
+        skip = 0
+        for _ in range(MAX_PAGES):
+            body = self._call("GET", self._url, params={"skip": skip, "limit": PAGE_SIZE})
+            items = body.get("items")
+            if not isinstance(items, list):
+                raise RoutesApiError("Mailgun's route list has no 'items'")
+            for item in items:
+                yield Route.from_json(item)
+            skip += len(items)
+            total = body.get("total_count")
+            if not items or len(items) < PAGE_SIZE or (isinstance(total, int) and skip >= total):
+                return
+        raise RoutesApiError(f"Mailgun's route list did not end after {MAX_PAGES} pages")
+
+    def create(self, spec: RouteSpec) -> Route:
+        body = self._call("POST", self._url, data=_form(spec))
+        return Route.from_json(body.get("route"))
+
+    def update(self, route_id: str, spec: RouteSpec) -> None:
+        self._call("PUT", f"{self._url}/{route_id}", data=_form(spec))
+
+    def delete(self, route_id: str) -> None:
+        self._call("DELETE", f"{self._url}/{route_id}")
+
+    def find(self, domain: str) -> list[Route]:
+        """Our routes for ``domain`` (normally one), oldest listing first."""
+        wanted = description_for(domain.strip().rstrip("."))
+        return [route for route in self._iter_routes() if route.description.strip().lower() == wanted]
+
+    def ensure_route(self, domain: str, url: str, priority: int = 0) -> Outcome:
+        """Make the account hold exactly one tagrelay route for ``domain``, forwarding to ``url``."""
+        spec = route_spec(domain, url, priority)
+        ours = self.find(domain)
+        if not ours:
+            self.create(spec)
+            return "created"
+        keep, extras = ours[0], ours[1:]
+        for extra in extras:  # a duplicate made by hand or by an interrupted run
+            self.delete(extra.id)
+        if keep.matches(spec):
+            return "updated" if extras else "unchanged"
+        self.update(keep.id, spec)
+        return "updated"
+
+    def delete_route(self, domain: str) -> Literal["deleted", "absent"]:
+        ours = self.find(domain)
+        for route in ours:
+            self.delete(route.id)
+        return "deleted" if ours else "absent"
+
+    def _call(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any] | None = None,
+        data: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        try:
+            response = self._session.request(
+                method, url, params=params, data=data, auth=self._auth, timeout=self._timeout
+            )
+        except requests.Timeout:
+            raise RoutesApiError(f"Mailgun did not answer {method} /v3/routes in time") from None
+        except requests.ConnectionError:
+            raise RoutesApiError(f"cannot connect to {_host(url)}; check the network and the API base") from None
+        except requests.RequestException as exc:
+            raise RoutesApiError(f"{method} /v3/routes failed ({type(exc).__name__})") from None
+        status = response.status_code
+        if status == 401:
+            raise RoutesApiError(
+                f"Mailgun refused the API key (401) at {_host(url)}: check {API_KEY_VARIABLE}, and that the "
+                f"account is in this region (EU accounts need {EU_API_BASE}: --eu or {API_BASE_VARIABLE})",
+                status,
+            )
+        if not 200 <= status < 300:
+            hint = "; try again later" if status >= 500 or status == 429 else ""
+            raise RoutesApiError(f"Mailgun answered {status} to {method} /v3/routes: {_message(response)}{hint}", status)
+        try:
+            body = response.json()
+        except ValueError:
+            raise RoutesApiError(f"Mailgun answered {method} /v3/routes with something that is not JSON") from None
+        if not isinstance(body, dict):
+            raise RoutesApiError(f"Mailgun answered {method} /v3/routes with unexpected JSON")
+        return body
+
+
+def _form(spec: RouteSpec) -> list[tuple[str, str]]:
+    fields = [
+        ("priority", str(spec.priority)),
+        ("description", spec.description),
+        ("expression", spec.expression),
+    ]
+    return fields + [("action", action) for action in spec.actions]
+
+
+def _normal(text: str) -> str:
+    """Mailgun echoes what it was given; tolerate its quote style and spacing when comparing."""
+    return re.sub(r"\s+", "", text.replace("'", '"'))
+
+
+def _host(url: str) -> str:
+    return urlparse(url).netloc or url
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return (response.text or response.reason or "").strip()[:200]
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:200]
+    return response.reason or ""
+
+
+# The command line ------------------------------------------------------------
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mailgun = commands.add_parser("mailgun", help="manage the Mailgun side (the inbound route)")
+    actions = mailgun.add_subparsers(dest="mailgun_command", required=True)
+    key_note = f"The API key is read from {API_KEY_VARIABLE}, never from the command line."
+
+    ensure = actions.add_parser(
+        "ensure-route",
+        help="create or update the route forwarding DOMAIN's mail to URL",
+        description=f'Make one route: match_recipient(".*@DOMAIN") → forward("URL") + stop(). {key_note}',
+    )
+    ensure.add_argument("--domain", required=True, help="the Mailgun receiving domain, e.g. example.org")
+    ensure.add_argument("--url", required=True, help="the ingest URL, ending in /mime")
+    ensure.add_argument("--priority", type=int, default=0, help="route priority (lower runs first; default 0)")
+    _base_arguments(ensure)
+    ensure.set_defaults(func=cmd_ensure_route)
+
+    delete = actions.add_parser(
+        "delete-route", help="delete tagrelay's route for DOMAIN", description=f"Delete the route. {key_note}"
+    )
+    delete.add_argument("--domain", required=True)
+    _base_arguments(delete)
+    delete.set_defaults(func=cmd_delete_route)
+
+
+def _base_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-base", default=None, help=f"default: ${API_BASE_VARIABLE}, else {US_API_BASE}")
+    parser.add_argument("--eu", action="store_true", help=f"use the EU base, {EU_API_BASE}")
+
+
+def cmd_ensure_route(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda client: client.ensure_route(args.domain, args.url, args.priority))
+
+
+def cmd_delete_route(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda client: client.delete_route(args.domain))
+
+
+def _with_client(args: argparse.Namespace, action: Callable[[RoutesClient], str]) -> int:
+    key = os.environ.get(API_KEY_VARIABLE, "").strip()
+    if not key:
+        print(f"error: {API_KEY_VARIABLE} is not set: put the Mailgun API key there", file=sys.stderr)
+        return 2
+    try:
+        base = api_base(args.api_base, os.environ, args.eu)
+        with requests.Session() as session:
+            outcome = action(RoutesClient(session, base, key))
+    except InvalidRoute as exc:
+        print(f"error: {exc.reason}", file=sys.stderr)
+        return 2
+    except RoutesApiError as exc:
+        print(f"error: {exc.reason}", file=sys.stderr)
+        return 1
+    print(f"mailgun route for {args.domain.lower()}: {outcome}")
+    return 0

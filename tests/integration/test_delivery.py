@@ -1,0 +1,95 @@
+"""Exactly once through the ledger: Mailgun retries, concurrent posts, Pub/Sub redelivery."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from tagrelay import envelope, webhook
+from tagrelay.inbound import InboundMessage
+from tagrelay.localstack import Stack
+from tests.integration.conftest import TAP, arrivals, message, post, pull, wait_for_arrival
+
+SETTLE_SECONDS = 2.0
+
+
+def unique(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex}@test.example"
+
+
+def send(stack: Stack, made: webhook.Post) -> int:
+    response = requests.post(
+        stack.ingest_url + "/mime", data=made.body, headers={"Content-Type": made.content_type}, timeout=30
+    )
+    return response.status_code
+
+
+def tapped(stack: Stack, message_id: str) -> int:
+    return sum(1 for m in pull(stack, TAP) if m["attributes"].get("message_id") == f"<{message_id}>")
+
+
+def test_mailgun_retry_of_the_same_post_is_not_published_again(stack: Stack) -> None:
+    mid = unique("retry")
+    made = webhook.mime_post(message(mid), "github@example.org", "a@bank.example", stack.signing_key)
+    assert send(stack, made) == 200
+    assert send(stack, made) == 200
+    wait_for_arrival(stack, mid)
+    time.sleep(SETTLE_SECONDS)
+    assert tapped(stack, mid) == 1
+    assert len(arrivals(stack, mid)) == 1
+
+
+def test_a_token_reused_for_another_message_is_refused(stack: Stack) -> None:
+    first, second = unique("token-a"), unique("token-b")
+    stamp, token = int(time.time()), uuid.uuid4().hex
+    made = webhook.mime_post(message(first), "github@example.org", "a@bank.example", stack.signing_key, stamp, token)
+    other = webhook.mime_post(message(second), "github@example.org", "a@bank.example", stack.signing_key, stamp, token)
+    assert send(stack, made) == 200
+    assert send(stack, other) == 401
+    time.sleep(SETTLE_SECONDS)
+    assert tapped(stack, second) == 0
+
+
+def test_concurrent_identical_posts_publish_once(stack: Stack) -> None:
+    mid = unique("concurrent")
+    made = webhook.mime_post(message(mid), "github@example.org", "a@bank.example", stack.signing_key)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: send(stack, made), range(8)))
+    assert set(statuses) <= {200, 503}, statuses
+    assert 200 in statuses
+    # Mailgun retries the 503s; by then the post is published and they get 200 without a new publish.
+    assert all(send(stack, made) == 200 for status in statuses if status == 503)
+    wait_for_arrival(stack, mid)
+    time.sleep(SETTLE_SECONDS)
+    assert tapped(stack, mid) == 1
+    assert len(arrivals(stack, mid)) == 1
+
+
+def test_a_message_published_twice_is_sent_once(stack: Stack) -> None:
+    """Pub/Sub is at-least-once, and ingest can publish twice when its ack is lost."""
+    mid = unique("redelivered")
+    inbound = InboundMessage("github@example.org", "a@bank.example", message(mid), uuid.uuid4().hex, 0, "mime")
+    data, attributes = envelope.encode(inbound, datetime.now(UTC))
+    body = {"messages": [{"data": base64.b64encode(data).decode(), "attributes": attributes}] * 2}
+    url = f"{stack.pubsub_url}/v1/projects/{stack.project}/topics/{stack.topic}:publish"
+    assert len(requests.post(url, json=body, timeout=30).json()["messageIds"]) == 2
+    wait_for_arrival(stack, mid)
+    time.sleep(SETTLE_SECONDS)
+    assert len(arrivals(stack, mid)) == 1
+
+
+def test_secret_values_never_reach_the_logs(stack: Stack) -> None:
+    mid = unique("secrets")
+    assert post(stack, message(mid), "github@example.org").status_code == 200
+    assert post(stack, message(mid), "github@example.org", key="wrong").status_code == 401
+    wait_for_arrival(stack, mid)
+    logs = b"".join(path.read_bytes() for path in Path(stack.workdir, "logs").glob("*.log"))
+    assert b"published" in logs and b"sent" in logs  # the logs are really there
+    for secret in (stack.signing_key, stack.api_key):
+        assert secret.encode() not in logs
