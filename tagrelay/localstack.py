@@ -345,6 +345,7 @@ class Stack:
             "outbox": str(self.outbox),
             "standin_url": self.standin_url,
             "pubsub_host": self.pubsub_host,
+            "firestore_host": f"127.0.0.1:{self.children['firestore'].port}" if "firestore" in self.children else "",
             "project": self.project,
             "pids": {name: child.process.pid for name, child in self.children.items()},
         }

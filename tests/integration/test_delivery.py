@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +17,7 @@ import requests
 from tagrelay import envelope, webhook
 from tagrelay.inbound import InboundMessage
 from tagrelay.localstack import Stack
-from tests.integration.conftest import TAP, arrivals, message, post, pull, wait_for_arrival
+from tests.integration.conftest import TAP, arrivals, message, post, pull, set_faults, wait_for_arrival
 
 SETTLE_SECONDS = 2.0
 
@@ -93,3 +96,42 @@ def test_secret_values_never_reach_the_logs(stack: Stack) -> None:
     assert b"published" in logs and b"sent" in logs  # the logs are really there
     for secret in (stack.signing_key, stack.api_key):
         assert secret.encode() not in logs
+
+
+def tagrelay_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PUBSUB_EMULATOR_HOST": stack.pubsub_host,
+        "GOOGLE_CLOUD_PROJECT": stack.project,
+        "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{stack.children['firestore'].port}",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "tagrelay.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_dead_letters_are_listed_and_replayed_once_the_cause_is_fixed(stack: Stack) -> None:
+    set_faults(stack, {"queue": ["400"]})
+    mid = unique("replay")
+    assert post(stack, message(mid), "github@example.org").status_code == 200
+    deadline = time.monotonic() + 45
+    listing = tagrelay_cli(stack, "deadletters", "list")
+    while mid not in listing.stdout and time.monotonic() < deadline:
+        time.sleep(0.5)
+        listing = tagrelay_cli(stack, "deadletters", "list")
+    assert listing.returncode == 0, listing.stderr
+    line = next(line for line in listing.stdout.splitlines() if mid in line)
+    assert "github@example.org" in line and "Mailgun answered 400" in line
+    assert arrivals(stack, mid) == []
+
+    replayed = tagrelay_cli(stack, "deadletters", "replay", "--message-id", mid)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 1 message" in replayed.stdout
+    assert wait_for_arrival(stack, mid)["to"] == ["owner+github@gmail.com"]
+    assert mid not in tagrelay_cli(stack, "deadletters", "list").stdout
+    status = tagrelay_cli(stack, "status")
+    assert status.returncode == 0, status.stderr
+    assert "dead letters in tagrelay-deadletter:" in status.stdout
+    assert f"<{mid}>" in status.stdout  # among the last deliveries in the ledger
+    time.sleep(SETTLE_SECONDS)
+    assert len(arrivals(stack, mid)) == 1

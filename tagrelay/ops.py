@@ -1,0 +1,145 @@
+"""Operator commands: ``tagrelay deadletters list|replay`` and ``tagrelay status``.
+
+They run against the real project (Application Default Credentials) or, with
+``--local``, against the emulators of a running ``tagrelay run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tagrelay.config import DEFAULT_DEADLETTER_TOPIC, DEFAULT_TOPIC
+
+STATE_FILE = Path(".tagrelay") / "local.json"
+DEFAULT_HOLD = "tagrelay-deadletter-hold"
+
+
+def register(commands: Any) -> None:
+    dead = commands.add_parser("deadletters", help="list or replay messages in the dead-letter topic")
+    actions = dead.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="recipient, reason and age of every dead letter")
+    replay = actions.add_parser("replay", help="publish dead letters to the inbound topic again")
+    replay.add_argument("--recipient", default="", help="only those sent to this alias")
+    replay.add_argument("--message-id", default="", help="only the message with this Message-ID")
+    status = commands.add_parser("status", help="dead-letter count, backlog and last deliveries")
+    status.add_argument("--limit", type=int, default=10)
+    for parser in (listing, replay, status):
+        parser.add_argument("--project", default="", help="default: $GOOGLE_CLOUD_PROJECT")
+        parser.add_argument("--local", action="store_true", help="use the emulators of a running 'tagrelay run'")
+    listing.set_defaults(func=cmd_list)
+    replay.set_defaults(func=cmd_replay)
+    status.set_defaults(func=cmd_status)
+
+
+def _project(args: argparse.Namespace) -> str:
+    if args.local:
+        try:
+            state = json.loads(STATE_FILE.read_text())
+        except (OSError, ValueError):
+            raise SystemExit(f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run'") from None
+        os.environ["PUBSUB_EMULATOR_HOST"] = state["pubsub_host"]
+        if state.get("firestore_host"):
+            os.environ["FIRESTORE_EMULATOR_HOST"] = state["firestore_host"]
+        return str(state["project"])
+    project = args.project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+    if not project:
+        raise SystemExit("error: pass --project or set GOOGLE_CLOUD_PROJECT (or --local for the local stack)")
+    return project
+
+
+def _queue(project: str) -> Any:
+    from google.cloud import pubsub_v1  # type: ignore[attr-defined]
+
+    from tagrelay.deadletters import DeadLetterQueue
+
+    hold = os.environ.get("TAGRELAY_DEADLETTER_SUBSCRIPTION", DEFAULT_HOLD)
+    return DeadLetterQueue(pubsub_v1.SubscriberClient(), f"projects/{project}/subscriptions/{hold}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tagrelay.deadletters import rows
+
+    queue = _queue(_project(args))
+    letters = queue.take_all()
+    queue.give_back(letters)
+    if not letters:
+        print("no dead letters")
+        return 0
+    print(f"{len(letters)} dead letter(s):")
+    for recipient, message_id, age, reason in rows(letters, datetime.now(UTC)):
+        print(f"  {age:>6}  {recipient:<32} {message_id:<40} {reason}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tagrelay.bus import Publisher
+
+    project = _project(args)
+    topic = os.environ.get("TAGRELAY_TOPIC", DEFAULT_TOPIC)
+    publisher = Publisher(project, topic, timeout=10.0)
+
+    def wanted(letter: Any) -> bool:
+        return (not args.recipient or letter.attributes.get("recipient", "").lower() == args.recipient.lower()) and (
+            not args.message_id or letter.attributes.get("message_id", "").strip("<>") == args.message_id.strip("<>")
+        )
+
+    count = _queue(project).replay(publisher.publish, wanted)
+    print(f"replayed {count} message(s) to {topic}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from tagrelay.ledger import FirestoreLedger, default_firestore
+
+    project = _project(args)
+    queue = _queue(project)
+    letters = queue.take_all()
+    queue.give_back(letters)
+    print(f"project {project}")
+    print(f"  backlog of {os.environ.get('TAGRELAY_TOPIC', DEFAULT_TOPIC)}: {_backlog(project)}")
+    deadletter_topic = os.environ.get("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
+    print(f"  dead letters in {deadletter_topic}: {len(letters)}")
+    records = FirestoreLedger(default_firestore(project)).recent_deliveries(args.limit)
+    print(f"  last {len(records)} deliveries:")
+    for record in records:
+        data = record.data
+        when = datetime.fromtimestamp(float(data.get("updated_at", 0)), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(
+            f"    {when}  {data.get('state', '?'):<7} {data.get('alias', ''):<28} → {data.get('targets', '')}"
+            f"  {data.get('message_id', '')}  attempts={data.get('attempts', '?')}"
+        )
+    return 0
+
+
+def _backlog(project: str) -> str:
+    """Undelivered messages of the trigger subscription, from Cloud Monitoring (not on the emulator)."""
+    if os.environ.get("PUBSUB_EMULATOR_HOST"):
+        return "not measurable on the emulator (push subscriptions deliver at once)"
+    import google.auth
+    import requests
+    from google.auth.exceptions import GoogleAuthError
+    from google.auth.transport.requests import AuthorizedSession
+
+    now = datetime.now(UTC)
+    params = {
+        "filter": 'metric.type="pubsub.googleapis.com/subscription/num_undelivered_messages"',
+        "interval.endTime": now.isoformat().replace("+00:00", "Z"),
+        "interval.startTime": (now - timedelta(minutes=10)).isoformat().replace("+00:00", "Z"),
+    }
+    try:
+        credentials, _ = google.auth.default(scopes=["https://www.googleapis.com/auth/monitoring.read"])
+        session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+        response = session.get(
+            f"https://monitoring.googleapis.com/v3/projects/{project}/timeSeries", params=params, timeout=10
+        )
+        response.raise_for_status()
+        series = response.json().get("timeSeries", [])
+        values = [int(s["points"][0]["value"]["int64Value"]) for s in series if s.get("points")]
+    except (GoogleAuthError, requests.RequestException, KeyError, ValueError) as exc:
+        return f"unknown ({type(exc).__name__})"
+    return str(sum(values)) if values else "0 (no recent data points)"
