@@ -1,0 +1,134 @@
+"""Fault injection over the real local stack: exactly once, or dead-lettered with a reason.
+
+A few hundred signed messages go through while the Mailgun stand-in answers
+500/503/429, hangs past the relay's timeout or refuses (400) on a share of its
+calls, the relay process is stopped and started again mid-run, and the messages
+are posted again the way Mailgun retries, some of them concurrently. At the end
+every message is counted at the stand-in and in the dead-letter topic.
+
+Bounded: the message count (TAGRELAY_FAULT_MESSAGES, default 240) and every wait
+have limits; all traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tagrelay import webhook
+from tagrelay.localstack import Stack, missing_prerequisites
+from tests.integration.conftest import ROUTES, accepted, message, pull, set_faults
+
+MESSAGES = int(os.environ.get("TAGRELAY_FAULT_MESSAGES", "240"))
+FAULT_RATES = {"500": 0.08, "503": 0.06, "429": 0.04, "hang": 0.02, "400": 0.03}
+SETTLE_SECONDS = 300.0
+MAILGUN_RETRY_SECONDS = 0.5
+MAILGUN_RETRIES = 40
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    problems = missing_prerequisites()
+    if problems:
+        pytest.fail("the local stack needs:\n" + "\n".join(problems))
+    workdir = tmp_path_factory.mktemp("faults")
+    local = Stack(
+        workdir=workdir,
+        routes=ROUTES,
+        outbox=workdir / "outbox",
+        relay_env={"MAILGUN_TIMEOUT": "2", "TAGRELAY_MAX_ATTEMPTS": "15", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "240"},
+    )
+    with local:
+        local.ensure_subscription("deadletter-count", local.deadletter_topic)
+        yield local
+
+
+def mailgun_post(stack: Stack, made: webhook.Post) -> int:
+    """Post like Mailgun: retry anything but 200 and 406, a bounded number of times."""
+    status = 0
+    for _ in range(MAILGUN_RETRIES):
+        try:
+            status = requests.post(
+                stack.ingest_url + "/mime", data=made.body, headers={"Content-Type": made.content_type}, timeout=30
+            ).status_code
+        except requests.RequestException:
+            status = 0
+        if status in (200, 406):
+            return status
+        time.sleep(MAILGUN_RETRY_SECONDS)
+    return status
+
+
+def test_every_message_is_delivered_once_or_dead_lettered(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    draw = random.Random(20261127)
+    set_faults(stack, {"rates": FAULT_RATES, "seed": 7})
+    ids = [f"fault-{n:04d}-{uuid.uuid4().hex[:8]}@test.example" for n in range(MESSAGES)]
+    posts = {
+        mid: webhook.mime_post(message(mid), f"tag{n % 17}@example.org", "a@bank.example", stack.signing_key)
+        for n, mid in enumerate(ids)
+    }
+    extra_posts = 0
+
+    def deliver(mid: str) -> list[int]:
+        made = posts[mid]
+        roll = draw.random()
+        if roll < 0.10:  # Mailgun posts the same message concurrently
+            with ThreadPoolExecutor(max_workers=3) as burst:
+                return list(burst.map(lambda _: mailgun_post(stack, made), range(3)))
+        statuses = [mailgun_post(stack, made)]
+        if roll < 0.30:  # and again later, as a retry of a post whose answer it did not see
+            statuses.append(mailgun_post(stack, made))
+        return statuses
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        first_half = list(pool.map(deliver, ids[: MESSAGES // 2]))
+        stack.restart("relay")  # stopped by its pid mid-run and started again on the same port
+        second_half = list(pool.map(deliver, ids[MESSAGES // 2 :]))
+    statuses = first_half + second_half
+    extra_posts = sum(len(s) - 1 for s in statuses)
+    assert all(status == 200 for group in statuses for status in group), Counter(s for g in statuses for s in g)
+
+    wanted = {f"<{mid}>" for mid in ids}
+    dead: dict[str, str] = {}
+    delivered: Counter[str] = Counter()
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        for item in pull(stack, "deadletter-count"):
+            message_id = item["attributes"].get("message_id", "")
+            if message_id in wanted:
+                dead[message_id] = item["attributes"].get("deadletter_reason", "")
+        delivered = Counter(r["message_id"] for r in accepted(stack) if r["message_id"] in wanted)
+        if wanted <= set(delivered) | set(dead):
+            break
+        time.sleep(1.0)
+    time.sleep(3.0)  # give a late duplicate the chance to show up before counting
+    delivered = Counter(r["message_id"] for r in accepted(stack) if r["message_id"] in wanted)
+    for item in pull(stack, "deadletter-count"):
+        if item["attributes"].get("message_id", "") in wanted:
+            dead[item["attributes"]["message_id"]] = item["attributes"].get("deadletter_reason", "")
+
+    calls = requests.get(stack.standin_url + "/_standin/messages", timeout=30).json()["calls"]
+    duplicates = sum(n - 1 for n in delivered.values() if n > 1) + len(set(delivered) & set(dead))
+    lost = sorted(wanted - set(delivered) - set(dead))
+    with capsys.disabled():
+        print(
+            f"\n\nfault injection: {MESSAGES} messages, {extra_posts} extra Mailgun-style posts, "
+            f"{calls} Mailgun calls with faults {FAULT_RATES}, relay restarted once, "
+            f"{time.monotonic() - started:.0f}s\n"
+            f"  {'sent':>6} {'delivered':>10} {'duplicates':>11} {'dead-lettered':>14} {'lost':>5}\n"
+            f"  {MESSAGES:>6} {len(delivered):>10} {duplicates:>11} {len(dead):>14} {len(lost):>5}\n"
+            f"  dead-letter reasons: {dict(Counter(r.split(':')[0] for r in dead.values()))}\n"
+        )
+    assert lost == []
+    assert duplicates == 0
+    assert all(reason for reason in dead.values())
+    assert len(delivered) + len(dead) == MESSAGES
