@@ -31,6 +31,7 @@ from tagrelay.envelope import Delivery, SchemaError, from_cloud_event_data
 from tagrelay.errors import LedgerUnavailable, PermanentError, TransientError
 from tagrelay.ledger import Ledger, delivery_key
 from tagrelay.log import event
+from tagrelay.notice import build_notice
 from tagrelay.rewrite import rewrite
 from tagrelay.routes import Reject, Routes, normalize
 
@@ -57,6 +58,17 @@ class Limits:
     max_attempts: int = 10
     max_age_seconds: float = 24 * 3600
     send_timeout_seconds: float = 60.0  # the lease outlives one Mailgun call
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What giving up on one message needs."""
+
+    key: str
+    data: bytes
+    attributes: dict[str, str]
+    pubsub_id: str
+    notify: str
 
 
 class Relay:
@@ -114,19 +126,21 @@ class Relay:
             event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
             raise LedgerUnavailable("delivery in progress elsewhere")
 
+        failed = Failure(key, message.mime, attributes, delivery.pubsub_id, resolved.rule.notify)
         try:
             rewritten = rewrite(message.mime, normalize(message.recipient) or message.recipient, message.sender)
             mailgun_id = self._sender.send_mime(resolved.targets, rewritten.mime)
         except ValueError as exc:
-            return self._give_up(key, message.mime, attributes, f"cannot rewrite: {exc}", delivery.pubsub_id)
+            return self._give_up(failed, f"cannot rewrite: {exc}")
         except PermanentError as exc:
-            return self._give_up(key, message.mime, attributes, exc.reason, delivery.pubsub_id)
+            return self._give_up(failed, exc.reason)
         except TransientError as exc:
             self._release(key)
             age = self._age(delivery)
             if begin.attempts >= self._limits.max_attempts or (age is not None and age > self._limits.max_age_seconds):
-                reason = f"gave up after {begin.attempts} attempts in {age or 0:.0f}s: {exc.reason}"
-                return self._give_up(key, message.mime, attributes, reason, delivery.pubsub_id)
+                return self._give_up(
+                    failed, f"gave up after {begin.attempts} attempts in {age or 0:.0f}s: {exc.reason}"
+                )
             event(logging.WARNING, f"will retry: {exc.reason}", stage="relay", outcome="retry", **fields)
             wait = getattr(exc, "retry_after", None)
             if wait:
@@ -151,14 +165,28 @@ class Relay:
             return None
         return self._clock() - delivery.publish_time.timestamp()
 
-    def _give_up(self, key: str, data: bytes, attributes: dict[str, str], reason: str, pubsub_id: str) -> Outcome:
+    def _give_up(self, failed: Failure, reason: str) -> Outcome:
         try:
-            outcome = self._dead_letter(data, attributes, reason, pubsub_id)
+            outcome = self._dead_letter(failed.data, failed.attributes, reason, failed.pubsub_id)
         except TransientError:
-            self._release(key)
+            self._release(failed.key)
             raise
-        self._record(key, "dead", reason)
+        self._record(failed.key, "dead", reason)
+        if failed.notify:
+            self._notify(failed, reason)
         return outcome
+
+    def _notify(self, failed: Failure, reason: str) -> None:
+        """Tell the owner, with the original attached; a failure here is only logged (the dead letter exists)."""
+        alias = failed.attributes.get("recipient", "")
+        try:
+            self._sender.send_mime([failed.notify], build_notice(failed.data, alias, reason, failed.notify))
+        except (TransientError, PermanentError) as exc:
+            event(
+                logging.WARNING, f"notice not sent: {exc.reason}", stage="relay", alias=alias, outcome="notice failed"
+            )
+            return
+        event(logging.INFO, "owner notified", stage="relay", alias=alias, outcome="notified", targets=[failed.notify])
 
     def _record(self, key: str, state: Any, detail: str) -> None:
         """Record the end of a delivery. If the ledger fails here, the message is still

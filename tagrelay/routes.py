@@ -33,7 +33,7 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_PART = re.compile(rf"{_ATEXT}(\.{_ATEXT})*")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name"})
+ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name", "notify"})
 TOP_KEYS = frozenset({"route", "fallback", "blocked"})
 DETAIL = "detail"
 
@@ -47,6 +47,7 @@ class Rule:
     fallback: str
     pattern: re.Pattern[str]
     whole_address: bool  # the pattern has a "+": match the address with its sub-address
+    notify: str = ""  # who is told when a message for this route cannot be delivered
 
     def describe(self) -> str:
         return f"route #{self.index} (line {self.line}): match = {self.match!r}"
@@ -217,6 +218,7 @@ def _rule(index: int, line: int, raw: dict[str, object], top_fallback: str, doma
             "for targets that would be invalid addresses"
         )
     _check_not_ours(fallback, domains, where, "fallback")
+    notify = _notify(raw.get("notify", False), fallback, domains, where)
     return Rule(
         index=index,
         line=line,
@@ -225,7 +227,20 @@ def _rule(index: int, line: int, raw: dict[str, object], top_fallback: str, doma
         fallback=fallback.lower(),
         pattern=_compile(local, domain),
         whole_address="+" in local,
+        notify=notify,
     )
+
+
+def _notify(value: object, fallback: str, domains: frozenset[str], where: str) -> str:
+    """``notify = true`` tells the fallback address; a string names another address."""
+    if value is False:
+        return ""
+    if value is True:
+        return fallback.lower()
+    if isinstance(value, str) and is_valid_address(value):
+        _check_not_ours(value, domains, where, "notify")
+        return value.lower()
+    raise RoutesError(f"{where}: notify must be true, false or an address")
 
 
 def _check_not_ours(address: str, domains: frozenset[str], where: str, key: str) -> None:

@@ -197,3 +197,25 @@ def test_stand_in_saw_only_well_formed_sends(stack: Stack) -> None:
     for record in accepted(stack):
         assert record["to"], record
         assert Path(record["path"]).read_bytes().startswith(b"From: ")
+
+
+def test_owner_is_notified_with_the_original_when_a_route_asks_for_it(stack: Stack) -> None:
+    set_faults(stack, {"queue": ["400"]})
+    mid = unique("notify")
+    raw = message(mid, subject="will bounce")
+    assert post(stack, raw, "notify-shop@example.org").status_code == 200
+    deadline = time.monotonic() + 45
+    notices: list[dict[str, object]] = []
+    while not notices and time.monotonic() < deadline:
+        notices = [
+            r
+            for r in accepted(stack)
+            if r["to"] == ["owner@gmail.com"] and mid.encode() in Path(r["path"]).read_bytes()
+        ]
+        time.sleep(0.3)
+    assert len(notices) == 1
+    notice = message_from_bytes(Path(str(notices[0]["path"])).read_bytes(), policy=compat32)
+    assert notice["Subject"] == "Undeliverable: will bounce"
+    attached = [part for part in notice.walk() if part.get_content_type() == "message/rfc822"]
+    assert len(attached) == 1
+    assert arrivals(stack, mid) == []  # the original was not forwarded
