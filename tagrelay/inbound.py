@@ -27,7 +27,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from tagrelay.errors import BadRequest, BadSignature, Undeliverable
-from tagrelay.headers import has_control_chars
+from tagrelay.headers import first, has_control_chars, parse_fields, split_message
 
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
 FUTURE_SKEW_SECONDS = 300
@@ -240,9 +240,14 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
         token=form.text("token"),
         timestamp=timestamp,
         form_kind=kind,
-        spam_flag=form.text("X-Mailgun-Sflag"),
-        spam_score=form.text("X-Mailgun-Sscore"),
+        spam_flag=form.text("X-Mailgun-Sflag") or _header(mime, "x-mailgun-sflag"),
+        spam_score=form.text("X-Mailgun-Sscore") or _header(mime, "x-mailgun-sscore"),
     )
+
+
+def _header(mime: bytes, name: str) -> str:
+    found = first(parse_fields(split_message(mime)[0]), name)
+    return found.value.strip() if found is not None else ""
 
 
 # Headers that describe the old body structure; the rebuilt message has its own.

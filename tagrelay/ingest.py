@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from tagrelay import envelope
+from tagrelay import envelope, spam
 from tagrelay.bus import MAX_DATA_BYTES
 from tagrelay.config import IngestConfig
 from tagrelay.errors import (
@@ -36,7 +36,7 @@ from tagrelay.errors import (
     Undeliverable,
 )
 from tagrelay.headers import count, parse_fields, split_message
-from tagrelay.inbound import check_signed, form_digest, is_mailgun_form, parse_form, to_inbound
+from tagrelay.inbound import InboundMessage, check_signed, form_digest, is_mailgun_form, parse_form, to_inbound
 from tagrelay.ledger import Ledger
 from tagrelay.log import event
 from tagrelay.rewrite import has_loop_marker
@@ -89,7 +89,7 @@ class Ingest:
             now = self._clock()
             stamp = check_signed(form, self._key.get().encode("utf-8"), now, self.config.max_age_seconds)
             message = to_inbound(form, stamp)
-            self._check_deliverable(message.recipient, message.mime)
+            self._check_deliverable(message)
             data, attributes = envelope.encode(message, datetime.fromtimestamp(now, UTC))
             pubsub_id = self._publish_once(message.token, form_digest(form), data, attributes)
         except RejectedInput as exc:
@@ -156,10 +156,14 @@ class Ingest:
         with contextlib.suppress(LedgerUnavailable):
             self._ledger.release_token(token)
 
-    def _check_deliverable(self, recipient: str, mime: bytes) -> None:
+    def _check_deliverable(self, message: InboundMessage) -> None:
+        recipient, mime = message.recipient, message.mime
         resolved = self.config.routes.resolve(recipient)
         if isinstance(resolved, Reject):
             raise Undeliverable(resolved.reason)
+        seen = spam.verdict(message.spam_flag, message.spam_score)
+        if spam.decide(resolved.rule.spam, seen) == "refuse":
+            raise Undeliverable(f"spam refused by the route's policy ({seen.describe()})")
         domain = recipient.rpartition("@")[2]
         if has_loop_marker(mime, domain):
             raise Undeliverable(f"mail loop: already forwarded for {domain.lower()}")

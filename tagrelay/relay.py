@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from tagrelay import spam
 from tagrelay.envelope import Delivery, SchemaError, from_cloud_event_data
 from tagrelay.errors import LedgerUnavailable, PermanentError, TransientError
 from tagrelay.ledger import Ledger, delivery_key
@@ -128,7 +129,10 @@ class Relay:
 
         failed = Failure(key, message.mime, attributes, delivery.pubsub_id, resolved.rule.notify)
         try:
-            rewritten = rewrite(message.mime, normalize(message.recipient) or message.recipient, message.sender)
+            seen = spam.verdict(message.spam_flag, message.spam_score)
+            tag = seen.describe() if spam.decide(resolved.rule.spam, seen) == "tag" else ""
+            alias = normalize(message.recipient) or message.recipient
+            rewritten = rewrite(message.mime, alias, message.sender, spam_tag=tag)
             mailgun_id = self._sender.send_mime(resolved.targets, rewritten.mime)
         except ValueError as exc:
             return self._give_up(failed, f"cannot rewrite: {exc}")

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from tagrelay.headers import Field, first, line_ending, parse_fields, split_message
 
 LOOP_HEADER = "X-Tagrelay-Loop"
+SPAM_HEADER = "X-Tagrelay-Spam"
+SPAM_PREFIX = b"[SPAM] "
 
 # Headers that break (signatures over the old From), lie (results of checks done
 # for the original sender, trace headers naming the old envelope) or leak (Bcc).
@@ -47,6 +49,7 @@ DROPPED = frozenset(
         "received-spf",
         "x-original-from",
         "x-original-to",
+        "x-tagrelay-spam",
     }
 )
 
@@ -58,12 +61,13 @@ class RewriteResult:
     display_name: str
 
 
-def rewrite(raw: bytes, alias: str, sender: str = "") -> RewriteResult:
+def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> RewriteResult:
     """Rewrite the headers of ``raw`` for forwarding from ``alias``.
 
     ``alias`` is the address the message was sent to (it becomes the From
     address); ``sender`` is the SMTP envelope sender, used as the reply address
-    when the message has no From at all.
+    when the message has no From at all. A ``spam_tag`` (Mailgun's verdict)
+    prefixes the Subject with ``[SPAM]`` and is kept in ``X-Tagrelay-Spam``.
     """
     block, rest = split_message(raw)
     fields = parse_fields(block)
@@ -88,7 +92,15 @@ def rewrite(raw: bytes, alias: str, sender: str = "") -> RewriteResult:
     added.append(_field("X-Original-To", alias, eol))
     added.append(_field(LOOP_HEADER, domain, eol))
 
-    kept = [f.raw for f in fields if f.name not in DROPPED and not _is_mbox_line(f)]
+    if spam_tag:
+        added.append(_field(SPAM_HEADER, spam_tag, eol))
+        if first(fields, "subject") is None:
+            added.append(b"Subject: " + SPAM_PREFIX.strip() + eol)
+    kept = [
+        _tag_subject(f) if spam_tag and f.name == "subject" else f.raw
+        for f in fields
+        if f.name not in DROPPED and not _is_mbox_line(f)
+    ]
     if kept and not kept[-1].endswith(b"\n"):  # a headers-only message without a final newline
         kept[-1] += eol
     if not rest:
@@ -135,6 +147,14 @@ def _field(name: str, value: str, eol: bytes) -> bytes:
     if not _safe(value):
         raise ValueError(f"control character in {name}")
     return f"{name}: {value}".encode() + eol
+
+
+def _tag_subject(field: Field) -> bytes:
+    """``Subject: x`` → ``Subject: [SPAM] x``, keeping the rest of the raw field (folding, encoding)."""
+    name, colon, value = field.raw.partition(b":")
+    if value.lstrip(b" \t").startswith(SPAM_PREFIX.strip()):
+        return field.raw
+    return name + colon + b" " + SPAM_PREFIX + value.lstrip(b" \t")
 
 
 def _is_mbox_line(field: Field) -> bool:

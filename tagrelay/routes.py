@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tagrelay.errors import RoutesError
 from tagrelay.headers import has_control_chars
+from tagrelay.spam import ACTIONS, SpamPolicy
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_PART = re.compile(rf"{_ATEXT}(\.{_ATEXT})*")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name", "notify"})
-TOP_KEYS = frozenset({"route", "fallback", "blocked"})
+ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name", "notify", "spam", "spam_threshold"})
+TOP_KEYS = frozenset({"route", "fallback", "blocked", "spam", "spam_threshold"})
 DETAIL = "detail"
 
 
@@ -48,6 +49,7 @@ class Rule:
     pattern: re.Pattern[str]
     whole_address: bool  # the pattern has a "+": match the address with its sub-address
     notify: str = ""  # who is told when a message for this route cannot be delivered
+    spam: SpamPolicy = field(default_factory=SpamPolicy)
 
     def describe(self) -> str:
         return f"route #{self.index} (line {self.line}): match = {self.match!r}"
@@ -138,7 +140,8 @@ def load(text: str) -> Routes:
         raise RoutesError("no [[route]] tables: add at least one route")
     raw_rules = [(index, lines[index - 1] if index <= len(lines) else 0, r) for index, r in enumerate(routes, 1)]
     domains = frozenset(_match_domain(r, line) for _, line, r in raw_rules)
-    rules = tuple(_rule(index, line, r, top_fallback, domains) for index, line, r in raw_rules)
+    default_spam = _spam_policy(data, SpamPolicy(), f"line {_key_line(text, 'spam')}")
+    rules = tuple(_rule(index, line, r, top_fallback, domains, default_spam) for index, line, r in raw_rules)
     blocked = data.get("blocked", [])
     if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
         raise RoutesError(f"line {_key_line(text, 'blocked')}: blocked must be a list of addresses")
@@ -178,7 +181,14 @@ def _match_domain(raw: object, line: int) -> str:
         raise RoutesError(f"line {line}: match domain {domain!r} is not a domain name") from None
 
 
-def _rule(index: int, line: int, raw: dict[str, object], top_fallback: str, domains: frozenset[str]) -> Rule:
+def _rule(
+    index: int,
+    line: int,
+    raw: dict[str, object],
+    top_fallback: str,
+    domains: frozenset[str],
+    default_spam: SpamPolicy,
+) -> Rule:
     where = f"line {line}"
     unknown = set(raw) - ROUTE_KEYS
     if unknown:
@@ -228,7 +238,18 @@ def _rule(index: int, line: int, raw: dict[str, object], top_fallback: str, doma
         pattern=_compile(local, domain),
         whole_address="+" in local,
         notify=notify,
+        spam=_spam_policy(raw, default_spam, where),
     )
+
+
+def _spam_policy(raw: dict[str, object], default: SpamPolicy, where: str) -> SpamPolicy:
+    action = raw.get("spam", default.action)
+    threshold = raw.get("spam_threshold", default.threshold)
+    if action not in ACTIONS:
+        raise RoutesError(f"{where}: spam must be one of {', '.join(ACTIONS)}")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise RoutesError(f"{where}: spam_threshold must be a number (Mailgun's spam score)")
+    return SpamPolicy(action, float(threshold))
 
 
 def _notify(value: object, fallback: str, domains: frozenset[str], where: str) -> str:
