@@ -16,6 +16,7 @@ from typing import TypeVar
 import requests
 
 from tagrelay.bus import Publisher
+from tagrelay.claimcheck import ClaimStore
 from tagrelay.config import load_ingest, load_relay
 from tagrelay.errors import ConfigError
 from tagrelay.ingest import Ingest
@@ -32,7 +33,8 @@ def build_ingest() -> Ingest:
     config = load_ingest(os.environ)
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
-    return Ingest(config, Secret(config.signing_key), publisher, ledger)
+    claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
+    return Ingest(config, Secret(config.signing_key), publisher, ledger, claims)
 
 
 def build_relay() -> Relay:
@@ -43,7 +45,7 @@ def build_relay() -> Relay:
     deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
-    return Relay(config.routes, mailgun, deadletters, ledger, limits)
+    return Relay(config.routes, mailgun, deadletters, ledger, ClaimStore(""), limits)
 
 
 def cold_start(builder: Callable[[], T]) -> T:

@@ -18,6 +18,7 @@ DEFAULT_TOPIC = "tagrelay-inbound"
 DEFAULT_DEADLETTER_TOPIC = "tagrelay-deadletter"
 DEFAULT_API_BASE = "https://api.mailgun.net"
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
 
 
@@ -39,6 +40,7 @@ class IngestConfig:
     max_age_seconds: float  # the retry horizon: older timestamps are refused
     publish_timeout: float
     max_body_bytes: int
+    claim_bucket: str = ""  # Cloud Storage bucket for messages over Pub/Sub's 10 MB cap
 
 
 @dataclass(frozen=True)
@@ -129,9 +131,12 @@ def load_ingest(env: Mapping[str, str]) -> IngestConfig:
     max_age = reader.number("TAGRELAY_MAX_AGE_SECONDS", 9 * 3600, 60, 7 * 24 * 3600)
     timeout = reader.number("TAGRELAY_PUBLISH_TIMEOUT", 10, 0.5, 60)
     max_body = reader.number("TAGRELAY_MAX_BODY_BYTES", 80 * 1024 * 1024, 1024, 512 * 1024 * 1024)
+    bucket = env.get("TAGRELAY_CLAIM_BUCKET", "").strip()
+    if bucket and not _BUCKET.fullmatch(bucket):
+        reader.problems.append(f"TAGRELAY_CLAIM_BUCKET={bucket!r} is not a bucket name (3-63 of a-z 0-9 - _ .)")
     reader.done()
     assert routes is not None
-    return IngestConfig(project, topic, routes, key, max_age, timeout, int(max_body))
+    return IngestConfig(project, topic, routes, key, max_age, timeout, int(max_body), bucket)
 
 
 def load_relay(env: Mapping[str, str]) -> RelayConfig:

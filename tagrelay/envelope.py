@@ -18,6 +18,7 @@ from tagrelay.inbound import InboundMessage
 
 SCHEMA = "tagrelay.v1"
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
+MAX_CLAIM_DATA_BYTES = 256 * 1024  # header block sent along with a claim check
 
 
 class SchemaError(ValueError):
@@ -69,8 +70,12 @@ def message_id_of(mime: bytes) -> str:
     return field.value.strip() if field is not None else ""
 
 
-def encode(message: InboundMessage, received_at: datetime) -> tuple[bytes, dict[str, str]]:
-    """An inbound message as Pub/Sub data and attributes."""
+def encode(message: InboundMessage, received_at: datetime, claim: str = "") -> tuple[bytes, dict[str, str]]:
+    """An inbound message as Pub/Sub data and attributes.
+
+    With a ``claim`` (the message is stored in the claim-check bucket), the data is
+    only the header block, so the Pub/Sub message stays small.
+    """
     envelope = Envelope(
         recipient=message.recipient,
         sender=message.sender,
@@ -80,8 +85,10 @@ def encode(message: InboundMessage, received_at: datetime) -> tuple[bytes, dict[
         received_at=received_at.astimezone(UTC).isoformat(),
         spam_flag=message.spam_flag,
         spam_score=message.spam_score,
+        claim=claim,
     )
-    return envelope.mime, envelope.attributes()
+    data = split_message(message.mime)[0][:MAX_CLAIM_DATA_BYTES] if claim else message.mime
+    return data, envelope.attributes()
 
 
 def _fit(value: str) -> str:

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from tagrelay import envelope, spam
 from tagrelay.bus import MAX_DATA_BYTES
+from tagrelay.claimcheck import ClaimStore
 from tagrelay.config import IngestConfig
 from tagrelay.errors import (
     BadRequest,
@@ -45,6 +46,7 @@ from tagrelay.routes import Reject
 MAX_RECEIVED_HEADERS = 25
 TOKEN_KEEP_MARGIN_SECONDS = 3600  # replay records outlive the retry horizon by this much
 PUBLISH_LEASE_MARGIN_SECONDS = 30
+CLAIM_LEASE_SECONDS = 60  # a claim-check upload of 25 MB may take this long
 
 
 class PublisherLike(Protocol):
@@ -68,12 +70,14 @@ class Ingest:
         signing_key: KeySource,
         publisher: PublisherLike,
         ledger: Ledger,
+        claims: ClaimStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self._key = signing_key
         self._publisher = publisher
         self._ledger = ledger
+        self._claims = claims
         self._clock = clock
 
     def handle(self, content_type: str, body: bytes) -> Response:
@@ -90,8 +94,7 @@ class Ingest:
             stamp = check_signed(form, self._key.get().encode("utf-8"), now, self.config.max_age_seconds)
             message = to_inbound(form, stamp)
             self._check_deliverable(message)
-            data, attributes = envelope.encode(message, datetime.fromtimestamp(now, UTC))
-            pubsub_id = self._publish_once(message.token, form_digest(form), data, attributes)
+            pubsub_id, attributes = self._publish_once(message, form_digest(form), now)
         except RejectedInput as exc:
             event(
                 logging.WARNING,
@@ -118,20 +121,27 @@ class Ingest:
         )
         return Response(200, "queued")
 
-    def _publish_once(self, token: str, digest: str, data: bytes, attributes: dict[str, str]) -> str:
-        """Publish unless this token was already published; "" for an identical retry."""
-        lease = self.config.publish_timeout + PUBLISH_LEASE_MARGIN_SECONDS
+    def _publish_once(self, message: InboundMessage, digest: str, now: float) -> tuple[str, dict[str, str]]:
+        """Publish unless this token was already published ("" for an identical retry).
+
+        A message over Pub/Sub's size cap goes to the claim-check bucket first and
+        only its header block travels through Pub/Sub.
+        """
+        token = message.token
+        lease = self.config.publish_timeout + PUBLISH_LEASE_MARGIN_SECONDS + CLAIM_LEASE_SECONDS
         keep = self.config.max_age_seconds + TOKEN_KEEP_MARGIN_SECONDS
-        claim = self._ledger.claim_token(token, digest, lease, keep)
-        fields = {"alias": attributes.get("recipient", ""), "message_id": attributes.get("message_id", "")}
-        if claim == "conflict":
+        replay_state = self._ledger.claim_token(token, digest, lease, keep)
+        fields = {"alias": message.recipient, "message_id": envelope.message_id_of(message.mime)}
+        if replay_state == "conflict":
             raise BadSignature("token reused for a different message")
-        if claim == "busy":
+        if replay_state == "busy":
             raise LedgerUnavailable("the same post is being published right now")
-        if claim == "duplicate":
+        if replay_state == "duplicate":
             event(logging.INFO, "identical retry: already published", stage="ingest", outcome="duplicate", **fields)
-            return ""
+            return "", {}
         try:
+            ref = self._claims.put(message.mime) if self._claims and len(message.mime) > MAX_DATA_BYTES else ""
+            data, attributes = envelope.encode(message, datetime.fromtimestamp(now, UTC), claim=ref)
             pubsub_id = self._publisher.publish(data, attributes)
         except TransientError:
             self._forget(token)
@@ -149,7 +159,7 @@ class Ingest:
                 outcome="published",
                 **fields,
             )
-        return pubsub_id
+        return pubsub_id, attributes
 
     def _forget(self, token: str) -> None:
         """Drop the claim so Mailgun's retry publishes; if that fails, the lease runs out instead."""
@@ -170,5 +180,8 @@ class Ingest:
         block, _ = split_message(mime)
         if count(parse_fields(block), "received") > MAX_RECEIVED_HEADERS:
             raise Undeliverable(f"mail loop: more than {MAX_RECEIVED_HEADERS} Received headers")
-        if len(mime) > MAX_DATA_BYTES:
-            raise Undeliverable(f"message of {len(mime)} bytes is over the {MAX_DATA_BYTES} byte limit")
+        if len(mime) > MAX_DATA_BYTES and self._claims is None:
+            raise Undeliverable(
+                f"message of {len(mime)} bytes is over the {MAX_DATA_BYTES} byte Pub/Sub limit "
+                "and no claim-check bucket is set (TAGRELAY_CLAIM_BUCKET)"
+            )

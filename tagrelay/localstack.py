@@ -124,6 +124,7 @@ class Stack:
     topic: str = "tagrelay-inbound"
     deadletter_topic: str = "tagrelay-deadletter"
     firestore: bool = True
+    claim_bucket: str = "tagrelay-claims-local"
     relay_env: dict[str, str] = field(default_factory=dict)
     ingest_env: dict[str, str] = field(default_factory=dict)
     signing_key: str = field(default_factory=lambda: "local-" + secrets.token_hex(16))
@@ -226,9 +227,34 @@ class Stack:
                 start_seconds=EMULATOR_START_SECONDS,
                 wait=False,
             )
-        for name in ("pubsub", "firestore"):
+        self.spawn(
+            "storage",
+            [
+                sys.executable,
+                "-m",
+                "gcp_storage_emulator",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--in-memory",
+            ],
+            {},
+            ready_path="/",
+            wait=False,
+        )
+        for name in ("pubsub", "firestore", "storage"):
             if name in self.children:
                 self.wait_ready(self.children[name], "/", EMULATOR_START_SECONDS)
+        response = requests.post(
+            f"{self.children['storage'].url}/storage/v1/b",
+            params={"project": self.project},
+            json={"name": self.claim_bucket},
+            timeout=HTTP_TIMEOUT,
+        )
+        if response.status_code not in (200, 409):
+            raise StackError(f"storage emulator refused the bucket: {response.status_code} {response.text[:200]}")
 
     def function_env(self, extra: dict[str, str]) -> dict[str, str]:
         env = {
@@ -237,13 +263,21 @@ class Stack:
             "TAGRELAY_ROUTES": str(self.routes),
             "TAGRELAY_TOPIC": self.topic,
             "TAGRELAY_DEADLETTER_TOPIC": self.deadletter_topic,
+            "STORAGE_EMULATOR_HOST": self.children["storage"].url,
         }
         if "firestore" in self.children:
             env["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{self.children['firestore'].port}"
         return {**env, **extra}
 
     def start_ingest(self, name: str = "ingest", extra: dict[str, str] | None = None) -> Child:
-        env = self.function_env({"MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key, **self.ingest_env, **(extra or {})})
+        env = self.function_env(
+            {
+                "MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key,
+                "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
+                **self.ingest_env,
+                **(extra or {}),
+            }
+        )
         return self.spawn(name, self._framework("ingest", "http"), env, ready_path=None)
 
     def start_relay(self, name: str = "relay", extra: dict[str, str] | None = None) -> Child:

@@ -23,11 +23,12 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tagrelay import spam
+from tagrelay.claimcheck import ClaimMissing, ClaimStore
 from tagrelay.envelope import Delivery, SchemaError, from_cloud_event_data
 from tagrelay.errors import LedgerUnavailable, PermanentError, TransientError
 from tagrelay.ledger import Ledger, delivery_key
@@ -79,6 +80,7 @@ class Relay:
         sender: Sender,
         deadletters: DeadLetters,
         ledger: Ledger,
+        claims: ClaimStore,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -87,6 +89,7 @@ class Relay:
         self._sender = sender
         self._deadletters = deadletters
         self._ledger = ledger
+        self._claims = claims
         self._limits = limits
         self._clock = clock
         self._sleep = sleep
@@ -104,6 +107,11 @@ class Relay:
         message = delivery.envelope
         fields = {"alias": message.recipient, "message_id": message.message_id, "pubsub_id": delivery.pubsub_id}
         attributes = {**message.attributes(), "original_pubsub_id": delivery.pubsub_id}
+        if message.claim:
+            try:
+                message = replace(message, mime=self._claims.get(message.claim))
+            except ClaimMissing as exc:
+                return self._dead_letter(message.mime, attributes, exc.reason, delivery.pubsub_id)
         resolved = self._routes.resolve(message.recipient)
         if isinstance(resolved, Reject):
             reason = f"no route any more: {resolved.reason}"
@@ -152,6 +160,8 @@ class Relay:
             raise
 
         self._record(key, "sent", mailgun_id)
+        if message.claim:
+            self._drop_claim(message.claim)
         event(
             logging.INFO,
             "sent",
@@ -200,6 +210,13 @@ class Relay:
             self._ledger.delivery_done(key, state, detail)
         except LedgerUnavailable as exc:
             event(logging.ERROR, f"{state} but not recorded: {exc.reason}", stage="relay", outcome=state)
+
+    def _drop_claim(self, ref: str) -> None:
+        """The message is sent: its claim-check object can go (the lifecycle rule is the backstop)."""
+        try:
+            self._claims.delete(ref)
+        except (ClaimMissing, TransientError) as exc:
+            event(logging.WARNING, f"claim-check object left for the lifecycle rule: {exc.reason}", stage="relay")
 
     def _release(self, key: str) -> None:
         try:

@@ -1,0 +1,90 @@
+"""Claim check for messages too large for one Pub/Sub message (10 MB cap; Mailgun takes 25 MB).
+
+Ingest stores the raw message in a Cloud Storage bucket under its SHA-256 (so a
+Mailgun retry writes the same object, not a second one) and publishes only the
+header block with a ``claim`` attribute ``gs://bucket/claims/<sha256>.eml``. The
+relay fetches the object, and deletes it once the message is sent; a dead-lettered
+message keeps its object for ``replay``, and the bucket's lifecycle rule removes
+leftovers (deploy.sh sets 7 days).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tagrelay.errors import PermanentError, TransientError
+
+TIMEOUT_SECONDS = 60.0
+PREFIX = "claims/"
+
+
+class ClaimUnavailable(TransientError):
+    """Cloud Storage did not answer; retry later."""
+
+
+class ClaimMissing(PermanentError):
+    """The claim-check object is gone (deleted by the lifecycle rule, or never written)."""
+
+
+def default_client() -> Any:
+    from google.cloud import storage  # type: ignore[attr-defined,unused-ignore]
+
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project="tagrelay-local", credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return storage.Client()
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    bucket, slash, name = ref.removeprefix("gs://").partition("/")
+    if not ref.startswith("gs://") or not bucket or not slash or not name.startswith(PREFIX):
+        raise ClaimMissing(f"not a claim-check reference: {ref[:100]!r}")
+    return bucket, name
+
+
+class ClaimStore:
+    def __init__(self, bucket: str, client_factory: Callable[[], Any] = default_client) -> None:
+        self.bucket = bucket
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _blob(self, bucket: str, name: str) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._client_factory()
+        return self._client.bucket(bucket).blob(name)
+
+    def put(self, data: bytes) -> str:
+        name = f"{PREFIX}{hashlib.sha256(data).hexdigest()}.eml"
+        self._call(
+            lambda: self._blob(self.bucket, name).upload_from_string(
+                data, content_type="message/rfc822", timeout=TIMEOUT_SECONDS
+            )
+        )
+        return f"gs://{self.bucket}/{name}"
+
+    def get(self, ref: str) -> bytes:
+        bucket, name = parse_ref(ref)
+        data = self._call(lambda: self._blob(bucket, name).download_as_bytes(timeout=TIMEOUT_SECONDS))
+        return bytes(data)
+
+    def delete(self, ref: str) -> None:
+        bucket, name = parse_ref(ref)
+        self._call(lambda: self._blob(bucket, name).delete(timeout=TIMEOUT_SECONDS))
+
+    def _call(self, operation: Callable[[], Any]) -> Any:
+        from google.api_core.exceptions import GoogleAPIError, NotFound
+        from requests import RequestException
+
+        try:
+            return operation()
+        except NotFound:
+            raise ClaimMissing("the claim-check object is gone") from None
+        except (GoogleAPIError, RequestException) as exc:
+            raise ClaimUnavailable(f"Cloud Storage failed ({type(exc).__name__})") from None

@@ -1,0 +1,53 @@
+"""A 25 MB message (Mailgun's limit) through the claim check, end to end."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from tagrelay.headers import split_message
+from tagrelay.localstack import Stack
+from tests.integration.conftest import TAP, post, pull, wait_for_arrival
+
+MESSAGE_BYTES = 25 * 1000 * 1000
+
+
+def large_message(message_id: str, size: int) -> bytes:
+    """A multipart message of about ``size`` bytes with a deterministic binary attachment."""
+    blob = b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(size * 3 // 4 // 32))
+    encoded = base64.encodebytes(blob).replace(b"\n", b"\r\n")
+    head = (
+        f"From: Big Sender <big@bank.example>\r\nTo: big@example.org\r\nSubject: large\r\n"
+        f"Message-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n"
+        '--b1\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="big.bin"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    ).encode()
+    return head + encoded + b"--b1--\r\n"
+
+
+def test_a_25_mb_message_is_forwarded_intact_through_the_claim_check(stack: Stack) -> None:
+    mid = f"large-{uuid.uuid4().hex}@test.example"
+    raw = large_message(mid, MESSAGE_BYTES)
+    assert len(raw) > 20_000_000
+    assert post(stack, raw, "big@example.org").status_code == 200
+
+    published = next(m for m in pull(stack, TAP) if m["attributes"].get("message_id") == f"<{mid}>")
+    assert published["attributes"]["claim"].startswith(f"gs://{stack.claim_bucket}/claims/")
+    assert len(published["data"]) < 10_000  # only the header block went through Pub/Sub
+
+    record = wait_for_arrival(stack, mid, seconds=120)
+    forwarded = Path(record["path"]).read_bytes()
+    assert split_message(forwarded)[1] == split_message(raw)[1]
+
+    objects = f"{stack.children['storage'].url}/storage/v1/b/{stack.claim_bucket}/o"
+    deadline = time.monotonic() + 30
+    while requests.get(objects, timeout=30).json().get("items") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not requests.get(objects, timeout=30).json().get("items")  # deleted after delivery
