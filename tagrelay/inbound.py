@@ -264,8 +264,9 @@ def rebuild_mime(form: Form) -> bytes:
     Content-ID); the other attachments make the message multipart/mixed.
     """
     headers = _message_headers(form)
-    text = form.fields.get("body-plain", b"").decode("utf-8", "replace")
-    html = form.fields.get("body-html", b"").decode("utf-8", "replace")
+    # Line endings are normalised here; the SMTP policy writes CRLF on output.
+    text = form.fields.get("body-plain", b"").decode("utf-8", "replace").replace("\r\n", "\n")
+    html = form.fields.get("body-html", b"").decode("utf-8", "replace").replace("\r\n", "\n")
     cid_of = _content_ids(form)
     inline = {name: cid for name, cid in cid_of.items() if name in form.files}
     attachments = [name for name in _attachment_names(form) if name not in inline]

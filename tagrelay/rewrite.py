@@ -103,8 +103,6 @@ def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> Rew
     ]
     if kept and not kept[-1].endswith(b"\n"):  # a headers-only message without a final newline
         kept[-1] += eol
-    if not rest:
-        rest = eol  # a message with no body still needs the blank line after its headers
     return RewriteResult(mime=b"".join(added) + b"".join(kept) + rest, original_from=original, display_name=name)
 
 
