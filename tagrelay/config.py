@@ -89,7 +89,7 @@ class _Reader:
         return value
 
     def secret(self, name: str) -> SecretRef:
-        value = self.env.get(name, "")
+        value = self.env.get(name, "").strip()
         secret_var = f"{name}_SECRET"
         version = self.env.get(secret_var, "").strip()
         if value and version:

@@ -15,11 +15,17 @@ from email.header import decode_header, make_header
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _CONTROL = re.compile(r"[\r\n\x00]")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # unfolding removes the line break, keeps the blank (RFC 5322 2.2.3)
 
 
 def has_control_chars(value: str) -> bool:
     """CR, LF or NUL: what would let a value inject a header."""
     return _CONTROL.search(value) is not None
+
+
+def fits_8bit(raw: bytes) -> bool:
+    """No NUL and no line over 998 octets: can travel as an 8bit MIME part (RFC 2045)."""
+    return b"\0" not in raw and all(len(line) <= 998 for line in raw.splitlines())
 
 
 @dataclass(frozen=True)
@@ -36,11 +42,19 @@ class Field:
         return value.rstrip(b"\r\n").strip(b" \t")
 
     @property
+    def unfolded(self) -> str:
+        """The value on one line, encoded words left as they are."""
+        return unfold(self.raw_value.decode("utf-8", "replace"))
+
+    @property
     def value(self) -> str:
         """The value unfolded and decoded (RFC 2047 words and raw UTF-8 alike)."""
-        text = self.raw_value.decode("utf-8", "replace")
-        text = re.sub(r"\r?\n[ \t]+", " ", text)
-        return decode_words(text)
+        return decode_words(self.unfolded)
+
+
+def unfold(text: str) -> str:
+    """A header value on one line: the line breaks of its folding removed, the blanks kept."""
+    return _FOLD.sub("", text)
 
 
 def decode_words(text: str) -> str:

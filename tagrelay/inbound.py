@@ -20,20 +20,23 @@ import re
 import urllib.parse
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.parser import BytesParser
 from email.policy import SMTP
+from typing import Any
 
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from tagrelay.errors import BadRequest, BadSignature, Undeliverable
-from tagrelay.headers import first, has_control_chars, parse_fields, split_message
+from tagrelay.headers import first, fits_8bit, has_control_chars, parse_fields, split_message, unfold
 
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
 FUTURE_SKEW_SECONDS = 300
 MAX_FORM_PARTS = 1000
 _REBUILD_POLICY = SMTP.clone(max_line_length=998)  # keep header lines as posted; fold only past 998
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
+_NOT_URLENCODED = re.compile(rb"[^\x21-\x7e]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -82,22 +85,31 @@ def parse_form(content_type: str, body: bytes) -> Form:
     Raises BadRequest when the body is neither.
     """
     mimetype, options = parse_options_header(content_type)
+    mimetype = mimetype.lower()
     if mimetype == "multipart/form-data":
         boundary = options.get("boundary", "")
         if not boundary:
             raise BadRequest("multipart/form-data without a boundary")
         return _parse_multipart(boundary.encode("latin-1", "replace"), body)
     if mimetype == "application/x-www-form-urlencoded":
-        try:
-            pairs = urllib.parse.parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FORM_PARTS)
-        except ValueError as exc:
-            raise BadRequest(f"unreadable urlencoded form: {exc}") from None
-        fields: dict[str, bytes] = {}
-        repeated: dict[str, list[bytes]] = {}
-        for raw_name, value in pairs:
-            _add(raw_name.decode("utf-8", "replace"), value, fields, repeated)
-        return Form(fields=fields, repeated=repeated)
+        return _parse_urlencoded(body)
     raise BadRequest(f"expected a form post, got content type {mimetype or 'none'!r}")
+
+
+def _parse_urlencoded(body: bytes) -> Form:
+    """Split and unquote as bytes (``parse_qsl`` on bytes goes through ASCII and refuses 8-bit octets)."""
+    if _NOT_URLENCODED.search(body):
+        raise BadRequest("urlencoded form with raw octets outside printable ASCII")
+    pairs = [pair for pair in body.split(b"&") if pair]
+    if len(pairs) > MAX_FORM_PARTS:
+        raise BadRequest(f"more than {MAX_FORM_PARTS} form fields")
+    fields: dict[str, bytes] = {}
+    repeated: dict[str, list[bytes]] = {}
+    for pair in pairs:
+        name, _, value = pair.partition(b"=")
+        decoded_name = urllib.parse.unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
+        _add(decoded_name, urllib.parse.unquote_to_bytes(value.replace(b"+", b" ")), fields, repeated)
+    return Form(fields=fields, repeated=repeated)
 
 
 def _parse_multipart(boundary: bytes, body: bytes) -> Form:
@@ -231,7 +243,10 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
         mime = upload.data if upload is not None else form.fields["body-mime"]
         kind = "mime"
     else:
-        mime = rebuild_mime(form)
+        try:
+            mime = rebuild_mime(form)
+        except (ValueError, TypeError, LookupError) as exc:  # what the email package raises on odd parts
+            raise Undeliverable(f"cannot rebuild the parsed form ({type(exc).__name__})") from None
         kind = "parsed"
     return InboundMessage(
         recipient=recipient,
@@ -268,7 +283,9 @@ def rebuild_mime(form: Form) -> bytes:
     text = form.fields.get("body-plain", b"").decode("utf-8", "replace").replace("\r\n", "\n")
     html = form.fields.get("body-html", b"").decode("utf-8", "replace").replace("\r\n", "\n")
     cid_of = _content_ids(form)
-    inline = {name: cid for name, cid in cid_of.items() if name in form.files}
+    # Inline parts go with the HTML that shows them; without HTML they are attachments
+    # that keep their Content-ID.
+    inline = {name: cid for name, cid in cid_of.items() if name in form.files} if html else {}
     attachments = [name for name in _attachment_names(form) if name not in inline]
 
     msg = EmailMessage(policy=_REBUILD_POLICY)
@@ -280,26 +297,16 @@ def rebuild_mime(form: Form) -> bytes:
             assert isinstance(html_part, EmailMessage)
             for name, cid in inline.items():
                 upload = form.files[name]
-                maintype, _, subtype = upload.content_type.partition("/")
-                html_part.add_related(
-                    upload.data,
-                    maintype=maintype or "application",
-                    subtype=subtype or "octet-stream",
-                    cid=f"<{cid}>",
-                    filename=upload.filename,
-                    disposition="inline",
-                )
+                html_part.add_related(upload.data, **_part_options(upload, name, cid), disposition="inline")
     else:
         msg.set_content(text, subtype="plain", charset="utf-8")
     for name in attachments:
         upload = form.files[name]
-        maintype, _, subtype = upload.content_type.partition("/")
-        msg.add_attachment(
-            upload.data,
-            maintype=maintype or "application",
-            subtype=subtype or "octet-stream",
-            filename=upload.filename or name,
-        )
+        options = _part_options(upload, name, cid_of.get(name, ""))
+        if options["maintype"] == "message" and options["subtype"] != "rfc822":
+            _attach_parsed(msg, upload.data, options)  # e.g. message/delivery-status in a bounce
+        else:
+            msg.add_attachment(upload.data, **options)
     for name, value in headers:
         try:
             msg[name] = value
@@ -310,6 +317,38 @@ def rebuild_mime(form: Form) -> bytes:
     for number, part in enumerate(p for p in msg.walk() if p.is_multipart()):
         part.set_boundary(f"tagrelay-{seed}-{number}")
     return msg.as_bytes(policy=_REBUILD_POLICY)
+
+
+def _part_options(upload: Upload, name: str, cid: str) -> dict[str, Any]:
+    """How to attach one uploaded file so the email package can always write it.
+
+    message/rfc822 may not be base64-encoded (RFC 2046), so it travels 8bit when it
+    can and as a plain file otherwise; other message/* and multipart/* types cannot
+    be built from bytes and become application/octet-stream. Control characters are
+    taken out of filenames (they would end up in a header).
+    """
+    maintype, _, subtype = upload.content_type.lower().partition("/")
+    maintype, subtype = maintype.strip() or "application", subtype.split(";")[0].strip() or "octet-stream"
+    options: dict[str, Any] = {"filename": _CONTROL.sub("", upload.filename or name) or name}
+    if maintype == "message" and fits_8bit(upload.data):
+        options["cte"] = "8bit"
+    elif maintype in ("message", "multipart"):
+        maintype, subtype = "application", "octet-stream"
+    if cid:
+        options["cid"] = f"<{cid}>"
+    return {"maintype": maintype, "subtype": subtype, **options}
+
+
+def _attach_parsed(msg: EmailMessage, data: bytes, options: dict[str, Any]) -> None:
+    """Attach a message/* part other than rfc822: the email package only writes those from parsed parts."""
+    head = f"Content-Type: {options['maintype']}/{options['subtype']}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    part = BytesParser(policy=_REBUILD_POLICY).parsebytes(head.encode("ascii") + data)
+    part.add_header("Content-Disposition", "attachment", filename=options["filename"])
+    if "cid" in options:
+        part["Content-ID"] = options["cid"]
+    if msg.get_content_type() != "multipart/mixed":
+        msg.make_mixed()
+    msg.attach(part)
 
 
 def _message_headers(form: Form) -> list[tuple[str, str]]:
@@ -328,7 +367,7 @@ def _message_headers(form: Form) -> list[tuple[str, str]]:
                     and all(isinstance(part, str) for part in item)
                     and item[0].lower() not in _STRUCTURE_HEADERS
                 ):
-                    value = _FOLD.sub("", item[1])
+                    value = unfold(item[1])
                     if not has_control_chars(item[0] + value):
                         pairs.append((item[0], value))
     if not pairs:  # no usable header list: take the single fields Mailgun also posts

@@ -116,7 +116,9 @@ def route_spec(domain: str, url: str, priority: int = 0) -> RouteSpec:
     """Every recipient at ``domain`` is forwarded to ``url``, and no later route runs."""
     domain = domain.strip().rstrip(".").lower()
     if not _DOMAIN.fullmatch(domain):
-        raise InvalidRoute(f"--domain {domain!r} is not a domain name; put the Mailgun receiving domain, e.g. example.org")
+        raise InvalidRoute(
+            f"--domain {domain!r} is not a domain name; put the Mailgun receiving domain, e.g. example.org"
+        )
     parsed = urlparse(url)
     if parsed.scheme not in ("https", "http") or not parsed.netloc or re.search(r'[\s"\\]', url):
         raise InvalidRoute(f"--url {url!r} is not an http(s) URL; put the ingest URL ending in /mime")
@@ -228,7 +230,9 @@ class RoutesClient:
             )
         if not 200 <= status < 300:
             hint = "; try again later" if status >= 500 or status == 429 else ""
-            raise RoutesApiError(f"Mailgun answered {status} to {method} /v3/routes: {_message(response)}{hint}", status)
+            raise RoutesApiError(
+                f"Mailgun answered {status} to {method} /v3/routes: {_message(response)}{hint}", status
+            )
         try:
             body = response.json()
         except ValueError:

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 
-from tagrelay.headers import first, parse_fields, split_message
+from tagrelay.headers import first, fits_8bit, parse_fields, split_message
 
 
 def build_notice(original: bytes, alias: str, reason: str, to: str) -> bytes:
@@ -37,13 +37,8 @@ def build_notice(original: bytes, alias: str, reason: str, to: str) -> bytes:
         "The original is attached, and kept in the dead-letter topic:\n"
         "'tagrelay deadletters replay' sends it again once the cause is fixed.\n"
     )
-    if _plain_enough(original):
+    if fits_8bit(original):
         notice.add_attachment(original, maintype="message", subtype="rfc822", cte="8bit", filename="original.eml")
     else:  # message/rfc822 may not be base64-encoded (RFC 2046): send binary mail as a file
         notice.add_attachment(original, maintype="application", subtype="octet-stream", filename="original.eml")
     return notice.as_bytes()
-
-
-def _plain_enough(raw: bytes) -> bool:
-    """No NUL and no line over 998 octets: can travel as an 8bit message/rfc822 part."""
-    return b"\0" not in raw and all(len(line) <= 998 for line in raw.splitlines())

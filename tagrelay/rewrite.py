@@ -22,7 +22,7 @@ import email.utils
 import re
 from dataclasses import dataclass
 
-from tagrelay.headers import Field, first, line_ending, parse_fields, split_message
+from tagrelay.headers import Field, decode_words, first, line_ending, parse_fields, split_message
 
 LOOP_HEADER = "X-Tagrelay-Loop"
 SPAM_HEADER = "X-Tagrelay-Spam"
@@ -116,8 +116,9 @@ def has_loop_marker(raw: bytes, domain: str) -> bool:
 def _display_name(from_field: Field | None, sender: str) -> tuple[str, str]:
     """The name to show before "via", and the decoded original From."""
     original = from_field.value if from_field is not None else ""
-    pairs = email.utils.getaddresses([original]) if original else []
-    name, address = next(((n, a) for n, a in pairs if n or a), ("", ""))
+    # Split the addresses before decoding: an encoded word may hide a comma or quotes.
+    pairs = email.utils.getaddresses([from_field.unfolded]) if from_field is not None else []
+    name, address = next(((decode_words(n), a) for n, a in pairs if n or a), ("", ""))
     shown = _clean(name) or _clean(address) or _clean(sender) or "unknown sender"
     return shown, original
 

@@ -129,9 +129,10 @@ def load(text: str) -> Routes:
     except tomllib.TOMLDecodeError as exc:
         raise RoutesError(f"not valid TOML: {exc}") from None
     lines = _route_lines(text)
-    unknown = set(data) - TOP_KEYS
+    unknown = sorted(set(data) - TOP_KEYS)
     if unknown:
-        raise RoutesError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(TOP_KEYS)}")
+        line = _key_line(text, unknown[0]) or _table_line(text, unknown[0])
+        raise RoutesError(f"line {line}: unknown top-level key(s) {unknown}; allowed: {sorted(TOP_KEYS)}")
     top_fallback = data.get("fallback", "")
     if not isinstance(top_fallback, str):
         raise RoutesError(f"line {_key_line(text, 'fallback')}: fallback must be a string")
@@ -141,7 +142,7 @@ def load(text: str) -> Routes:
     raw_rules = [(index, lines[index - 1] if index <= len(lines) else 0, r) for index, r in enumerate(routes, 1)]
     domains = frozenset(_match_domain(r, line) for _, line, r in raw_rules)
     default_spam = _spam_policy(data, SpamPolicy(), f"line {_key_line(text, 'spam')}")
-    rules = tuple(_rule(index, line, r, top_fallback, domains, default_spam) for index, line, r in raw_rules)
+    rules = tuple(_rule(text, index, line, r, top_fallback, domains, default_spam) for index, line, r in raw_rules)
     blocked = data.get("blocked", [])
     if not isinstance(blocked, list) or not all(isinstance(b, str) for b in blocked):
         raise RoutesError(f"line {_key_line(text, 'blocked')}: blocked must be a list of addresses")
@@ -182,6 +183,7 @@ def _match_domain(raw: object, line: int) -> str:
 
 
 def _rule(
+    text: str,
     index: int,
     line: int,
     raw: dict[str, object],
@@ -190,9 +192,10 @@ def _rule(
     default_spam: SpamPolicy,
 ) -> Rule:
     where = f"line {line}"
-    unknown = set(raw) - ROUTE_KEYS
+    unknown = sorted(set(raw) - ROUTE_KEYS)
     if unknown:
-        raise RoutesError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(ROUTE_KEYS)}")
+        key_line = _key_line(text, unknown[0], after=line) or line
+        raise RoutesError(f"line {key_line}: unknown key(s) {unknown} in route #{index}; allowed: {sorted(ROUTE_KEYS)}")
     match = str(raw["match"])
     local, _, domain = match.rpartition("@")
     names = _PLACEHOLDER.findall(local)
@@ -298,8 +301,15 @@ def _route_lines(text: str) -> list[int]:
     return [n for n, line in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*route\s*\]\]", line)]
 
 
-def _key_line(text: str, key: str) -> int:
+def _table_line(text: str, key: str) -> int:
     for n, line in enumerate(text.splitlines(), 1):
-        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+        if re.match(rf"\s*\[\[?\s*{re.escape(key)}\s*\]\]?", line):
+            return n
+    return 0
+
+
+def _key_line(text: str, key: str, after: int = 0) -> int:
+    for n, line in enumerate(text.splitlines(), 1):
+        if n > after and re.match(rf"\s*{re.escape(key)}\s*=", line):
             return n
     return 0

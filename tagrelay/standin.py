@@ -6,7 +6,9 @@
 
 For fault tests, ``POST /_standin/faults`` sets a plan of forced answers:
 ``{"queue": ["500", "429", "hang", ...]}`` consumed one per call, and/or
-``{"rates": {"500": 0.1, "hang": 0.05}, "seed": 7}`` drawn per call.
+``{"rates": {"500": 0.1, "hang": 0.05}, "seed": 7}`` drawn per call, and/or
+``{"delay": 0.3}``: seconds added before every ``messages.mime`` answer (a slow
+Mailgun, for the benchmarks; absent means no delay).
 ``GET /_standin/messages`` lists what was accepted.
 
 Run: ``TAGRELAY_STANDIN_API_KEY=K python -m tagrelay.standin --port P --outbox DIR --domain D``
@@ -45,6 +47,7 @@ class Standin:
         self.calls = 0
         self.queue: list[str] = []
         self.rates: dict[str, float] = {}
+        self.delay = 0.0
         self.random = random.Random(0)  # noqa: S311 - fault draws, not cryptography
         outbox.mkdir(parents=True, exist_ok=True)
         self.next_number = 1 + max((int(p.stem) for p in outbox.glob("*.eml") if p.stem.isdigit()), default=0)
@@ -117,11 +120,14 @@ def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
                     state.queue = [str(x) for x in plan.get("queue", [])]
                     state.rates = {str(k): float(v) for k, v in plan.get("rates", {}).items()}
                     state.random = random.Random(plan.get("seed", 0))  # noqa: S311
+                    state.delay = max(0.0, float(plan.get("delay", 0.0)))
                 self._reply(200, {"ok": True})
                 return
             if self.path != f"/v3/{state.domain}/messages.mime":
                 self._reply(404, {"message": f"no such endpoint {self.path}"})
                 return
+            if state.delay:
+                time.sleep(state.delay)
             if not self._authorized():
                 self._reply(401, {"message": "Invalid private key"})
                 return

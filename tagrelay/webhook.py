@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from email.message import EmailMessage, Message
 
 from urllib3 import encode_multipart_formdata
 
+from tagrelay.headers import parse_fields, split_message
 from tagrelay.inbound import sign
 
 FieldValue = str | bytes | tuple[str, bytes, str]
@@ -66,12 +66,12 @@ def parsed_post(
     fields: list[tuple[str, FieldValue]] = [
         ("recipient", recipient),
         ("sender", sender),
-        ("message-headers", json.dumps([[k, _unfold(v)] for k, v in _raw_headers(raw)])),
-        ("body-plain", text.get_content() if text is not None else ""),
-        ("body-html", html.get_content() if html is not None else ""),
+        ("message-headers", json.dumps([[k, v] for k, v in _raw_headers(raw)])),
+        ("body-plain", _text_of(text)),
+        ("body-html", _text_of(html)),
         *signed.items(),
     ]
-    fields.extend((name, _unfold(value)) for name, value in _raw_headers(raw))
+    fields.extend(_raw_headers(raw))
     cid_map: dict[str, str] = {}
     attachments = [p for p in message.walk() if _is_attachment(p, (text, html))]
     fields.append(("attachment-count", str(len(attachments))))
@@ -94,17 +94,27 @@ def _is_attachment(part: Message, bodies: tuple[Message | None, ...]) -> bool:
 
 
 def _raw_headers(raw: bytes) -> list[tuple[str, str]]:
-    message = email.message_from_bytes(raw, policy=email.policy.compat32)
-    return [(k, str(v)) for k, v in message.items()]
+    """(Name, value) pairs as written, values on one line and raw UTF-8 decoded."""
+    return [
+        (field.raw.partition(b":")[0].decode("ascii", "replace").strip(), field.unfolded)
+        for field in parse_fields(split_message(raw)[0])
+        if field.name
+    ]
 
 
 def _header_fields(raw: bytes) -> dict[str, str]:
-    return {k: _unfold(v) for k, v in _raw_headers(raw)}
+    return dict(_raw_headers(raw))
 
 
-def _unfold(value: str) -> str:
-    """A header value on one line, as Mailgun posts it."""
-    return re.sub(r"\r?\n(?=[ \t])", "", value)
+def _text_of(part: Message | None) -> str:
+    """A text part's content; an unknown charset is read as UTF-8 rather than failing."""
+    if part is None:
+        return ""
+    try:
+        return str(part.get_content())  # type: ignore[attr-defined]
+    except (LookupError, KeyError, UnicodeError):
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
 
 
 def _encode(fields: list[tuple[str, FieldValue]], token: str) -> Post:

@@ -144,7 +144,8 @@ def raw_fields(raw: bytes) -> list[tuple[str, bytes]]:
     """The header fields of a message as (lower-case name, raw bytes with folding and line ending).
 
     Written here without tagrelay.headers, so the rewrite tests do not check the
-    rewrite with its own parser. Stops at the first empty line.
+    rewrite with its own parser. Stops at the first empty line. A line that is not
+    a field (an mbox "From " envelope line) gets the empty name.
     """
     fields: list[tuple[str, bytes]] = []
     for line in re.split(rb"(?<=\n)", raw):
@@ -154,7 +155,8 @@ def raw_fields(raw: bytes) -> list[tuple[str, bytes]]:
             fields[-1] = (fields[-1][0], fields[-1][1] + line)
         else:
             name, colon, _ = line.partition(b":")
-            fields.append((name.strip().decode("ascii", "replace").lower() if colon else "", line))
+            is_field = colon and name.strip() and not re.search(rb"\s", name.rstrip())
+            fields.append((name.strip().decode("ascii", "replace").lower() if is_field else "", line))
     return fields
 
 

@@ -158,7 +158,7 @@ def test_nothing_listening_is_a_connection_error(session: requests.Session) -> N
     server = RoutesStandin(KEY)
     url = server.start()
     server.stop()
-    with pytest.raises(RoutesApiError, match="cannot connect to 127.0.0.1"):
+    with pytest.raises(RoutesApiError, match=r"cannot connect to 127\.0\.0\.1"):
         RoutesClient(session, url, KEY).list_routes()
 
 

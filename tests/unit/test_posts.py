@@ -1,7 +1,8 @@
 """The sample Mailgun posts in tests/data/posts/: parsed, verified and turned into messages.
 
 Each NAME.body holds the exact bytes of a route POST, NAME.json its Content-Type,
-recipient and a note (see tests/data/posts/make_posts.py, which generates them).
+recipient, form kind and a note (see tests/data/posts/make_posts.py, which
+generates them and documents each one).
 """
 
 from __future__ import annotations
@@ -30,15 +31,7 @@ from tests.unit.support import (
 MAX_AGE = 9 * 3600.0
 NAMES = sorted(p.stem for p in POSTS.glob("*.body"))
 
-URLENCODED_8BIT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: parse_form refuses urlencoded posts with percent-encoded octets >= 0x80 "
-    "(parse_qsl(bytes) round-trips through ASCII): see test_inbound",
-)
-KNOWN_BUGS = {
-    "handwritten-mime-urlencoded-latin1": URLENCODED_8BIT_BUG,
-    "handwritten-parsed-urlencoded": URLENCODED_8BIT_BUG,
-}
+KNOWN_BUGS: dict[str, Any] = {}  # none known
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -61,11 +54,9 @@ def cases(kind: str) -> list[Any]:
 
 
 def _kind(name: str) -> str:
-    info = meta(name)
-    if info["content_type"].startswith("multipart/"):
-        head = (POSTS / f"{name}.body").read_bytes()
-        return "mime" if b'name="body-mime"' in head else "parsed"
-    return "mime" if b"body-mime=" in (POSTS / f"{name}.body").read_bytes() else "parsed"
+    kind = meta(name)["form"]
+    assert kind in ("mime", "parsed")
+    return str(kind)
 
 
 def test_there_are_sample_posts_of_each_kind() -> None:

@@ -15,8 +15,8 @@ Two kinds of posts:
   spam verdict fields), so that the tests do not only see what our own helper
   produces.
 
-NAME.json: ``content_type`` (the request's Content-Type), ``recipient``, ``note``;
-``source`` (the corpus file) for posts built from one; for the hand-written parsed
+NAME.json: ``content_type`` (the request's Content-Type), ``recipient``, ``note``,
+``form`` (``mime`` or ``parsed``); ``source`` (the corpus file) for posts built from one; for the hand-written parsed
 post, ``expect_attachments`` (filename, content_type, content_id, sha256 of the
 bytes) and ``expect_headers``.
 
@@ -140,7 +140,13 @@ def webhook_posts() -> dict[str, Post]:
         make = webhook.parsed_post if parsed else webhook.mime_post
         post = make(raw, recipient, sender, KEY.decode(), int(TIMESTAMP), token_for(name))
         content_type, body = fixed_boundary(post.content_type, post.body, name)
-        meta = {"content_type": content_type, "recipient": recipient, "note": note, "source": source}
+        meta = {
+            "content_type": content_type,
+            "recipient": recipient,
+            "note": note,
+            "form": "parsed" if parsed else "mime",
+            "source": source,
+        }
         posts[name] = (body, meta)
     return posts
 
@@ -181,6 +187,7 @@ def mime_urlencoded(name: str, source: str, recipient: str, sender: str, token: 
         "content_type": "application/x-www-form-urlencoded",
         "recipient": recipient,
         "note": note,
+        "form": "mime",
         "source": source,
     }
     return urlencode(fields), meta
@@ -314,6 +321,7 @@ def parsed_multipart() -> Post:
             "hand-written parsed form in Mailgun's shape: per-header fields, message-headers JSON, body-plain, "
             "body-html, stripped-*, X-Mailgun-Sflag/Sscore, content-id-map, an inline PNG and a PDF"
         ),
+        "form": "parsed",
         "expect_attachments": [
             {
                 "filename": "logo.png",
@@ -369,6 +377,7 @@ def parsed_urlencoded() -> Post:
         "content_type": "application/x-www-form-urlencoded",
         "recipient": "friends.alice@example.org",
         "note": "hand-written parsed form without attachments, urlencoded; body-plain holds percent-encoded UTF-8",
+        "form": "parsed",
         "expect_attachments": [],
         "expect_headers": {"Subject": subject, "From": from_value, "Message-Id": "<fika.1700000000@fika.example.se>"},
     }

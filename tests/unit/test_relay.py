@@ -1,0 +1,244 @@
+"""tagrelay.relay.Relay in-process: send, dead-letter, or raise to be redelivered."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tagrelay.claimcheck import ClaimStore
+from tagrelay.envelope import Envelope
+from tagrelay.errors import MailgunRejected, MailgunTransient
+from tagrelay.ledger import MemoryLedger
+from tagrelay.relay import Limits, Relay
+from tagrelay.rewrite import rewrite
+from tagrelay.routes import Routes, load
+from tests.unit.support import corpus, header_lines
+
+NOW = 1_704_067_200.0  # 2024-01-01T00:00:00Z
+PUBLISHED = "2024-01-01T00:00:00.123456789Z"
+ROUTES = load(
+    """\
+fallback = "owner@gmail.com"
+
+[[route]]
+match = "team@example.org"
+forward = ["alice@gmail.com", "bob@gmail.com"]
+
+[[route]]
+match = "{tag}@example.org"
+forward = "owner+{tag}@gmail.com"
+"""
+)
+OTHER_ROUTES = load('[[route]]\nmatch = "{tag}@example.net"\nforward = "owner+{tag}@gmail.com"\n')
+
+
+@dataclass
+class RecordingSender:
+    """Answers each send with the next planned outcome (an id or an exception); records what was sent."""
+
+    plan: list[str | Exception] = field(default_factory=list)
+    sent: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
+
+    def send_mime(self, to: Sequence[str], mime: bytes) -> str:
+        outcome = self.plan.pop(0) if self.plan else "<sent@mailgun.example>"
+        if isinstance(outcome, Exception):
+            raise outcome
+        self.sent.append((tuple(to), mime))
+        return outcome
+
+
+@dataclass
+class RecordingDeadLetters:
+    letters: list[tuple[bytes, dict[str, str], str]] = field(default_factory=list)
+
+    def put(self, data: bytes, attributes: dict[str, str], reason: str) -> None:
+        self.letters.append((data, attributes, reason))
+
+
+def no_storage() -> Any:
+    raise AssertionError("these messages carry no claim check: Cloud Storage must not be touched")
+
+
+class Sleeps:
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+@dataclass
+class Harness:
+    relay: Relay
+    sender: RecordingSender
+    deadletters: RecordingDeadLetters
+    sleeps: Sleeps
+
+
+def harness(
+    plan: list[str | Exception] | None = None,
+    routes: Routes = ROUTES,
+    max_age: float = 3600,
+    max_attempts: int = 10,
+    now: float = NOW,
+) -> Harness:
+    sender, deadletters, sleeps = RecordingSender(list(plan or [])), RecordingDeadLetters(), Sleeps()
+    relay = Relay(
+        routes,
+        sender,
+        deadletters,
+        ledger=MemoryLedger(clock=lambda: now),
+        claims=ClaimStore("tagrelay-claims", client_factory=no_storage),
+        limits=Limits(max_attempts=max_attempts, max_age_seconds=max_age, send_timeout_seconds=5),
+        clock=lambda: now,
+        sleep=sleeps,
+    )
+    return Harness(relay, sender, deadletters, sleeps)
+
+
+def event_data(
+    name: str = "11-iso-8859-1-8bit.eml", recipient: str = "shop@example.org", published: str = PUBLISHED
+) -> dict[str, Any]:
+    """The CloudEvent data functions-framework builds from a Pub/Sub push of an ingest message."""
+    raw = corpus(name)
+    envelope = Envelope(
+        recipient=recipient,
+        sender="bounce@origin.example",
+        mime=raw,
+        token="t" * 50,
+        message_id=f"<{name}@corpus.example>",
+        received_at="2024-01-01T00:00:00+00:00",
+    )
+    return {
+        "message": {
+            "@type": "type.googleapis.com/google.pubsub.v1.PubsubMessage",
+            "data": base64.b64encode(raw).decode("ascii"),
+            "attributes": envelope.attributes(),
+            "messageId": "1234567890",
+            "publishTime": published,
+        }
+    }
+
+
+def test_sends_the_rewritten_message_to_the_route_target() -> None:
+    h = harness()
+    outcome = h.relay.handle_event_data(event_data())
+    assert (outcome.status, outcome.detail) == ("sent", "<sent@mailgun.example>")
+    expected = rewrite(corpus("11-iso-8859-1-8bit.eml"), "shop@example.org", "bounce@origin.example").mime
+    assert h.sender.sent == [(("owner+shop@gmail.com",), expected)]
+    assert header_lines(expected, "x-tagrelay-loop") == [b"X-Tagrelay-Loop: example.org\r\n"]
+    assert h.deadletters.letters == []
+
+
+def test_sends_once_to_every_target_of_a_list_route() -> None:
+    h = harness()
+    h.relay.handle_event_data(event_data(recipient="team@example.org"))
+    assert [to for to, _ in h.sender.sent] == [("alice@gmail.com", "bob@gmail.com")]
+
+
+def test_invalid_target_goes_to_the_fallback() -> None:
+    h = harness()
+    h.relay.handle_event_data(event_data(recipient="x" * 70 + "@example.org"))
+    assert [to for to, _ in h.sender.sent] == [("owner@gmail.com",)]
+
+
+def test_redelivery_of_a_sent_message_is_not_sent_again() -> None:
+    h = harness()
+    h.relay.handle_event_data(event_data())
+    assert h.relay.handle_event_data(event_data()).status == "duplicate"
+    assert len(h.sender.sent) == 1
+
+
+def test_mailgun_rejection_is_dead_lettered_with_the_reason_and_not_raised() -> None:
+    h = harness([MailgunRejected("Mailgun answered 400: 'to' parameter is not a valid address", 400)])
+    outcome = h.relay.handle_event_data(event_data())
+    assert outcome.status == "dead-lettered"
+    [(data, attributes, reason)] = h.deadletters.letters
+    assert data == corpus("11-iso-8859-1-8bit.eml")  # the original, not the rewritten copy
+    assert attributes["recipient"] == "shop@example.org"
+    assert attributes["schema"] == "tagrelay.v1"
+    assert "400" in reason and "not a valid address" in reason
+    assert h.sender.sent == []
+
+
+@pytest.mark.parametrize(("retry_after", "slept"), [(30.0, [10.0]), (2.0, [2.0]), (None, [])])
+def test_transient_failure_raises_after_waiting_at_most_ten_seconds(
+    retry_after: float | None, slept: list[float]
+) -> None:
+    h = harness([MailgunTransient("Mailgun rate limit", retry_after=retry_after)])
+    with pytest.raises(MailgunTransient):
+        h.relay.handle_event_data(event_data())
+    assert h.sleeps.calls == slept
+    assert h.deadletters.letters == []
+
+
+def test_redelivery_after_a_transient_failure_is_sent() -> None:
+    h = harness([MailgunTransient("Mailgun answered 503")])
+    with pytest.raises(MailgunTransient):
+        h.relay.handle_event_data(event_data())
+    assert h.relay.handle_event_data(event_data()).status == "sent"
+    assert len(h.sender.sent) == 1
+
+
+def test_transient_failure_of_a_message_older_than_max_age_is_dead_lettered() -> None:
+    published = datetime.fromtimestamp(NOW - 3601, UTC).isoformat().replace("+00:00", "Z")
+    h = harness([MailgunTransient("Mailgun answered 503")], max_age=3600)
+    outcome = h.relay.handle_event_data(event_data(published=published))
+    assert outcome.status == "dead-lettered"
+    [(_, _, reason)] = h.deadletters.letters
+    assert "503" in reason
+    assert h.sleeps.calls == []
+
+
+def test_transient_failure_of_a_young_message_is_raised() -> None:
+    published = datetime.fromtimestamp(NOW - 3599, UTC).isoformat().replace("+00:00", "Z")
+    h = harness([MailgunTransient("Mailgun answered 503")], max_age=3600)
+    with pytest.raises(MailgunTransient):
+        h.relay.handle_event_data(event_data(published=published))
+    assert h.deadletters.letters == []
+
+
+def test_transient_failures_stop_after_the_attempt_limit() -> None:
+    h = harness([MailgunTransient("503"), MailgunTransient("503"), MailgunTransient("503")], max_attempts=3)
+    for _ in range(2):
+        with pytest.raises(MailgunTransient):
+            h.relay.handle_event_data(event_data())
+    assert h.relay.handle_event_data(event_data()).status == "dead-lettered"
+    assert len(h.deadletters.letters) == 1
+
+
+def test_recipient_without_a_route_any_more_is_dead_lettered() -> None:
+    h = harness(routes=OTHER_ROUTES)
+    outcome = h.relay.handle_event_data(event_data())
+    assert outcome.status == "dead-lettered"
+    [(data, attributes, reason)] = h.deadletters.letters
+    assert "no route" in reason
+    assert data == corpus("11-iso-8859-1-8bit.eml")
+    assert attributes["recipient"] == "shop@example.org"
+    assert h.sender.sent == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"message": {"data": "aGVsbG8=", "attributes": {"schema": "someone.else.v1", "recipient": "a@example.org"}}},
+        {"message": {"data": "aGVsbG8=", "attributes": {}}},
+        {"message": {"data": "%%% not base64", "attributes": {"schema": "tagrelay.v1", "recipient": "a@example.org"}}},
+        {"unrelated": True},
+    ],
+    ids=["other-schema", "no-attributes", "bad-base64", "not-pubsub"],
+)
+def test_data_that_is_not_a_tagrelay_message_is_dead_lettered(data: dict[str, Any]) -> None:
+    h = harness()
+    outcome = h.relay.handle_event_data(data)
+    assert outcome.status == "dead-lettered"
+    [(letter, _, reason)] = h.deadletters.letters
+    assert "not a tagrelay message" in reason
+    assert json.loads(letter) == data  # what arrived is kept
+    assert h.sender.sent == []
