@@ -68,10 +68,13 @@ def test_corpus_message_is_forwarded_rewritten_and_intact(stack: Stack, path: Pa
         assert [f.raw for f in before if f.name == name] == [f.raw for f in after if f.name == name], name
 
     original_from = first(before, "from")
-    from_name, from_address = email.utils.parseaddr(decode_words(first(after, "from").value))  # type: ignore[union-attr]
+    # Split addresses before decoding names: an encoded word may hide a comma.
+    from_name, from_address = email.utils.parseaddr(first(after, "from").unfolded)  # type: ignore[union-attr]
+    from_name = decode_words(from_name)
     assert from_address == alias
     if original_from is not None:
-        name, address = next(((n, a) for n, a in email.utils.getaddresses([original_from.value]) if n or a), ("", ""))
+        pairs = email.utils.getaddresses([original_from.unfolded])
+        name, address = next(((decode_words(n), a) for n, a in pairs if n or a), ("", ""))
         assert from_name == f"{' '.join((name or address).split())} via example.org"
         reply_source = first(before, "reply-to") or original_from
         assert first(after, "reply-to").raw_value == reply_source.raw_value  # type: ignore[union-attr]
