@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test unit integration lint bench bench-quick clean
+.PHONY: run test unit integration lint bench bench-quick clean dev-tools
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,20 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-lint: $(STAMP)
+# Checkers from Debian's packages: shellcheck for deploy.sh (apt-get update first on a fresh image).
+dev-tools:
+	@command -v shellcheck >/dev/null || apt-get install -y shellcheck || (apt-get update && apt-get install -y shellcheck)
+
+lint: $(STAMP) dev-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	shellcheck deploy.sh
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) .tagrelay outbox .mypy_cache .pytest_cache .ruff_cache

@@ -41,7 +41,9 @@ class RoutesStandin:
     def start(self) -> str:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="routes-standin", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="routes-standin", daemon=True
+        )
         self._thread.start()
         return self.url
 
@@ -63,7 +65,7 @@ class RoutesStandin:
 
     def add_route(self, description: str, expression: str, actions: list[str], priority: int = 0) -> str:
         with self.lock:
-            return self._create(description, expression, actions, priority)["id"]
+            return str(self._create(description, expression, actions, priority)["id"])
 
     def _create(self, description: str, expression: str, actions: list[str], priority: int) -> dict[str, Any]:
         route = {
