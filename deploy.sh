@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# deploy.sh: idempotent production deploy of tagrelay on Google Cloud. See docs/DEPLOY.md.
+# deploy.sh: idempotent production deploy of tagrelay on Google Cloud. See "Deploy to Google Cloud" in README.md.
 #
 # Every resource is described first, created when absent, updated when it differs,
 # and left alone otherwise, so running the script again is safe. Functions are
@@ -314,7 +314,7 @@ ensure_firestore() {
 	local type names group
 	if type=$(look gcloud firestore databases describe --database='(default)' "${P[@]}" --format='value(type)'); then
 		[[ $type == FIRESTORE_NATIVE ]] ||
-			die "the (default) Firestore database of $PROJECT is in $type; tagrelay's ledger needs Native mode (see docs/DEPLOY.md)"
+			die "the (default) Firestore database of $PROJECT is in $type; tagrelay's ledger needs Native mode (see Troubleshooting in README.md)"
 		note "database (default): exists, native mode"
 	else
 		run gcloud firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" --type=firestore-native "${P[@]}"
