@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from email import message_from_bytes
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.policy import default
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,11 @@ def arrival_to(stack: Stack, target: str, seconds: float = 45.0) -> dict[str, An
             return found[0]
         time.sleep(0.2)
     raise AssertionError(f"nothing arrived for {target} within {seconds:g}s")
+
+
+def payload_bytes(part: Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def lines(text: str) -> list[str]:
@@ -120,7 +125,7 @@ def test_parsed_form_rebuilds_an_equivalent_message(stack: Stack, name: str) -> 
             part.get_filename(),
             part.get_content_type(),
             (part["Content-ID"] or "").strip("<>") or None,
-            hashlib.sha256(part.get_payload(decode=True) or b"").hexdigest(),
+            hashlib.sha256(payload_bytes(part)).hexdigest(),
         )
         for part in rebuilt.walk()
         if not part.is_multipart() and part not in (rebuilt.get_body(("plain",)), rebuilt.get_body(("html",)))

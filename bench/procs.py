@@ -1,0 +1,220 @@
+"""Processes for the benchmarks: functions under functions-framework, the stand-in, memory readings.
+
+Everything is started through ``Stack.spawn`` (own process group, log under the
+stack's workdir) and stopped by its pid through ``Child.stop()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from tagrelay.localstack import PROCESS_START_SECONDS, Child, Stack
+from tagrelay.standin import API_KEY_VARIABLE
+
+BENCH = Path(__file__).resolve().parent
+HTTP_TIMEOUT = 30.0
+FIRST_ANSWER_SECONDS = 60.0
+POLL_SECONDS = 0.005
+
+
+def framework_argv(source: Path, target: str, signature: str = "http") -> list[str]:
+    """The command line the local stack uses for a function, for any source file."""
+    return [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target",
+        target,
+        "--source",
+        str(source),
+        "--signature-type",
+        signature,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ]
+
+
+class BenchStack(Stack):
+    """The local stack, able to start a function without waiting for it (for cold starts).
+
+    ``start_ingest`` and ``start_relay`` keep composing the environment exactly as
+    the stack does; inside ``no_wait()`` they return right after the process starts.
+    """
+
+    _no_wait: bool = False
+
+    @contextlib.contextmanager
+    def no_wait(self) -> Iterator[None]:
+        self._no_wait = True
+        try:
+            yield
+        finally:
+            self._no_wait = False
+
+    def spawn(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        ready_path: str | None,
+        start_seconds: float = PROCESS_START_SECONDS,
+        wait: bool = True,
+    ) -> Child:
+        return super().spawn(name, argv, env, ready_path, start_seconds, wait and not self._no_wait)
+
+
+BASELINES: dict[str, tuple[Path, str, str]] = {
+    "hello": (BENCH / "baselines" / "hello" / "main.py", "hello", "http"),
+    "sync_ingest": (BENCH / "baselines" / "sync_ingest" / "main.py", "sync_ingest", "http"),
+}
+
+
+def start_baseline(stack: Stack, name: str, kind: str, extra: dict[str, str]) -> Child:
+    """A baseline function (``hello`` or ``sync_ingest``) under functions-framework, with the functions' env."""
+    source, target, signature = BASELINES[kind]
+    return stack.spawn(name, framework_argv(source, target, signature), stack.function_env(extra), ready_path=None)
+
+
+def start_standin(stack: Stack, name: str) -> Child:
+    """Another Mailgun stand-in (same key and domain as the stack's), with its own outbox."""
+    argv = [
+        sys.executable,
+        "-m",
+        "tagrelay.standin",
+        "--port",
+        "{port}",
+        "--outbox",
+        str(stack.workdir / f"{name}-outbox"),
+        "--domain",
+        stack.domain,
+    ]
+    return stack.spawn(name, argv, {API_KEY_VARIABLE: stack.api_key}, ready_path="/healthz")
+
+
+def stop(stack: Stack, name: str) -> None:
+    child = stack.children.pop(name, None)
+    if child is not None:
+        child.stop()
+
+
+def set_faults(url: str, plan: dict[str, Any]) -> None:
+    requests.post(url + "/_standin/faults", json=plan, timeout=HTTP_TIMEOUT).raise_for_status()
+
+
+def accepted(url: str) -> list[dict[str, Any]]:
+    response = requests.get(url + "/_standin/messages", timeout=HTTP_TIMEOUT)
+    response.raise_for_status()
+    return list(response.json()["accepted"])
+
+
+def worker_pid(child: Child, seconds: float = 10.0) -> int:
+    """The gunicorn worker of a functions-framework process (the child's own child)."""
+    deadline = time.monotonic() + seconds
+    path = Path(f"/proc/{child.process.pid}/task/{child.process.pid}/children")
+    while time.monotonic() < deadline:
+        pids = path.read_text().split() if path.exists() else []
+        if pids:
+            return int(pids[0])
+        time.sleep(0.05)
+    raise RuntimeError(f"{child.name} has no worker process")
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in KiB."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0])
+    return values
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+class CpuMeter:
+    """CPU seconds used by some of the stack's processes between ``start()`` and ``stop()``."""
+
+    def __init__(self, stack: Stack, names: Sequence[str]) -> None:
+        self._pids = {name: stack.children[name].process.pid for name in names if name in stack.children}
+        self._begin: dict[str, float] = {}
+        self.used: dict[str, float] = {name: 0.0 for name in self._pids}
+
+    def start(self) -> None:
+        self._begin = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+
+    def stop(self) -> None:
+        for name, pid in self._pids.items():
+            self.used[name] += cpu_seconds(pid) - self._begin[name]
+
+    def per(self, count: int) -> dict[str, float]:
+        """Milliseconds of CPU per item, by process."""
+        return {name: round(used * 1000 / count, 2) if count else 0.0 for name, used in self.used.items()}
+
+
+def describe_cpu(per_item: dict[str, float], unit: str) -> str:
+    return ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(per_item.items(), key=lambda kv: -kv[1])) + (
+        f" ms CPU per {unit}"
+    )
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux 4.0+); False when not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def first_ok(
+    port: int, path: str, body_for: Callable[[], bytes], content_type: str, seconds: float = FIRST_ANSWER_SECONDS
+) -> float:
+    """Poll until the server answers 200; the monotonic time of that answer.
+
+    ``body_for()`` builds each attempt's body (a fresh token for ingest). A refused
+    connection is retried after a few milliseconds; any other answer is retried too.
+    """
+    deadline = time.monotonic() + seconds
+    last = "no answer"
+    while time.monotonic() < deadline:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=HTTP_TIMEOUT)
+        try:
+            body = body_for()
+            connection.request("POST", path, body=body, headers={"Content-Type": content_type})
+            response = connection.getresponse()
+            response.read()
+            if response.status == 200:
+                return time.monotonic()
+            last = f"HTTP {response.status}"
+        except (ConnectionRefusedError, http.client.RemoteDisconnected, ConnectionResetError) as exc:
+            last = type(exc).__name__
+        finally:
+            connection.close()
+        time.sleep(POLL_SECONDS)
+    raise RuntimeError(f"no 200 on port {port} within {seconds:g}s (last: {last})")
