@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import requests
 
@@ -19,6 +19,7 @@ from tagrelay.bus import Publisher
 from tagrelay.claimcheck import ClaimStore
 from tagrelay.config import load_ingest, load_relay
 from tagrelay.errors import ConfigError
+from tagrelay.inbound import CHUNK_BYTES
 from tagrelay.ingest import Ingest
 from tagrelay.ledger import FirestoreLedger, default_firestore
 from tagrelay.log import event
@@ -46,6 +47,12 @@ def build_relay() -> Relay:
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
     return Relay(config.routes, mailgun, deadletters, ledger, ClaimStore(""), limits)
+
+
+def request_chunks(request: Any) -> Iterator[bytes]:
+    """The request body as it arrives, in pieces: ingest never holds a 25 MB post twice."""
+    while chunk := request.stream.read(CHUNK_BYTES):
+        yield chunk
 
 
 def cold_start(builder: Callable[[], T]) -> T:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tagrelay.headers import first, parse_fields, split_message
+from tagrelay.headers import first, has_control_chars, header_block, header_fields
 from tagrelay.inbound import InboundMessage
 
 SCHEMA = "tagrelay.v1"
@@ -52,7 +52,9 @@ class Envelope:
             "claim": self.claim,
             "replay": self.replay,
         }
-        return {k: _fit(v) for k, v in values.items() if v}
+        # A value with CR, LF or NUL (a decoded Message-ID, a spam header) is left out:
+        # attributes end up in headers and logs downstream.
+        return {k: _fit(v) for k, v in values.items() if v and not has_control_chars(v)}
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,7 @@ class Delivery:
 
 
 def message_id_of(mime: bytes) -> str:
-    block, _ = split_message(mime)
-    field = first(parse_fields(block), "message-id")
+    field = first(header_fields(mime), "message-id")
     return field.value.strip() if field is not None else ""
 
 
@@ -87,7 +88,7 @@ def encode(message: InboundMessage, received_at: datetime, claim: str = "") -> t
         spam_score=message.spam_score,
         claim=claim,
     )
-    data = split_message(message.mime)[0][:MAX_CLAIM_DATA_BYTES] if claim else message.mime
+    data = header_block(message.mime)[:MAX_CLAIM_DATA_BYTES] if claim else message.mime
     return data, envelope.attributes()
 
 

@@ -15,6 +15,8 @@ from email.header import decode_header, make_header
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _CONTROL = re.compile(r"[\r\n\x00]")
+_FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")  # printable ASCII but the colon (RFC 5322 3.6.8)
+_LINES = re.compile(rb"[^\n]*\n|[^\n]+")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")  # unfolding removes the line break, keeps the blank (RFC 5322 2.2.3)
 
 
@@ -39,7 +41,7 @@ class Field:
     def raw_value(self) -> bytes:
         """The bytes after the colon, line ending removed, folding kept."""
         _, _, value = self.raw.partition(b":")
-        return value.rstrip(b"\r\n").strip(b" \t")
+        return value.lstrip(b" \t").rstrip(b" \t\r\n")
 
     @property
     def unfolded(self) -> str:
@@ -67,14 +69,32 @@ def decode_words(text: str) -> str:
         return text
 
 
-def split_message(raw: bytes) -> tuple[bytes, bytes]:
-    """Split raw message bytes into (header block, rest); ``rest`` starts at the blank line."""
+def body_offset(raw: bytes) -> int:
+    """Where the header block ends: the offset of the blank line that starts the rest."""
     if raw.startswith((b"\r\n", b"\n")):
-        return b"", raw
+        return 0
     match = _BLANK_LINE.search(raw)
     if match is None:
-        return raw, b""
-    end = match.start() + (2 if raw[match.start()] == 0x0D else 1)
+        return len(raw)
+    return match.start() + (2 if raw[match.start()] == 0x0D else 1)
+
+
+def header_block(raw: bytes) -> bytes:
+    """The header block alone, without copying the body."""
+    return raw[: body_offset(raw)]
+
+
+def header_fields(raw: bytes) -> list[Field]:
+    """The fields of a message's header block."""
+    return parse_fields(header_block(raw))
+
+
+def split_message(raw: bytes) -> tuple[bytes, bytes]:
+    """Split raw message bytes into (header block, rest); ``rest`` starts at the blank line.
+
+    This copies the body; code that needs only the headers uses header_block.
+    """
+    end = body_offset(raw)
     return raw[:end], raw[end:]
 
 
@@ -93,16 +113,17 @@ def parse_fields(block: bytes) -> list[Field]:
     becomes a field with the empty name, so it passes through untouched.
     """
     fields: list[Field] = []
-    for line in block.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields:
-            last = fields[-1]
-            fields[-1] = Field(last.name, last.raw + line)
+    # Lines end at LF only: a bare CR inside a line is data, as it is to split_message.
+    for line in _LINES.findall(block):
+        if line[:1] in (b" ", b"\t"):
+            if fields:
+                last = fields[-1]
+                fields[-1] = Field(last.name, last.raw + line)
+            else:  # a continuation with nothing to continue
+                fields.append(Field("", line))
             continue
-        name, colon, _ = line.partition(b":")
-        if colon and name and b" " not in name.strip() and not name.startswith(b" "):
-            fields.append(Field(name.strip().decode("ascii", "replace").lower(), line))
-        else:
-            fields.append(Field("", line))
+        named = _FIELD_NAME.match(line)
+        fields.append(Field(named.group(1).decode("ascii").lower() if named else "", line))
     return fields
 
 

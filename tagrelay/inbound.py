@@ -13,12 +13,15 @@ they are). Mailgun posts either form:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import re
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import SMTP
@@ -29,11 +32,12 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from tagrelay.errors import BadRequest, BadSignature, Undeliverable
-from tagrelay.headers import first, fits_8bit, has_control_chars, parse_fields, split_message, unfold
+from tagrelay.headers import first, fits_8bit, has_control_chars, header_fields, unfold
 
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
 FUTURE_SKEW_SECONDS = 300
 MAX_FORM_PARTS = 1000
+CHUNK_BYTES = 1 << 20
 _REBUILD_POLICY = SMTP.clone(max_line_length=998)  # keep header lines as posted; fold only past 998
 _NOT_URLENCODED = re.compile(rb"[^\x21-\x7e]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -79,10 +83,15 @@ class InboundMessage:
     spam_score: str = ""
 
 
-def parse_form(content_type: str, body: bytes) -> Form:
+Body = bytes | Iterable[bytes]
+
+
+def parse_form(content_type: str, body: Body, max_bytes: int | None = None) -> Form:
     """Decode a ``multipart/form-data`` or urlencoded body into bytes fields.
 
-    Raises BadRequest when the body is neither.
+    ``body`` is the whole body or an iterable of its chunks (the request stream):
+    a multipart body is decoded as it arrives, so a 25 MB post is never held twice.
+    Raises BadRequest when the body is neither form, Undeliverable past ``max_bytes``.
     """
     mimetype, options = parse_options_header(content_type)
     mimetype = mimetype.lower()
@@ -90,9 +99,9 @@ def parse_form(content_type: str, body: bytes) -> Form:
         boundary = options.get("boundary", "")
         if not boundary:
             raise BadRequest("multipart/form-data without a boundary")
-        return _parse_multipart(boundary.encode("latin-1", "replace"), body)
+        return _parse_multipart(boundary.encode("latin-1", "replace"), _chunks(body, max_bytes))
     if mimetype == "application/x-www-form-urlencoded":
-        return _parse_urlencoded(body)
+        return _parse_urlencoded(b"".join(_chunks(body, max_bytes)))
     raise BadRequest(f"expected a form post, got content type {mimetype or 'none'!r}")
 
 
@@ -112,32 +121,67 @@ def _parse_urlencoded(body: bytes) -> Form:
     return Form(fields=fields, repeated=repeated)
 
 
-def _parse_multipart(boundary: bytes, body: bytes) -> Form:
-    decoder = MultipartDecoder(boundary, max_parts=MAX_FORM_PARTS)
-    decoder.receive_data(body)
-    decoder.receive_data(None)
-    fields: dict[str, bytes] = {}
-    files: dict[str, Upload] = {}
-    repeated: dict[str, list[bytes]] = {}
-    current: Field | File | None = None
-    chunks: list[bytes] = []
-    try:
+def _chunks(body: Body, max_bytes: int | None) -> Iterator[bytes]:
+    """The body in pieces of at most CHUNK_BYTES, refusing more than ``max_bytes`` in all."""
+    pieces: Iterable[bytes]
+    if isinstance(body, bytes):
+        view = memoryview(body)
+        pieces = (bytes(view[start : start + CHUNK_BYTES]) for start in range(0, len(body), CHUNK_BYTES))
+    else:
+        pieces = body
+    total = 0
+    for piece in pieces:
+        total += len(piece)
+        if max_bytes is not None and total > max_bytes:
+            raise Undeliverable(f"post over the size limit of {max_bytes} bytes")
+        yield piece
+
+
+class _Parts:
+    """Collects the parts the multipart decoder reports, field by field."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, bytes] = {}
+        self.files: dict[str, Upload] = {}
+        self.repeated: dict[str, list[bytes]] = {}
+        self.current: Field | File | None = None
+        self.chunks: list[bytes] = []
+
+    def drain(self, decoder: MultipartDecoder) -> bool:
+        """Take every event available; True once the epilogue is reached."""
         while True:
             event = decoder.next_event()
             if isinstance(event, (Field, File)):
-                current, chunks = event, []
+                self.current, self.chunks = event, []
             elif isinstance(event, Data):
-                chunks.append(event.data)
-                if not event.more_data and current is not None:
-                    _store_part(current, b"".join(chunks), fields, files, repeated)
-                    current, chunks = None, []
-            elif isinstance(event, (Epilogue, NeedData)):
+                self.chunks.append(event.data)
+                if not event.more_data and self.current is not None:
+                    data = b"".join(self.chunks)
+                    self.chunks = []
+                    _store_part(self.current, data, self.fields, self.files, self.repeated)
+                    self.current = None
+            elif isinstance(event, Epilogue):
+                return True
+            elif isinstance(event, NeedData):
+                return False
+
+
+def _parse_multipart(boundary: bytes, chunks: Iterator[bytes]) -> Form:
+    decoder = MultipartDecoder(boundary, max_parts=MAX_FORM_PARTS)
+    parts = _Parts()
+    try:
+        for chunk in chunks:
+            decoder.receive_data(chunk)
+            if parts.drain(decoder):
                 break
+        else:
+            decoder.receive_data(None)
+            parts.drain(decoder)
     except ValueError as exc:  # includes UnicodeDecodeError from part headers
         raise BadRequest(f"unreadable multipart form: {exc}") from None
     except RequestEntityTooLarge:
         raise BadRequest(f"more than {MAX_FORM_PARTS} form parts") from None
-    return Form(fields=fields, files=files, repeated=repeated)
+    return Form(fields=parts.fields, files=parts.files, repeated=parts.repeated)
 
 
 def _store_part(
@@ -147,6 +191,8 @@ def _store_part(
     files: dict[str, Upload],
     repeated: dict[str, list[bytes]],
 ) -> None:
+    if not part.name:
+        return  # a part without a name carries nothing Mailgun sends; it is ignored
     if isinstance(part, File):
         content_type = part.headers.get("content-type", "application/octet-stream")
         files.setdefault(part.name, Upload(part.filename or None, content_type, data))
@@ -173,11 +219,13 @@ def form_digest(form: Form) -> str:
         if name in SIGNATURE_FIELDS:
             continue
         for value in form.all(name):
-            digest.update(b"F%d:%s%d:" % (len(name), name.encode(), len(value)) + value)
+            digest.update(b"F%d:%s%d:" % (len(name), name.encode(), len(value)))
+            digest.update(value)
     for name in sorted(form.files):
         upload = form.files[name]
         label = f"{name}\0{upload.filename or ''}\0{upload.content_type}".encode()
-        digest.update(b"U%d:%s%d:" % (len(label), label, len(upload.data)) + upload.data)
+        digest.update(b"U%d:%s%d:" % (len(label), label, len(upload.data)))
+        digest.update(upload.data)
     return digest.hexdigest()
 
 
@@ -238,6 +286,15 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
             raise Undeliverable(f"control characters in {name}")
     if not recipient or "," in recipient or "@" not in recipient:
         raise Undeliverable("recipient is not one address")
+    for name, value, limit in (
+        ("recipient", recipient, 254),
+        ("sender", sender, 512),
+        ("token", form.text("token"), 256),
+    ):
+        if len(value.encode("utf-8")) > limit:
+            raise Undeliverable(f"{name} longer than {limit} octets")
+    if has_control_chars(form.text("token")):
+        raise Undeliverable("control characters in token")
     if "body-mime" in form.fields or "body-mime" in form.files:
         upload = form.files.get("body-mime")
         mime = upload.data if upload is not None else form.fields["body-mime"]
@@ -261,7 +318,7 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
 
 
 def _header(mime: bytes, name: str) -> str:
-    found = first(parse_fields(split_message(mime)[0]), name)
+    found = first(header_fields(mime), name)
     return found.value.strip() if found is not None else ""
 
 
@@ -308,15 +365,23 @@ def rebuild_mime(form: Form) -> bytes:
         else:
             msg.add_attachment(upload.data, **options)
     for name, value in headers:
-        try:
-            msg[name] = value
-        except (ValueError, TypeError):
-            continue  # a header the email package cannot represent is dropped, not fatal
+        if _renderable(name, value):
+            with contextlib.suppress(ValueError):  # a second Subject, Date, ...: the first one stays
+                msg[name] = value
     # Boundaries derived from the content: the same form always rebuilds to the same bytes.
     seed = form_digest(form)[:24]
     for number, part in enumerate(p for p in msg.walk() if p.is_multipart()):
         part.set_boundary(f"tagrelay-{seed}-{number}")
     return msg.as_bytes(policy=_REBUILD_POLICY)
+
+
+def _renderable(name: str, value: str) -> bool:
+    """Whether the email package can write this header; one it cannot is dropped, not fatal to the message."""
+    try:
+        _REBUILD_POLICY.fold(name, _REBUILD_POLICY.header_factory(name, value))
+    except (ValueError, TypeError, LookupError, IndexError, AttributeError, HeaderParseError):
+        return False
+    return True
 
 
 def _part_options(upload: Upload, name: str, cid: str) -> dict[str, Any]:
@@ -357,7 +422,7 @@ def _message_headers(form: Form) -> list[tuple[str, str]]:
     if raw:
         try:
             decoded = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             decoded = []
         if isinstance(decoded, list):
             for item in decoded:
@@ -384,7 +449,7 @@ def _content_ids(form: Form) -> dict[str, str]:
         return {}
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(decoded, dict):
         return {}

@@ -36,8 +36,8 @@ from tagrelay.errors import (
     TransientError,
     Undeliverable,
 )
-from tagrelay.headers import count, parse_fields, split_message
-from tagrelay.inbound import InboundMessage, check_signed, form_digest, is_mailgun_form, parse_form, to_inbound
+from tagrelay.headers import count, header_fields
+from tagrelay.inbound import Body, InboundMessage, check_signed, form_digest, is_mailgun_form, parse_form, to_inbound
 from tagrelay.ledger import Ledger
 from tagrelay.log import event
 from tagrelay.rewrite import has_loop_marker
@@ -80,13 +80,11 @@ class Ingest:
         self._claims = claims
         self._clock = clock
 
-    def handle(self, content_type: str, body: bytes) -> Response:
-        """Answer one POST. Never raises for anything the client sent."""
+    def handle(self, content_type: str, body: Body) -> Response:
+        """Answer one POST (its body whole, or as a stream of chunks). Never raises for anything the client sent."""
         alias = ""
         try:
-            if len(body) > self.config.max_body_bytes:
-                raise Undeliverable(f"post of {len(body)} bytes is over the size limit")
-            form = parse_form(content_type, body)
+            form = parse_form(content_type, body, self.config.max_body_bytes)
             if not is_mailgun_form(form):
                 raise BadRequest("not a Mailgun route post (no recipient or message fields)")
             alias = form.text("recipient")[:200]
@@ -177,8 +175,7 @@ class Ingest:
         domain = recipient.rpartition("@")[2]
         if has_loop_marker(mime, domain):
             raise Undeliverable(f"mail loop: already forwarded for {domain.lower()}")
-        block, _ = split_message(mime)
-        if count(parse_fields(block), "received") > MAX_RECEIVED_HEADERS:
+        if count(header_fields(mime), "received") > MAX_RECEIVED_HEADERS:
             raise Undeliverable(f"mail loop: more than {MAX_RECEIVED_HEADERS} Received headers")
         if len(mime) > MAX_DATA_BYTES and self._claims is None:
             raise Undeliverable(

@@ -11,12 +11,12 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 
-from tagrelay.headers import first, fits_8bit, parse_fields, split_message
+from tagrelay.headers import first, fits_8bit, header_fields
 
 
 def build_notice(original: bytes, alias: str, reason: str, to: str) -> bytes:
     domain = alias.rpartition("@")[2] or "localhost"
-    fields = parse_fields(split_message(original)[0])
+    fields = header_fields(original)
     subject = first(fields, "subject")
     sender = first(fields, "from")
     shown_subject = subject.value if subject is not None else "(no subject)"

@@ -22,7 +22,7 @@ import email.utils
 import re
 from dataclasses import dataclass
 
-from tagrelay.headers import Field, decode_words, first, line_ending, parse_fields, split_message
+from tagrelay.headers import Field, body_offset, decode_words, first, header_fields, line_ending, parse_fields
 
 LOOP_HEADER = "X-Tagrelay-Loop"
 SPAM_HEADER = "X-Tagrelay-Spam"
@@ -69,7 +69,8 @@ def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> Rew
     when the message has no From at all. A ``spam_tag`` (Mailgun's verdict)
     prefixes the Subject with ``[SPAM]`` and is kept in ``X-Tagrelay-Spam``.
     """
-    block, rest = split_message(raw)
+    end = body_offset(raw)
+    block = raw[:end]
     fields = parse_fields(block)
     eol = line_ending(block)
     domain = alias.rpartition("@")[2].lower()
@@ -99,18 +100,22 @@ def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> Rew
     kept = [
         _tag_subject(f) if spam_tag and f.name == "subject" else f.raw
         for f in fields
-        if f.name not in DROPPED and not _is_mbox_line(f)
+        if f.name not in DROPPED and not _is_stray_line(f)
     ]
     if kept and not kept[-1].endswith(b"\n"):  # a headers-only message without a final newline
         kept[-1] += eol
-    return RewriteResult(mime=b"".join(added) + b"".join(kept) + rest, original_from=original, display_name=name)
+    new_block = b"".join(added) + b"".join(kept)
+    if body_offset(new_block + eol) != len(new_block):
+        raise ValueError("the rewritten header block would end early")  # never send headers as body
+    # One copy of the body, straight into the output.
+    mime = b"".join((new_block, memoryview(raw)[end:]))
+    return RewriteResult(mime=mime, original_from=original, display_name=name)
 
 
 def has_loop_marker(raw: bytes, domain: str) -> bool:
     """Whether the message already went through a tagrelay for ``domain``."""
-    block, _ = split_message(raw)
     marker = LOOP_HEADER.lower()
-    return any(f.name == marker and f.value.strip().lower() == domain.lower() for f in parse_fields(block))
+    return any(f.name == marker and f.value.strip().lower() == domain.lower() for f in header_fields(raw))
 
 
 def _display_name(from_field: Field | None, sender: str) -> tuple[str, str]:
@@ -156,5 +161,7 @@ def _tag_subject(field: Field) -> bytes:
     return name + colon + b" " + SPAM_PREFIX + value.lstrip(b" \t")
 
 
-def _is_mbox_line(field: Field) -> bool:
-    return field.name == "" and field.raw.startswith(b"From ")
+def _is_stray_line(field: Field) -> bool:
+    """An mbox ``From `` line, or a continuation with no field before it: neither is a header,
+    and a continuation kept after our headers would become part of the last one."""
+    return field.name == "" and (field.raw.startswith(b"From ") or field.raw[:1] in (b" ", b"\t"))

@@ -37,6 +37,7 @@ _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name", "notify", "spam", "spam_threshold"})
 TOP_KEYS = frozenset({"route", "fallback", "blocked", "spam", "spam_threshold"})
 DETAIL = "detail"
+MAX_ADDRESS_OCTETS = 254  # RFC 5321's path limit, less the angle brackets
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class Rule:
     match: str
     forward: tuple[str, ...]
     fallback: str
-    pattern: re.Pattern[str]
+    pattern: AddressPattern
     whole_address: bool  # the pattern has a "+": match the address with its sub-address
     notify: str = ""  # who is told when a message for this route cannot be delivered
     spam: SpamPolicy = field(default_factory=SpamPolicy)
@@ -85,10 +86,10 @@ class Routes:
         if address in self.blocked or base in self.blocked:
             return Reject(recipient, "blocked alias")
         for rule in self.rules:
-            match = rule.pattern.fullmatch(address if rule.whole_address else base)
-            if match is None:
+            captured = rule.pattern.match(address if rule.whole_address else base)
+            if captured is None:
                 continue
-            values = {**match.groupdict(), DETAIL: detail}
+            values = {**captured, DETAIL: detail}
             targets = tuple(_expand(template, values) for template in rule.forward)
             if all(is_valid_address(t) for t in targets):
                 return Forward(recipient, targets, rule, fallback_used=False)
@@ -99,7 +100,11 @@ class Routes:
 def normalize(address: str) -> str | None:
     """Lower-case the address and write its domain in IDNA form; None if unusable."""
     address = address.strip().strip("<>").strip()
-    if has_control_chars(address) or address.count("@") < 1:
+    if (
+        has_control_chars(address)
+        or address.count("@") != 1
+        or len(address.encode("utf-8", "surrogatepass")) > MAX_ADDRESS_OCTETS
+    ):
         return None
     local, _, domain = address.rpartition("@")
     if not local or not domain or any(c in address for c in ' ,;<>"\\'):
@@ -277,20 +282,59 @@ def _derived_fallback(template: str) -> str:
     return _PLACEHOLDER.sub("", re.sub(r"[+.-]?\{[A-Za-z_][A-Za-z0-9_]*\}", "", template))
 
 
-def _compile(local: str, domain: str) -> re.Pattern[str]:
-    parts: list[str] = []
-    position = 0
-    for found in _PLACEHOLDER.finditer(local):
-        parts.append(_literal(local[position : found.start()]))
-        parts.append(f"(?P<{found.group(1)}>[^@]+?)")
-        position = found.end()
-    parts.append(_literal(local[position:]))
-    domain_ascii = domain.lower().encode("idna").decode("ascii")
-    return re.compile("".join(parts) + "@" + re.escape(domain_ascii), re.IGNORECASE)
+@dataclass(frozen=True)
+class AddressPattern:
+    """A ``match`` pattern as literal pieces around holes ({name} or *), each hole one or more characters.
+
+    Matched left to right, taking the earliest place for each literal: linear in the
+    address, where a regular expression with several lazy holes backtracks
+    exponentially on long addresses that do not match.
+    """
+
+    pieces: tuple[str, ...]  # one more than holes; lower case
+    holes: tuple[str | None, ...]  # capture name, or None for *
+    domain: str  # IDNA, lower case
+
+    def match(self, address: str) -> dict[str, str] | None:
+        local, _, domain = address.rpartition("@")
+        if domain != self.domain:
+            return None
+        return _match_local(self.pieces, self.holes, local)
 
 
-def _literal(text: str) -> str:
-    return ".+?".join(re.escape(piece.lower()) for piece in text.split("*"))
+def _match_local(pieces: tuple[str, ...], holes: tuple[str | None, ...], local: str) -> dict[str, str] | None:
+    first, last = pieces[0], pieces[-1]
+    if not holes:
+        return {} if local == first else None
+    end = len(local) - len(last)  # the last literal sits at the very end
+    if not local.startswith(first) or not local.endswith(last) or end < len(first):
+        return None
+    values: dict[str, str] = {}
+    position = len(first)
+    for index, hole in enumerate(holes):
+        if index == len(holes) - 1:
+            stop = end
+        else:
+            piece = pieces[index + 1]
+            later = pieces[index + 2 : -1]
+            reserve = sum(len(p) for p in later) + len(holes) - index - 1  # later literals, later holes
+            found = local.find(piece, position + 1, end - reserve) if piece else position + 1
+            if found < 0:
+                return None
+            stop = found
+        if stop - position < 1:
+            return None
+        if hole is not None:
+            values[hole] = local[position:stop]
+        position = stop + (len(pieces[index + 1]) if index < len(holes) - 1 else 0)
+    return values
+
+
+def _compile(local: str, domain: str) -> AddressPattern:
+    parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\}|\*)", local)  # literal, hole, literal, ..., literal
+    pieces = tuple(part.lower() for part in parts[0::2])
+    holes = tuple(None if part == "*" else part[1:-1] for part in parts[1::2])
+    return AddressPattern(pieces, holes, domain.lower().encode("idna").decode("ascii"))
 
 
 def _expand(template: str, values: dict[str, str]) -> str:

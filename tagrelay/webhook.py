@@ -18,7 +18,7 @@ from email.message import EmailMessage, Message
 
 from urllib3 import encode_multipart_formdata
 
-from tagrelay.headers import parse_fields, split_message
+from tagrelay.headers import header_fields
 from tagrelay.inbound import sign
 
 FieldValue = str | bytes | tuple[str, bytes, str]
@@ -97,7 +97,7 @@ def _raw_headers(raw: bytes) -> list[tuple[str, str]]:
     """(Name, value) pairs as written, values on one line and raw UTF-8 decoded."""
     return [
         (field.raw.partition(b":")[0].decode("ascii", "replace").strip(), field.unfolded)
-        for field in parse_fields(split_message(raw)[0])
+        for field in header_fields(raw)
         if field.name
     ]
 

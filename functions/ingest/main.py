@@ -3,12 +3,12 @@
 import flask
 import functions_framework
 
-from tagrelay.app import build_ingest, cold_start
+from tagrelay.app import build_ingest, cold_start, request_chunks
 
 _service = cold_start(build_ingest)
 
 
 @functions_framework.http
 def ingest(request: flask.Request) -> flask.Response:
-    result = _service.handle(request.content_type or "", request.get_data(cache=False))
+    result = _service.handle(request.content_type or "", request_chunks(request))
     return flask.Response(result.text + "\n", status=result.status, mimetype="text/plain")
