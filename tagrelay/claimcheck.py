@@ -20,6 +20,7 @@ from tagrelay.errors import PermanentError, TransientError
 
 TIMEOUT_SECONDS = 60.0
 PREFIX = "claims/"
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # a multiple of 256 KiB, as Cloud Storage requires
 
 
 class ClaimUnavailable(TransientError):
@@ -62,11 +63,12 @@ class ClaimStore:
 
     def put(self, data: bytes) -> str:
         name = f"{PREFIX}{hashlib.sha256(data).hexdigest()}.eml"
-        self._call(
-            lambda: self._blob(self.bucket, name).upload_from_string(
-                data, content_type="message/rfc822", timeout=TIMEOUT_SECONDS
-            )
-        )
+        def upload() -> None:
+            blob = self._blob(self.bucket, name)
+            blob.chunk_size = UPLOAD_CHUNK_BYTES  # a resumable upload in pieces, not one more copy of it all
+            blob.upload_from_string(data, content_type="message/rfc822", timeout=TIMEOUT_SECONDS)
+
+        self._call(upload)
         return f"gs://{self.bucket}/{name}"
 
     def get(self, ref: str) -> bytes:

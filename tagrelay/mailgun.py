@@ -8,13 +8,15 @@ mail). Any other 4xx → MailgunRejected, permanent. Every call has a timeout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import secrets
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
 
 from tagrelay.errors import MailgunRejected, MailgunTransient
+from tagrelay.headers import has_control_chars
 from tagrelay.secrets import Secret
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -37,12 +39,13 @@ class MailgunClient:
         return _outcome(response)
 
     def _post(self, to: Sequence[str], mime: bytes, key: str) -> requests.Response:
+        body = MultipartBody([("to", address) for address in to], "message", mime)
         try:
             return self._session.post(
                 self._url,
                 auth=("api", key),
-                data={"to": list(to)},
-                files={"message": ("message.mime", mime, "message/rfc822")},
+                data=body,
+                headers={"Content-Type": body.content_type},
                 timeout=self._timeout,
             )
         except requests.Timeout:
@@ -51,6 +54,61 @@ class MailgunClient:
             raise MailgunTransient("cannot connect to Mailgun") from None
         except requests.RequestException as exc:
             raise MailgunTransient(f"request to Mailgun failed ({type(exc).__name__})") from None
+
+
+class MultipartBody:
+    """A multipart/form-data body streamed from its pieces, with a known length.
+
+    requests would build the whole body in memory (a second copy of a 25 MB
+    message); this hands http.client the form head, the message itself and the
+    closing boundary in turn, and gives Content-Length up front.
+    """
+
+    BLOCK = 1 << 16
+
+    def __init__(self, fields: list[tuple[str, str]], file_field: str, data: bytes) -> None:
+        boundary = secrets.token_hex(16)
+        for name, value in fields:
+            if has_control_chars(value) or '"' in name + value:
+                raise MailgunRejected(f"unusable form value for {name!r}", 400)
+        head = "".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+            for name, value in fields
+        )
+        head += (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="message.mime"\r\n'
+            "Content-Type: message/rfc822\r\n\r\n"
+        )
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+        self._pieces = [
+            memoryview(head.encode("utf-8")),
+            memoryview(data),
+            memoryview(f"\r\n--{boundary}--\r\n".encode()),
+        ]
+        self._length = sum(len(piece) for piece in self._pieces)
+        self._index = 0
+        self._offset = 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (everything left when negative); b"" at the end."""
+        wanted = self._length if size is None or size < 0 else size
+        out: list[bytes] = []
+        while wanted > 0 and self._index < len(self._pieces):
+            piece = self._pieces[self._index]
+            chunk = piece[self._offset : self._offset + wanted]
+            out.append(bytes(chunk))
+            wanted -= len(chunk)
+            self._offset += len(chunk)
+            if self._offset >= len(piece):
+                self._index, self._offset = self._index + 1, 0
+        return b"".join(out)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.read(self.BLOCK):
+            yield block
 
 
 def _outcome(response: requests.Response) -> str:
