@@ -63,6 +63,7 @@ class ClaimStore:
 
     def put(self, data: bytes) -> str:
         name = f"{PREFIX}{hashlib.sha256(data).hexdigest()}.eml"
+
         def upload() -> None:
             blob = self._blob(self.bucket, name)
             blob.chunk_size = UPLOAD_CHUNK_BYTES  # a resumable upload in pieces, not one more copy of it all

@@ -67,7 +67,8 @@ class Failure:
     """What giving up on one message needs."""
 
     key: str
-    data: bytes
+    data: bytes  # what came through Pub/Sub, for the dead letter
+    original: bytes  # the whole message, for the owner's notice
     attributes: dict[str, str]
     pubsub_id: str
     notify: str
@@ -107,15 +108,18 @@ class Relay:
         message = delivery.envelope
         fields = {"alias": message.recipient, "message_id": message.message_id, "pubsub_id": delivery.pubsub_id}
         attributes = {**message.attributes(), "original_pubsub_id": delivery.pubsub_id}
+        # Dead letters carry what came through Pub/Sub: for a claim check, the header block
+        # and the claim attribute (the object stays for replay), never the 25 MB message.
+        carried = message.mime
         if message.claim:
             try:
                 message = replace(message, mime=self._claims.get(message.claim))
             except ClaimMissing as exc:
-                return self._dead_letter(message.mime, attributes, exc.reason, delivery.pubsub_id)
+                return self._dead_letter(carried, attributes, exc.reason, delivery.pubsub_id)
         resolved = self._routes.resolve(message.recipient)
         if isinstance(resolved, Reject):
             reason = f"no route any more: {resolved.reason}"
-            return self._dead_letter(message.mime, attributes, reason, delivery.pubsub_id)
+            return self._dead_letter(carried, attributes, reason, delivery.pubsub_id)
 
         key = delivery_key(message.recipient, resolved.targets, message.message_id, message.mime)
         info = {"alias": message.recipient, "message_id": message.message_id, "targets": ",".join(resolved.targets)}
@@ -135,7 +139,7 @@ class Relay:
             event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
             raise LedgerUnavailable("delivery in progress elsewhere")
 
-        failed = Failure(key, message.mime, attributes, delivery.pubsub_id, resolved.rule.notify)
+        failed = Failure(key, carried, message.mime, attributes, delivery.pubsub_id, resolved.rule.notify)
         try:
             seen = spam.verdict(message.spam_flag, message.spam_score)
             tag = seen.describe() if spam.decide(resolved.rule.spam, seen) == "tag" else ""
@@ -194,7 +198,7 @@ class Relay:
         """Tell the owner, with the original attached; a failure here is only logged (the dead letter exists)."""
         alias = failed.attributes.get("recipient", "")
         try:
-            self._sender.send_mime([failed.notify], build_notice(failed.data, alias, reason, failed.notify))
+            self._sender.send_mime([failed.notify], build_notice(failed.original, alias, reason, failed.notify))
         except (TransientError, PermanentError) as exc:
             event(
                 logging.WARNING, f"notice not sent: {exc.reason}", stage="relay", alias=alias, outcome="notice failed"

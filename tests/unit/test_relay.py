@@ -242,3 +242,79 @@ def test_data_that_is_not_a_tagrelay_message_is_dead_lettered(data: dict[str, An
     assert "not a tagrelay message" in reason
     assert json.loads(letter) == data  # what arrived is kept
     assert h.sender.sent == []
+
+
+class MemoryBucket:
+    """The few Cloud Storage calls ClaimStore makes, over a dict (bucket -> blob -> download/delete)."""
+
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+
+    def bucket(self, name: str) -> MemoryBucket:
+        return self
+
+    def blob(self, name: str) -> MemoryBlob:
+        return MemoryBlob(self.objects, name)
+
+
+@dataclass
+class MemoryBlob:
+    objects: dict[str, bytes]
+    name: str
+
+    def download_as_bytes(self, timeout: float) -> bytes:
+        return self.objects[self.name]
+
+    def delete(self, timeout: float) -> None:
+        del self.objects[self.name]
+
+
+def claimed(
+    objects: dict[str, bytes], plan: list[str | Exception]
+) -> tuple[Relay, RecordingSender, RecordingDeadLetters]:
+    sender, deadletters = RecordingSender(plan), RecordingDeadLetters()
+    relay = Relay(
+        ROUTES,
+        sender,
+        deadletters,
+        ledger=MemoryLedger(clock=lambda: NOW),
+        claims=ClaimStore("tagrelay-claims", client_factory=lambda: MemoryBucket(objects)),
+        clock=lambda: NOW,
+        sleep=Sleeps(),
+    )
+    return relay, sender, deadletters
+
+
+def claim_event(raw: bytes) -> dict[str, Any]:
+    head = raw[: raw.index(b"\r\n\r\n") + 2]
+    envelope = Envelope(
+        recipient="shop@example.org",
+        sender="b@origin.example",
+        mime=head,
+        message_id="<big@example>",
+        claim="gs://tagrelay-claims/claims/big.eml",
+    )
+    data = {"data": base64.b64encode(head).decode(), "attributes": envelope.attributes(), "messageId": "9"}
+    return {"message": {**data, "publishTime": PUBLISHED}}
+
+
+def test_a_claimed_message_is_fetched_sent_whole_and_its_object_deleted() -> None:
+    raw = corpus("06-mixed-attachments.eml")
+    objects = {"claims/big.eml": raw}
+    relay, sender, _ = claimed(objects, [])
+    assert relay.handle_event_data(claim_event(raw)).status == "sent"
+    assert sender.sent[0][1].endswith(raw[raw.index(b"\r\n\r\n") :])  # the whole body, from the bucket
+    assert objects == {}
+
+
+def test_a_claimed_message_is_dead_lettered_as_it_came_not_whole() -> None:
+    """Pub/Sub takes 10 MB: the dead letter carries the header block and the claim, and the object stays."""
+    raw = corpus("06-mixed-attachments.eml")
+    objects = {"claims/big.eml": raw}
+    relay, _, deadletters = claimed(objects, [MailgunRejected("Mailgun answered 400: no", 400)])
+    assert relay.handle_event_data(claim_event(raw)).status == "dead-lettered"
+    ((data, attributes, reason),) = deadletters.letters
+    assert data == raw[: raw.index(b"\r\n\r\n") + 2]
+    assert attributes["claim"] == "gs://tagrelay-claims/claims/big.eml"
+    assert "400" in reason
+    assert "claims/big.eml" in objects  # kept for replay
