@@ -2,7 +2,8 @@
 
 The function entry points call :func:`cold_start` at import time, so a missing
 or wrong setting fails the deploy (or the local start) with one line per
-problem. Network clients are created lazily on first use.
+problem. Network clients are created lazily on first use, and each function
+imports only what it uses (ingest never loads requests or the relay).
 """
 
 from __future__ import annotations
@@ -11,26 +12,27 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-
-import requests
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tagrelay.bus import Publisher
 from tagrelay.claimcheck import ClaimStore
 from tagrelay.config import load_ingest, load_relay
 from tagrelay.errors import ConfigError
 from tagrelay.inbound import CHUNK_BYTES
-from tagrelay.ingest import Ingest
 from tagrelay.ledger import FirestoreLedger, default_firestore
 from tagrelay.log import event
-from tagrelay.mailgun import MailgunClient
-from tagrelay.relay import Limits, PubSubDeadLetters, Relay
 from tagrelay.secrets import Secret
+
+if TYPE_CHECKING:
+    from tagrelay.ingest import Ingest
+    from tagrelay.relay import Relay
 
 T = TypeVar("T")
 
 
 def build_ingest() -> Ingest:
+    from tagrelay.ingest import Ingest
+
     config = load_ingest(os.environ)
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
@@ -39,6 +41,11 @@ def build_ingest() -> Ingest:
 
 
 def build_relay() -> Relay:
+    import requests
+
+    from tagrelay.mailgun import MailgunClient
+    from tagrelay.relay import Limits, PubSubDeadLetters, Relay
+
     config = load_relay(os.environ)
     mailgun = MailgunClient(
         requests.Session(), config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout

@@ -24,8 +24,8 @@ import pytest
 import requests
 
 from tagrelay import webhook
-from tagrelay.localstack import Stack, missing_prerequisites
-from tests.integration.conftest import ROUTES, accepted, message, pull, set_faults
+from tagrelay.localstack import Stack
+from tests.integration.conftest import accepted, message, pull, running_stack, set_faults
 
 MESSAGES = int(os.environ.get("TAGRELAY_FAULT_MESSAGES", "240"))
 FAULT_RATES = {"500": 0.08, "503": 0.06, "429": 0.04, "hang": 0.02, "400": 0.03}
@@ -36,17 +36,8 @@ MAILGUN_RETRIES = 40
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    problems = missing_prerequisites()
-    if problems:
-        pytest.fail("the local stack needs:\n" + "\n".join(problems))
-    workdir = tmp_path_factory.mktemp("faults")
-    local = Stack(
-        workdir=workdir,
-        routes=ROUTES,
-        outbox=workdir / "outbox",
-        relay_env={"MAILGUN_TIMEOUT": "2", "TAGRELAY_MAX_ATTEMPTS": "15", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "240"},
-    )
-    with local:
+    relay_env = {"MAILGUN_TIMEOUT": "2", "TAGRELAY_MAX_ATTEMPTS": "15", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "240"}
+    with running_stack(tmp_path_factory, "faults", relay_env) as local:
         local.ensure_subscription("deadletter-count", local.deadletter_topic)
         yield local
 

@@ -8,6 +8,7 @@ by the stack and stopped by its pid when the session ends.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,19 +27,21 @@ HTTP_TIMEOUT = 30.0
 ARRIVAL_SECONDS = 45.0
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+@contextlib.contextmanager
+def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str, relay_env: dict[str, str]) -> Iterator[Stack]:
+    """A local stack on the test routes, stopped (every child by its pid) when the block ends."""
     problems = missing_prerequisites()
     if problems:
         pytest.fail("the local stack needs:\n" + "\n".join(problems))
-    workdir = tmp_path_factory.mktemp("stack")
-    local = Stack(
-        workdir=workdir,
-        routes=ROUTES,
-        outbox=workdir / "outbox",
-        relay_env={"MAILGUN_TIMEOUT": "3", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "20"},
-    )
-    with local:
+    workdir = tmp_path_factory.mktemp(name)
+    with Stack(workdir=workdir, routes=ROUTES, outbox=workdir / "outbox", relay_env=relay_env) as local:
+        yield local
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    relay_env = {"MAILGUN_TIMEOUT": "3", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "20"}
+    with running_stack(tmp_path_factory, "stack", relay_env) as local:
         local.ensure_subscription(TAP, local.topic)
         local.ensure_subscription(f"{local.deadletter_topic}-tap", local.deadletter_topic)
         yield local
