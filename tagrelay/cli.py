@@ -132,7 +132,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Both stop everything: SIGINT too, since a shell may start a background job with it ignored.
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
     print("starting the local stack (Pub/Sub and Firestore emulators, ingest, relay, Mailgun stand-in)…", flush=True)
     try:
         stack.start()
