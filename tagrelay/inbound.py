@@ -101,7 +101,7 @@ def parse_form(content_type: str, body: Body, max_bytes: int | None = None) -> F
             raise BadRequest("multipart/form-data without a boundary")
         return _parse_multipart(boundary.encode("latin-1", "replace"), _chunks(body, max_bytes))
     if mimetype == "application/x-www-form-urlencoded":
-        return _parse_urlencoded(b"".join(_chunks(body, max_bytes)))
+        return _parse_urlencoded(_whole(body, max_bytes))
     raise BadRequest(f"expected a form post, got content type {mimetype or 'none'!r}")
 
 
@@ -135,6 +135,15 @@ def _chunks(body: Body, max_bytes: int | None) -> Iterator[bytes]:
         if max_bytes is not None and total > max_bytes:
             raise Undeliverable(f"post over the size limit of {max_bytes} bytes")
         yield piece
+
+
+def _whole(body: Body, max_bytes: int | None) -> bytes:
+    """The body in one piece (a urlencoded form is parsed whole), refusing more than ``max_bytes``."""
+    if not isinstance(body, bytes):
+        return b"".join(_chunks(body, max_bytes))
+    if max_bytes is not None and len(body) > max_bytes:
+        raise Undeliverable(f"post over the size limit of {max_bytes} bytes")
+    return body
 
 
 class _Parts:
