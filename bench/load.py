@@ -121,7 +121,6 @@ def closed_loop(
     deadline = time.monotonic() + (seconds if seconds is not None else 600.0)
     lock = threading.Lock()
     issued = 0
-    result = LoopResult()
 
     def take() -> int | None:
         nonlocal issued
@@ -131,26 +130,7 @@ def closed_loop(
             issued += 1
             return issued - 1
 
-    def work() -> None:
-        client = Client(url)
-        mine: list[Outcome] = []
-        try:
-            while (number := take()) is not None:
-                request, key = make(number)
-                mine.append(client.timed(request, key))
-        finally:
-            client.close()
-            with lock:
-                result.outcomes.extend(mine)
-
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(clients)]
-    begin = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=max(1.0, deadline - time.monotonic()) + REQUEST_TIMEOUT)
-    result.seconds = time.perf_counter() - begin
-    return result
+    return _run_clients(url, clients, take, make, lambda: max(1.0, deadline - time.monotonic()) + REQUEST_TIMEOUT)
 
 
 def paced(
@@ -158,7 +138,6 @@ def paced(
 ) -> LoopResult:
     """Open loop: request i is started at ``i / rate`` seconds (or as soon as a client is free)."""
     lock = threading.Lock()
-    result = LoopResult()
     start = time.monotonic()
     stop = start + deadline_seconds
     next_index = 0
@@ -178,12 +157,26 @@ def paced(
             time.sleep(delay)
         return index
 
+    return _run_clients(url, clients, take, requests.__getitem__, lambda: deadline_seconds + REQUEST_TIMEOUT)
+
+
+def _run_clients(
+    url: str,
+    clients: int,
+    take: Callable[[], int | None],
+    make: Callable[[int], tuple[Request, str]],
+    join_timeout: Callable[[], float],
+) -> LoopResult:
+    """``clients`` threads, each with its own connection, send request ``make(n)`` for every n ``take`` gives."""
+    lock = threading.Lock()
+    result = LoopResult()
+
     def work() -> None:
         client = Client(url)
         mine: list[Outcome] = []
         try:
-            while (index := take()) is not None:
-                request, key = requests[index]
+            while (number := take()) is not None:
+                request, key = make(number)
                 mine.append(client.timed(request, key))
         finally:
             client.close()
@@ -195,6 +188,6 @@ def paced(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=deadline_seconds + REQUEST_TIMEOUT)
+        thread.join(timeout=join_timeout())
     result.seconds = time.perf_counter() - begin
     return result

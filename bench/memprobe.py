@@ -142,8 +142,14 @@ class RecordingTransport(BaseAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
         proxies: Mapping[str, str] | None = None,
     ) -> Response:
-        body = request.body
-        self.sizes.append(len(body) if isinstance(body, (bytes, str)) else 0)
+        body: Any = request.body
+        if hasattr(body, "read"):  # a streamed body: read it through, as the socket would
+            size = 0
+            while block := body.read(1 << 16):
+                size += len(block)
+            self.sizes.append(size)
+        else:
+            self.sizes.append(len(body) if isinstance(body, (bytes, str)) else 0)
         response = Response()
         response.status_code = 200
         response._content = b'{"id": "<1@bench>", "message": "Queued. Thank you."}'
