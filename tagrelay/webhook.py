@@ -13,6 +13,7 @@ import email.policy
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
@@ -73,13 +74,11 @@ def parsed_post(
     ]
     fields.extend(_raw_headers(raw))
     cid_map: dict[str, str] = {}
-    attachments = [p for p in message.walk() if _is_attachment(p, (text, html))]
+    attachments = [p for p in _leaves(message) if _is_attachment(p, (text, html))]
     fields.append(("attachment-count", str(len(attachments))))
     for number, part in enumerate(attachments, 1):
         name = f"attachment-{number}"
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
-        fields.append((name, (part.get_filename() or name, data, part.get_content_type())))
+        fields.append((name, (part.get_filename() or name, _attachment_bytes(part), part.get_content_type())))
         if part["Content-ID"]:
             cid_map[str(part["Content-ID"]).strip()] = name
     if cid_map:
@@ -87,8 +86,18 @@ def parsed_post(
     return _encode(fields, signed["token"])
 
 
+def _leaves(part: Message) -> Iterator[Message]:
+    """The parts that are not multipart containers; a message/* part is one leaf, not walked into."""
+    if part.get_content_maintype() == "multipart" and isinstance(part.get_payload(), list):
+        for child in part.get_payload():
+            if isinstance(child, Message):
+                yield from _leaves(child)
+    else:
+        yield part
+
+
 def _is_attachment(part: Message, bodies: tuple[Message | None, ...]) -> bool:
-    if part.is_multipart() or any(part is body for body in bodies):
+    if any(part is body for body in bodies):
         return False
     return bool(part.get_filename() or part["Content-ID"] or part.get_content_disposition() == "attachment")
 
@@ -104,6 +113,18 @@ def _raw_headers(raw: bytes) -> list[tuple[str, str]]:
 
 def _header_fields(raw: bytes) -> dict[str, str]:
     return dict(_raw_headers(raw))
+
+
+def _attachment_bytes(part: Message) -> bytes:
+    """A file as Mailgun posts it: decoded bytes, or for a message/* part the message it holds."""
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        return payload
+    inner = part.get_payload()
+    if isinstance(inner, list):  # message/rfc822 and friends: the email package parsed the message inside
+        crlf = email.policy.compat32.clone(linesep="\r\n")
+        return b"".join(m.as_bytes(policy=crlf) for m in inner if isinstance(m, Message))
+    return b""
 
 
 def _text_of(part: Message | None) -> str:
