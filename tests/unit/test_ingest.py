@@ -113,19 +113,9 @@ def test_parsed_post_publishes_the_rebuilt_message_with_the_spam_verdict(publish
     assert attributes["message_id"] == "<20231114221305.1042.77@shop.example.com>"
 
 
-SAMPLE_BUGS: dict[str, str] = {}  # none known
-
-
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            p.stem,
-            id=p.stem,
-            marks=[pytest.mark.xfail(strict=True, reason=SAMPLE_BUGS[p.stem])] if p.stem in SAMPLE_BUGS else [],
-        )
-        for p in sorted(POSTS.glob("*.body"))
-    ],
+    [pytest.param(p.stem, id=p.stem) for p in sorted(POSTS.glob("*.body"))],
 )
 def test_every_sample_post_is_accepted(publisher: RecordingPublisher, name: str) -> None:
     info = json.loads((POSTS / f"{name}.json").read_text())

@@ -31,8 +31,6 @@ from tests.unit.support import (
 MAX_AGE = 9 * 3600.0
 NAMES = sorted(p.stem for p in POSTS.glob("*.body"))
 
-KNOWN_BUGS: dict[str, Any] = {}  # none known
-
 
 def meta(name: str) -> dict[str, Any]:
     data = json.loads((POSTS / f"{name}.json").read_text(encoding="utf-8"))
@@ -50,7 +48,7 @@ def receive(name: str) -> InboundMessage:
 
 def cases(kind: str) -> list[Any]:
     chosen = [n for n in NAMES if _kind(n) == kind]
-    return [pytest.param(n, id=n, marks=KNOWN_BUGS.get(n, ())) for n in chosen]
+    return [pytest.param(n, id=n) for n in chosen]
 
 
 def _kind(name: str) -> str:
