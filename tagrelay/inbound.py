@@ -32,6 +32,7 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from tagrelay.errors import BadRequest, BadSignature, Undeliverable
+from tagrelay.headers import Field as HeaderField
 from tagrelay.headers import first, fits_8bit, has_control_chars, header_fields, unfold
 
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
@@ -314,6 +315,7 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
         except (ValueError, TypeError, LookupError) as exc:  # what the email package raises on odd parts
             raise Undeliverable(f"cannot rebuild the parsed form ({type(exc).__name__})") from None
         kind = "parsed"
+    fields = header_fields(mime)  # parsed once for both spam headers
     return InboundMessage(
         recipient=recipient,
         sender=sender,
@@ -321,13 +323,13 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
         token=form.text("token"),
         timestamp=timestamp,
         form_kind=kind,
-        spam_flag=form.text("X-Mailgun-Sflag") or _header(mime, "x-mailgun-sflag"),
-        spam_score=form.text("X-Mailgun-Sscore") or _header(mime, "x-mailgun-sscore"),
+        spam_flag=form.text("X-Mailgun-Sflag") or _value(fields, "x-mailgun-sflag"),
+        spam_score=form.text("X-Mailgun-Sscore") or _value(fields, "x-mailgun-sscore"),
     )
 
 
-def _header(mime: bytes, name: str) -> str:
-    found = first(header_fields(mime), name)
+def _value(fields: list[HeaderField], name: str) -> str:
+    found = first(fields, name)
     return found.value.strip() if found is not None else ""
 
 

@@ -40,7 +40,7 @@ from tagrelay.headers import count, header_fields
 from tagrelay.inbound import Body, InboundMessage, check_signed, form_digest, is_mailgun_form, parse_form, to_inbound
 from tagrelay.ledger import Ledger
 from tagrelay.log import event
-from tagrelay.rewrite import has_loop_marker
+from tagrelay.rewrite import carries_loop_marker
 from tagrelay.routes import Reject
 
 MAX_RECEIVED_HEADERS = 25
@@ -129,13 +129,20 @@ class Ingest:
         lease = self.config.publish_timeout + PUBLISH_LEASE_MARGIN_SECONDS + CLAIM_LEASE_SECONDS
         keep = self.config.max_age_seconds + TOKEN_KEEP_MARGIN_SECONDS
         replay_state = self._ledger.claim_token(token, digest, lease, keep)
-        fields = {"alias": message.recipient, "message_id": envelope.message_id_of(message.mime)}
         if replay_state == "conflict":
             raise BadSignature("token reused for a different message")
         if replay_state == "busy":
             raise LedgerUnavailable("the same post is being published right now")
         if replay_state == "duplicate":
-            event(logging.INFO, "identical retry: already published", stage="ingest", outcome="duplicate", **fields)
+            message_id = envelope.message_id_of(message.mime)
+            event(
+                logging.INFO,
+                "identical retry: already published",
+                stage="ingest",
+                outcome="duplicate",
+                alias=message.recipient,
+                message_id=message_id,
+            )
             return "", {}
         try:
             ref = self._claims.put(message.mime) if self._claims and len(message.mime) > MAX_DATA_BYTES else ""
@@ -155,7 +162,8 @@ class Ingest:
                 stage="ingest",
                 pubsub_id=pubsub_id,
                 outcome="published",
-                **fields,
+                alias=message.recipient,
+                message_id=attributes.get("message_id", ""),
             )
         return pubsub_id, attributes
 
@@ -173,9 +181,10 @@ class Ingest:
         if spam.decide(resolved.rule.spam, seen) == "refuse":
             raise Undeliverable(f"spam refused by the route's policy ({seen.describe()})")
         domain = recipient.rpartition("@")[2]
-        if has_loop_marker(mime, domain):
+        fields = header_fields(mime)
+        if carries_loop_marker(fields, domain):
             raise Undeliverable(f"mail loop: already forwarded for {domain.lower()}")
-        if count(header_fields(mime), "received") > MAX_RECEIVED_HEADERS:
+        if count(fields, "received") > MAX_RECEIVED_HEADERS:
             raise Undeliverable(f"mail loop: more than {MAX_RECEIVED_HEADERS} Received headers")
         if len(mime) > MAX_DATA_BYTES and self._claims is None:
             raise Undeliverable(

@@ -114,8 +114,13 @@ def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> Rew
 
 def has_loop_marker(raw: bytes, domain: str) -> bool:
     """Whether the message already went through a tagrelay for ``domain``."""
+    return carries_loop_marker(header_fields(raw), domain)
+
+
+def carries_loop_marker(fields: list[Field], domain: str) -> bool:
+    """has_loop_marker for a header block already parsed."""
     marker = LOOP_HEADER.lower()
-    return any(f.name == marker and f.value.strip().lower() == domain.lower() for f in header_fields(raw))
+    return any(f.name == marker and f.value.strip().lower() == domain.lower() for f in fields)
 
 
 def _display_name(from_field: Field | None, sender: str) -> tuple[str, str]:
