@@ -470,10 +470,10 @@ ensure_mailgun_route() {
 		die "cannot read $INGEST's URL (gcloud functions describe $INGEST --gen2 --region=$REGION)"
 	fi
 	# The key reaches the command through its environment, never its arguments.
-	printf '+ MAILGUN_API_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay.cli mailgun ensure-route --domain="$DOMAIN" --url="$url" --api-base="${MAILGUN_BASE%/}")" >&3
+	printf '+ MAILGUN_API_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay_tools.cli mailgun ensure-route --domain="$DOMAIN" --url="$url" --api-base="${MAILGUN_BASE%/}")" >&3
 	[[ $DRY_RUN == 1 ]] && return 0
 	[[ -n ${MAILGUN_API_KEY:-} ]] || die "no Mailgun API key: set MAILGUN_API_KEY"
-	MAILGUN_API_KEY=$MAILGUN_API_KEY PYTHONPATH=$ROOT "$PYTHON" -m tagrelay.cli mailgun ensure-route \
+	MAILGUN_API_KEY=$MAILGUN_API_KEY PYTHONPATH=$ROOT "$PYTHON" -m tagrelay_tools.cli mailgun ensure-route \
 		--domain="$DOMAIN" --url="$url" --api-base="${MAILGUN_BASE%/}"
 	INGEST_URL=$url
 }
@@ -483,8 +483,8 @@ check_routes_file() {
 		die "no routing rules at $ROUTES_FILE: copy routes.example.toml to routes.toml and edit it, or pass --routes FILE"
 	PYTHONPATH=$ROOT "$PYTHON" -c '
 import sys
-from tagrelay.errors import RoutesError
-from tagrelay.routes import load_file
+from tagrelay.core.errors import RoutesError
+from tagrelay.core.routes import load_file
 try:
     load_file(sys.argv[1])
 except RoutesError as exc:
@@ -589,10 +589,10 @@ EOF
 	if [[ -z $key && $DRY_RUN == 0 ]]; then
 		key=$(look gcloud secrets versions access latest --secret="$SECRET_API" "${P[@]}") || key=""
 	fi
-	printf '+ MAILGUN_API_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay.cli mailgun delete-route --domain="$DOMAIN" --api-base="${MAILGUN_BASE%/}")" >&3
+	printf '+ MAILGUN_API_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay_tools.cli mailgun delete-route --domain="$DOMAIN" --api-base="${MAILGUN_BASE%/}")" >&3
 	if [[ $DRY_RUN == 0 ]]; then
 		if [[ -n $key ]]; then
-			MAILGUN_API_KEY=$key PYTHONPATH=$ROOT "$PYTHON" -m tagrelay.cli mailgun delete-route \
+			MAILGUN_API_KEY=$key PYTHONPATH=$ROOT "$PYTHON" -m tagrelay_tools.cli mailgun delete-route \
 				--domain="$DOMAIN" --api-base="${MAILGUN_BASE%/}" ||
 				note "could not delete the Mailgun route; delete it in Mailgun's control panel (Receiving → Routes)"
 		else

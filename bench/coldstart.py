@@ -18,7 +18,7 @@ from collections.abc import Callable
 from bench.messages import PostFactory, push_body, small_message
 from bench.procs import BenchStack, first_ok, start_baseline, stop
 from bench.results import Result, compare, median
-from tagrelay.localstack import REPO
+from tagrelay_tools.localstack import REPO
 
 BOUND = 2.0
 RECIPIENT = "bench@example.org"

@@ -31,9 +31,9 @@ from bench.load import LoopResult, Request, closed_loop, paced
 from bench.messages import SENDER, push_body, small_message, unique_post
 from bench.procs import CpuMeter, accepted, describe_cpu
 from bench.results import Result, compare, percentile
-from tagrelay import envelope
-from tagrelay.inbound import InboundMessage
-from tagrelay.localstack import Stack
+from tagrelay.core import envelope
+from tagrelay.core.inbound import InboundMessage
+from tagrelay_tools.localstack import Stack
 
 RECIPIENT = "bench@example.org"
 CLIENTS = 8

@@ -20,7 +20,7 @@ from bench.load import Client, LoopResult, Outcome, Request, closed_loop
 from bench.messages import PostFactory, small_message
 from bench.procs import CpuMeter, describe_cpu
 from bench.results import Result, compare, percentile
-from tagrelay.localstack import Stack
+from tagrelay_tools.localstack import Stack
 
 RECIPIENT = "bench@example.org"
 MAILGUN_DELAY_SECONDS = 0.3

@@ -28,7 +28,7 @@ from bench.load import Client, Request
 from bench.messages import PostFactory, push_body, sized_message, small_message, unique_post
 from bench.procs import BenchStack, accepted, memory_kib, reset_peak, stop, worker_pid
 from bench.results import Result, compare, failed
-from tagrelay.localstack import REPO
+from tagrelay_tools.localstack import REPO
 
 MESSAGE_BYTES = 25_000_000
 BOUND = 3.0

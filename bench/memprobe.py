@@ -34,16 +34,17 @@ from requests.adapters import BaseAdapter
 from requests.models import PreparedRequest, Response
 
 from bench.messages import SENDER, sized_message
-from tagrelay import envelope, webhook
-from tagrelay.claimcheck import ClaimStore
-from tagrelay.config import SecretRef, load_ingest
-from tagrelay.inbound import InboundMessage
-from tagrelay.ingest import Ingest
-from tagrelay.ledger import MemoryLedger
-from tagrelay.mailgun import MailgunClient
-from tagrelay.relay import Relay
-from tagrelay.routes import load_file
-from tagrelay.secrets import Secret
+from tagrelay.adapters.claimcheck import ClaimStore
+from tagrelay.adapters.ledger import MemoryLedger
+from tagrelay.adapters.mailgun import MailgunClient
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core import envelope
+from tagrelay.core.config import SecretRef, load_ingest
+from tagrelay.core.inbound import InboundMessage
+from tagrelay.core.routes import load_file
+from tagrelay.services.ingest import Ingest
+from tagrelay.services.relay import Relay
+from tagrelay_tools import mailgun_posts
 
 ROUTES = Path(__file__).resolve().parent / "routes.toml"
 KEY = "bench-signing-key"
@@ -218,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.service == "ingest":
         publisher = RecordingPublisher()
         service = ingest_service(storage, publisher)
-        post = webhook.mime_post(raw, RECIPIENT, SENDER, KEY)
+        post = mailgun_posts.mime_post(raw, RECIPIENT, SENDER, KEY)
         content_type, body = post.content_type, post.body
         del raw, post
         settle()

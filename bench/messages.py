@@ -14,8 +14,9 @@ import secrets
 import time
 from datetime import UTC, datetime
 
-from tagrelay import envelope, webhook
-from tagrelay.inbound import InboundMessage, sign
+from tagrelay.core import envelope
+from tagrelay.core.inbound import InboundMessage, sign
+from tagrelay_tools import mailgun_posts
 
 BOUNDARY = "bench-boundary-5f1c2a"
 SENDER = "alice@bank.example"
@@ -73,7 +74,7 @@ class PostFactory:
         self._key = key.encode("utf-8")
         self._timestamp = str(int(time.time()))
         token = secrets.token_hex(25)
-        post = webhook.mime_post(raw, recipient, SENDER, key, timestamp=int(self._timestamp), token=token)
+        post = mailgun_posts.mime_post(raw, recipient, SENDER, key, timestamp=int(self._timestamp), token=token)
         signature = sign(self._key, self._timestamp, token).encode("ascii")
         self.content_type = post.content_type
         before, rest = post.body.split(token.encode("ascii"), 1)
@@ -87,8 +88,8 @@ class PostFactory:
         return before + token.encode("ascii") + middle + signature + after
 
 
-def unique_post(raw: bytes, recipient: str, key: str) -> webhook.Post:
-    return webhook.mime_post(raw, recipient, SENDER, key)
+def unique_post(raw: bytes, recipient: str, key: str) -> mailgun_posts.Post:
+    return mailgun_posts.mime_post(raw, recipient, SENDER, key)
 
 
 def push_body(raw: bytes, recipient: str, number: int) -> bytes:

@@ -17,8 +17,8 @@ from typing import Any
 
 import requests
 
-from tagrelay.localstack import PROCESS_START_SECONDS, Child, Stack
-from tagrelay.standin import API_KEY_VARIABLE
+from tagrelay_tools.localstack import PROCESS_START_SECONDS, Child, Stack
+from tagrelay_tools.standin import API_KEY_VARIABLE
 
 BENCH = Path(__file__).resolve().parent
 HTTP_TIMEOUT = 30.0
@@ -91,7 +91,7 @@ def start_standin(stack: Stack, name: str) -> Child:
     argv = [
         sys.executable,
         "-m",
-        "tagrelay.standin",
+        "tagrelay_tools.standin",
         "--port",
         "{port}",
         "--outbox",

@@ -17,8 +17,8 @@ from email.message import EmailMessage
 
 from bench.messages import sized_message
 from bench.results import Result, compare, median
-from tagrelay.headers import split_message
-from tagrelay.rewrite import rewrite
+from tagrelay.core.headers import split_message
+from tagrelay.core.rewrite import rewrite
 
 ALIAS = "github@example.org"
 SENDER = "alice@bank.example"

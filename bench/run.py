@@ -33,7 +33,7 @@ from typing import Any
 from bench import coldstart, e2e, ingest_speed, memory, rewrite_speed
 from bench.procs import BENCH, BenchStack, set_faults, start_baseline, start_standin
 from bench.results import Result, failed, markdown, table, write_json
-from tagrelay.localstack import missing_prerequisites
+from tagrelay_tools.localstack import missing_prerequisites
 
 SINK_TOPIC = "bench-sink"
 INGEST_THREADS = "8"  # deploy.sh: ingest --concurrency=8

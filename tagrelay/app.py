@@ -14,24 +14,24 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tagrelay.bus import Publisher
-from tagrelay.claimcheck import ClaimStore
-from tagrelay.config import load_ingest, load_relay
-from tagrelay.errors import ConfigError
-from tagrelay.inbound import CHUNK_BYTES
-from tagrelay.ledger import FirestoreLedger, default_firestore
-from tagrelay.log import event
-from tagrelay.secrets import Secret
+from tagrelay.adapters.bus import Publisher
+from tagrelay.adapters.claimcheck import ClaimStore
+from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core.config import load_ingest, load_relay
+from tagrelay.core.errors import ConfigError
+from tagrelay.core.inbound import CHUNK_BYTES
+from tagrelay.core.log import event
 
 if TYPE_CHECKING:
-    from tagrelay.ingest import Ingest
-    from tagrelay.relay import Relay
+    from tagrelay.services.ingest import Ingest
+    from tagrelay.services.relay import Relay
 
 T = TypeVar("T")
 
 
 def build_ingest() -> Ingest:
-    from tagrelay.ingest import Ingest
+    from tagrelay.services.ingest import Ingest
 
     config = load_ingest(os.environ)
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
@@ -43,8 +43,8 @@ def build_ingest() -> Ingest:
 def build_relay() -> Relay:
     import requests
 
-    from tagrelay.mailgun import MailgunClient
-    from tagrelay.relay import Limits, PubSubDeadLetters, Relay
+    from tagrelay.adapters.mailgun import MailgunClient
+    from tagrelay.services.relay import Limits, PubSubDeadLetters, Relay
 
     config = load_relay(os.environ)
     mailgun = MailgunClient(
@@ -53,7 +53,7 @@ def build_relay() -> Relay:
     deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
-    return Relay(config.routes, mailgun, deadletters, ledger, ClaimStore(""), limits)
+    return Relay(config.routes, mailgun, deadletters, ledger, None, limits)
 
 
 def request_chunks(request: Any) -> Iterator[bytes]:

@@ -324,7 +324,7 @@ def test_each_function_is_deployed_from_a_staged_folder_without_symlinks(first: 
     box = first.box
     for name, entry_file in (("tagrelay-ingest", "ingest"), ("tagrelay-relay", "relay")):
         files = box.resources("functions")[name]["source_files"]
-        expected = {"main.py", "requirements.txt", "routes.toml", "tagrelay/__init__.py", "tagrelay/routes.py"}
+        expected = {"main.py", "requirements.txt", "routes.toml", "tagrelay/__init__.py", "tagrelay/core/routes.py"}
         assert expected <= set(files)
         assert not [f for f in files if "__pycache__" in f]
         staged = box.build / entry_file

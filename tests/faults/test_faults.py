@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tagrelay import webhook
-from tagrelay.localstack import Stack
+from tagrelay_tools import mailgun_posts
+from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import accepted, message, pull, running_stack, set_faults
 
 MESSAGES = int(os.environ.get("TAGRELAY_FAULT_MESSAGES", "240"))
@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield local
 
 
-def mailgun_post(stack: Stack, made: webhook.Post) -> int:
+def mailgun_post(stack: Stack, made: mailgun_posts.Post) -> int:
     """Post like Mailgun: retry anything but 200 and 406, a bounded number of times."""
     status = 0
     for _ in range(MAILGUN_RETRIES):
@@ -63,7 +63,7 @@ def test_every_message_is_delivered_once_or_dead_lettered(stack: Stack, capsys: 
     set_faults(stack, {"rates": FAULT_RATES, "seed": 7})
     ids = [f"fault-{n:04d}-{uuid.uuid4().hex[:8]}@test.example" for n in range(MESSAGES)]
     posts = {
-        mid: webhook.mime_post(message(mid), f"tag{n % 17}@example.org", "a@bank.example", stack.signing_key)
+        mid: mailgun_posts.mime_post(message(mid), f"tag{n % 17}@example.org", "a@bank.example", stack.signing_key)
         for n, mid in enumerate(ids)
     }
     extra_posts = 0

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tagrelay.log import JsonFormatter, logger
+from tagrelay.core.log import JsonFormatter, logger
 
 
 class _Discard(io.StringIO):

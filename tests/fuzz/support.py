@@ -16,13 +16,13 @@ from pathlib import Path
 
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from tagrelay import routes
-from tagrelay.config import IngestConfig, SecretRef
-from tagrelay.inbound import parse_form
-from tagrelay.ingest import Ingest, Response
-from tagrelay.ledger import MemoryLedger
-from tagrelay.routes import Forward
-from tagrelay.webhook import Post, mime_post, parsed_post
+from tagrelay.adapters.ledger import MemoryLedger
+from tagrelay.core import routes
+from tagrelay.core.config import IngestConfig, SecretRef
+from tagrelay.core.inbound import parse_form
+from tagrelay.core.routes import Forward
+from tagrelay.services.ingest import Ingest, Response
+from tagrelay_tools.mailgun_posts import Post, mime_post, parsed_post
 
 ROOT = Path(__file__).resolve().parents[2]
 EML = ROOT / "tests" / "data" / "eml"

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tagrelay import routes
-from tagrelay.headers import split_message
-from tagrelay.rewrite import has_loop_marker, rewrite
+from tagrelay.core import routes
+from tagrelay.core.headers import split_message
+from tagrelay.core.rewrite import has_loop_marker, rewrite
 from tests.fuzz.support import (
     STATUSES,
     TIMESTAMP,

@@ -9,7 +9,7 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tagrelay.errors import BusUnavailable
+from tagrelay.core.errors import BusUnavailable
 from tests.fuzz.strategies import ValidPost, valid_signed_posts
 from tests.fuzz.support import (
     Harness,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from tagrelay import webhook
-from tagrelay.localstack import Stack, missing_prerequisites
+from tagrelay_tools import mailgun_posts
+from tagrelay_tools.localstack import Stack, missing_prerequisites
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROUTES = DATA / "routes.toml"
@@ -57,7 +57,7 @@ def post(
     url: str | None = None,
     **kwargs: Any,
 ) -> requests.Response:
-    build = webhook.mime_post if form == "mime" else webhook.parsed_post
+    build = mailgun_posts.mime_post if form == "mime" else mailgun_posts.parsed_post
     made = build(raw, recipient, kwargs.pop("sender", "sender@bank.example"), key or stack.signing_key, **kwargs)
     target = (url or stack.ingest_url) + ("/mime" if form == "mime" else "/")
     return requests.post(target, data=made.body, headers={"Content-Type": made.content_type}, timeout=HTTP_TIMEOUT)

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tagrelay.headers import Field, decode_words, first, parse_fields, split_message
-from tagrelay.localstack import Stack
+from tagrelay.core.headers import Field, decode_words, first, parse_fields, split_message
+from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import DATA, accepted, post
 
 CORPUS = sorted((DATA / "eml").glob("*.eml"))

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import requests
 
-from tagrelay import envelope, webhook
-from tagrelay.inbound import InboundMessage
-from tagrelay.localstack import Stack
+from tagrelay.core import envelope
+from tagrelay.core.inbound import InboundMessage
+from tagrelay_tools import mailgun_posts
+from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import TAP, arrivals, message, post, pull, set_faults, wait_for_arrival
 
 SETTLE_SECONDS = 2.0
@@ -26,7 +27,7 @@ def unique(tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex}@test.example"
 
 
-def send(stack: Stack, made: webhook.Post) -> int:
+def send(stack: Stack, made: mailgun_posts.Post) -> int:
     response = requests.post(
         stack.ingest_url + "/mime", data=made.body, headers={"Content-Type": made.content_type}, timeout=30
     )
@@ -39,7 +40,7 @@ def tapped(stack: Stack, message_id: str) -> int:
 
 def test_mailgun_retry_of_the_same_post_is_not_published_again(stack: Stack) -> None:
     mid = unique("retry")
-    made = webhook.mime_post(message(mid), "github@example.org", "a@bank.example", stack.signing_key)
+    made = mailgun_posts.mime_post(message(mid), "github@example.org", "a@bank.example", stack.signing_key)
     assert send(stack, made) == 200
     assert send(stack, made) == 200
     wait_for_arrival(stack, mid)
@@ -51,8 +52,12 @@ def test_mailgun_retry_of_the_same_post_is_not_published_again(stack: Stack) -> 
 def test_a_token_reused_for_another_message_is_refused(stack: Stack) -> None:
     first, second = unique("token-a"), unique("token-b")
     stamp, token = int(time.time()), uuid.uuid4().hex
-    made = webhook.mime_post(message(first), "github@example.org", "a@bank.example", stack.signing_key, stamp, token)
-    other = webhook.mime_post(message(second), "github@example.org", "a@bank.example", stack.signing_key, stamp, token)
+    made = mailgun_posts.mime_post(
+        message(first), "github@example.org", "a@bank.example", stack.signing_key, stamp, token
+    )
+    other = mailgun_posts.mime_post(
+        message(second), "github@example.org", "a@bank.example", stack.signing_key, stamp, token
+    )
     assert send(stack, made) == 200
     assert send(stack, other) == 401
     time.sleep(SETTLE_SECONDS)
@@ -61,7 +66,7 @@ def test_a_token_reused_for_another_message_is_refused(stack: Stack) -> None:
 
 def test_concurrent_identical_posts_publish_once(stack: Stack) -> None:
     mid = unique("concurrent")
-    made = webhook.mime_post(message(mid), "github@example.org", "a@bank.example", stack.signing_key)
+    made = mailgun_posts.mime_post(message(mid), "github@example.org", "a@bank.example", stack.signing_key)
     with ThreadPoolExecutor(max_workers=8) as pool:
         statuses = list(pool.map(lambda _: send(stack, made), range(8)))
     assert set(statuses) <= {200, 503}, statuses
@@ -106,7 +111,12 @@ def tagrelay_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{stack.children['firestore'].port}",
     }
     return subprocess.run(
-        [sys.executable, "-m", "tagrelay.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "tagrelay_tools.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import requests
 
-from tagrelay.headers import split_message
-from tagrelay.localstack import Stack
+from tagrelay.core.headers import split_message
+from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import TAP, post, pull, wait_for_arrival
 
 MESSAGE_BYTES = 25 * 1000 * 1000

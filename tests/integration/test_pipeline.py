@@ -15,8 +15,8 @@ from pathlib import Path
 
 import requests
 
-from tagrelay.headers import split_message
-from tagrelay.localstack import REPO, Stack, free_port
+from tagrelay.core.headers import split_message
+from tagrelay_tools.localstack import REPO, Stack, free_port
 from tests.integration.conftest import (
     DATA,
     TAP,

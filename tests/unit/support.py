@@ -143,7 +143,7 @@ def display_name(raw_value: bytes) -> tuple[str, str]:
 def raw_fields(raw: bytes) -> list[tuple[str, bytes]]:
     """The header fields of a message as (lower-case name, raw bytes with folding and line ending).
 
-    Written here without tagrelay.headers, so the rewrite tests do not check the
+    Written here without tagrelay.core.headers, so the rewrite tests do not check the
     rewrite with its own parser. Stops at the first empty line. A line that is not
     a field (an mbox "From " envelope line) gets the empty name.
     """

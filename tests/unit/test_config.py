@@ -1,4 +1,4 @@
-"""tagrelay.config: settings from a dict environment, every problem on its own line."""
+"""tagrelay.core.config: settings from a dict environment, every problem on its own line."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tagrelay.config import SecretRef, load_ingest, load_relay
-from tagrelay.errors import ConfigError
-from tagrelay.routes import Forward
+from tagrelay.core.config import SecretRef, load_ingest, load_relay
+from tagrelay.core.errors import ConfigError
+from tagrelay.core.routes import Forward
 
 SECRET_VERSION = "projects/demo/secrets/mailgun-key/versions/latest"
 

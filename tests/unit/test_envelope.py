@@ -1,4 +1,4 @@
-"""tagrelay.envelope: the tagrelay.v1 Pub/Sub schema and the CloudEvent data of a push."""
+"""tagrelay.core.envelope: the tagrelay.v1 Pub/Sub schema and the CloudEvent data of a push."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import flask
 import pytest
 from functions_framework.event_conversion import background_event_to_cloud_event
 
-from tagrelay.envelope import (
+from tagrelay.core.envelope import (
     MAX_ATTRIBUTE_BYTES,
     SCHEMA,
     Envelope,
-    SchemaError,
     decode,
     encode,
     from_cloud_event_data,
 )
-from tagrelay.inbound import InboundMessage
+from tagrelay.core.errors import SchemaError
+from tagrelay.core.inbound import InboundMessage
 from tests.unit.support import corpus
 
 RECEIVED = datetime(2023, 11, 14, 22, 13, 30, tzinfo=UTC)

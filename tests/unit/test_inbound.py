@@ -1,4 +1,4 @@
-"""tagrelay.inbound: the webhook signature, form decoding as bytes, the envelope checks."""
+"""tagrelay.core.inbound: the webhook signature, form decoding as bytes, the envelope checks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import urllib.parse
 
 import pytest
 
-from tagrelay.errors import BadRequest, BadSignature, Undeliverable
-from tagrelay.inbound import Form, check_signed, parse_form, sign, to_inbound, verify_signature
+from tagrelay.core.errors import BadRequest, BadSignature, Undeliverable
+from tagrelay.core.inbound import Form, check_signed, parse_form, sign, to_inbound, verify_signature
 from tests.unit.support import SIGNING_KEY, corpus, mailgun_signature
 
 VECTOR_TIMESTAMP = "1700000000"

@@ -1,4 +1,4 @@
-"""tagrelay.ingest.Ingest in-process: the status for every kind of post, and what gets published."""
+"""tagrelay.services.ingest.Ingest in-process: the status for every kind of post, and what gets published."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
-from tagrelay import webhook
-from tagrelay.config import IngestConfig, SecretRef
-from tagrelay.errors import BusUnavailable, LedgerUnavailable
-from tagrelay.ingest import Ingest, Response
-from tagrelay.ledger import MemoryLedger, TokenClaim
-from tagrelay.routes import load
-from tagrelay.secrets import Secret
+from tagrelay.adapters.ledger import MemoryLedger
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core.config import IngestConfig, SecretRef
+from tagrelay.core.errors import BusUnavailable, LedgerUnavailable
+from tagrelay.core.ports import TokenClaim
+from tagrelay.core.routes import load
+from tagrelay.services.ingest import Ingest, Response
+from tagrelay_tools import mailgun_posts
 from tests.unit.support import CORPUS, NOW, POST_TIMESTAMP, POSTS, SIGNING_KEY, corpus
 
 STATUSES = {200, 400, 401, 406, 503}
@@ -65,11 +66,11 @@ def make_ingest(
 
 def mime_post(
     raw: bytes, recipient: str = "shop@example.org", key: str = SIGNING_KEY, timestamp: int = POST_TIMESTAMP
-) -> webhook.Post:
-    return webhook.mime_post(raw, recipient, "bounce@origin.example", key, timestamp, "a" * 50)
+) -> mailgun_posts.Post:
+    return mailgun_posts.mime_post(raw, recipient, "bounce@origin.example", key, timestamp, "a" * 50)
 
 
-def handle(ingest: Ingest, post: webhook.Post) -> Response:
+def handle(ingest: Ingest, post: mailgun_posts.Post) -> Response:
     return ingest.handle(post.content_type, post.body)
 
 
@@ -140,7 +141,7 @@ def test_loop_marker_of_another_domain_is_not_a_loop(publisher: RecordingPublish
 # -- 401 -------------------------------------------------------------------------------------
 
 
-def without(post: webhook.Post, *names: str) -> bytes:
+def without(post: mailgun_posts.Post, *names: str) -> bytes:
     """The same multipart body with some fields taken out."""
     boundary = post.content_type.partition("boundary=")[2].encode()
     parts = post.body.split(b"--" + boundary)
@@ -163,7 +164,7 @@ def test_wrong_key_is_401(publisher: RecordingPublisher) -> None:
 
 def test_tampered_signature_is_401(publisher: RecordingPublisher) -> None:
     post = mime_post(corpus("01-plain-ascii.eml"))
-    good = webhook.signature_fields(SIGNING_KEY, POST_TIMESTAMP, "a" * 50)["signature"].encode()
+    good = mailgun_posts.signature_fields(SIGNING_KEY, POST_TIMESTAMP, "a" * 50)["signature"].encode()
     body = post.body.replace(good, good[:-1] + (b"0" if good[-1:] != b"0" else b"1"))
     assert make_ingest(publisher).handle(post.content_type, body).status == 401
     assert publisher.published == []
@@ -246,7 +247,7 @@ def test_undeliverable_post_is_406(publisher: RecordingPublisher, recipient: str
 
 def test_parsed_post_of_a_looping_message_is_406(publisher: RecordingPublisher) -> None:
     raw = b"X-Tagrelay-Loop: example.org\r\n" + corpus("05-alternative-text-html.eml")
-    post = webhook.parsed_post(
+    post = mailgun_posts.parsed_post(
         raw, "github@example.org", "bounce@origin.example", SIGNING_KEY, POST_TIMESTAMP, "d" * 50
     )
     assert handle(make_ingest(publisher), post).status == 406
@@ -295,10 +296,10 @@ def test_ledger_unavailable_is_503(publisher: RecordingPublisher) -> None:
 def test_every_corpus_message_gets_a_defined_status(publisher: RecordingPublisher, name: str, form: str) -> None:
     raw = corpus(name)
     try:
-        make = webhook.mime_post if form == "mime" else webhook.parsed_post
+        make = mailgun_posts.mime_post if form == "mime" else mailgun_posts.parsed_post
         post = make(raw, "shop@example.org", "bounce@origin.example", SIGNING_KEY, POST_TIMESTAMP, "b" * 50)
     except LookupError:
-        pytest.skip("webhook.parsed_post cannot build this post (see test_parsed_roundtrip)")
+        pytest.skip("mailgun_posts.parsed_post cannot build this post (see test_parsed_roundtrip)")
     response = handle(make_ingest(publisher), post)
     assert response.status in STATUSES
     expected = 406 if name == "41-many-received.eml" else 200
@@ -314,7 +315,7 @@ def multipart(fields: list[tuple[bytes, bytes]]) -> tuple[str, bytes]:
 
 
 def signed_parsed_form(*extra: tuple[bytes, bytes]) -> tuple[str, bytes]:
-    signed = webhook.signature_fields(SIGNING_KEY, POST_TIMESTAMP, "c" * 50)
+    signed = mailgun_posts.signature_fields(SIGNING_KEY, POST_TIMESTAMP, "c" * 50)
     return multipart(
         [
             (b'name="recipient"', b"shop@example.org"),

@@ -1,4 +1,4 @@
-"""tagrelay.mailgun.MailgunClient against a real local HTTP server: the Mailgun stand-in, in-process."""
+"""tagrelay.adapters.mailgun.MailgunClient against a real local HTTP server: the Mailgun stand-in, in-process."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import requests
 
-from tagrelay.config import SecretRef
-from tagrelay.errors import MailgunRejected, MailgunTransient
-from tagrelay.mailgun import MailgunClient
-from tagrelay.secrets import Secret
-from tagrelay.standin import Standin, make_handler
+from tagrelay.adapters.mailgun import MailgunClient
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core.config import SecretRef
+from tagrelay.core.errors import MailgunRejected, MailgunTransient
+from tagrelay_tools.standin import Standin, make_handler
 from tests.unit.support import corpus
 
 DOMAIN = "example.org"

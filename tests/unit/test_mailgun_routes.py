@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tagrelay import cli  # noqa: E402
-from tagrelay.mailgun_routes import (  # noqa: E402
+from tagrelay_tools import cli  # noqa: E402
+from tagrelay_tools.mailgun_setup import (  # noqa: E402
     EU_API_BASE,
     US_API_BASE,
     InvalidRoute,

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tagrelay import webhook
-from tagrelay.inbound import check_signed, parse_form, to_inbound
+from tagrelay.core.inbound import check_signed, parse_form, to_inbound
+from tagrelay_tools import mailgun_posts
 from tests.unit.support import (
     CORPUS,
     NOW,
@@ -31,11 +31,11 @@ CANNOT_REPRESENT = {
     # The declared boundary never occurs: no parser sees any part, so there is no text,
     # HTML or attachment to put into body-plain / body-html / attachment-N.
     "35-malformed-boundary-mismatch.eml": "declared boundary never used: no MIME parts are visible to any parser",
-    # The attachment is a message/rfc822 part: webhook.parsed_post posts the message inside as the email
+    # The attachment is a message/rfc822 part: mailgun_posts.parsed_post posts the message inside as the email
     # package writes it again, so its bytes differ from the manifest's (test_rebuild checks it stays readable).
     "39-forwarded-message-rfc822.eml": "message/rfc822 attachment: re-serialised by the simulator, not byte-equal",
     # charset=unknown-8bit: the stdlib has no codec for it, so the original's text cannot be read
-    # to compare with (webhook.parsed_post itself falls back to UTF-8; the subject test covers 57).
+    # to compare with (mailgun_posts.parsed_post itself falls back to UTF-8; the subject test covers 57).
     "57-unknown-8bit-charset.eml": "unknown-8bit text: no codec to read the original for comparison",
 }
 # Multipart/signed messages (36, 37) are kept: their text and attachments survive, although the
@@ -52,7 +52,9 @@ def cases() -> list[Any]:
 
 
 def round_trip(raw: bytes) -> bytes:
-    post = webhook.parsed_post(raw, "shop@example.org", "sender@origin.example", SIGNING_KEY, POST_TIMESTAMP, "t" * 50)
+    post = mailgun_posts.parsed_post(
+        raw, "shop@example.org", "sender@origin.example", SIGNING_KEY, POST_TIMESTAMP, "t" * 50
+    )
     form = parse_form(post.content_type, post.body)
     stamp = check_signed(form, SIGNING_KEY.encode(), now=NOW, max_age_seconds=3600)
     message = to_inbound(form, stamp)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tagrelay.inbound import InboundMessage, check_signed, parse_form, to_inbound
+from tagrelay.core.inbound import InboundMessage, check_signed, parse_form, to_inbound
 from tests.unit.support import (
     NOW,
     POST_TIMESTAMP,

@@ -1,4 +1,4 @@
-"""tagrelay.inbound.rebuild_mime on hand-made parsed forms: layout, headers, and what it must survive."""
+"""tagrelay.core.inbound.rebuild_mime on hand-made parsed forms: layout, headers, and what it must survive."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tagrelay.inbound import Form, Upload, rebuild_mime
+from tagrelay.core.inbound import Form, Upload, rebuild_mime
 from tests.unit.support import contents, parse
 
 PNG = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR-not-really"

@@ -1,4 +1,4 @@
-"""tagrelay.relay.Relay in-process: send, dead-letter, or raise to be redelivered."""
+"""tagrelay.services.relay.Relay in-process: send, dead-letter, or raise to be redelivered."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from tagrelay.claimcheck import ClaimStore
-from tagrelay.envelope import Envelope
-from tagrelay.errors import MailgunRejected, MailgunTransient
-from tagrelay.ledger import MemoryLedger
-from tagrelay.relay import Limits, Relay
-from tagrelay.rewrite import rewrite
-from tagrelay.routes import Routes, load
+from tagrelay.adapters.claimcheck import ClaimStore
+from tagrelay.adapters.ledger import MemoryLedger
+from tagrelay.core.envelope import Envelope
+from tagrelay.core.errors import MailgunRejected, MailgunTransient
+from tagrelay.core.rewrite import rewrite
+from tagrelay.core.routes import Routes, load
+from tagrelay.services.relay import Limits, Relay
 from tests.unit.support import corpus, header_lines
 
 NOW = 1_704_067_200.0  # 2024-01-01T00:00:00Z

@@ -1,4 +1,4 @@
-"""tagrelay.rewrite over every corpus message: DMARC-safe headers, body bytes untouched."""
+"""tagrelay.core.rewrite over every corpus message: DMARC-safe headers, body bytes untouched."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tagrelay.headers import split_message
-from tagrelay.rewrite import has_loop_marker, rewrite
+from tagrelay.core.headers import split_message
+from tagrelay.core.rewrite import has_loop_marker, rewrite
 from tests.unit.support import (
     CORPUS,
     MANIFEST,

@@ -1,4 +1,4 @@
-"""tagrelay.routes: loading rules, resolving recipients, fallbacks, blocked aliases, load errors."""
+"""tagrelay.core.routes: loading rules, resolving recipients, fallbacks, blocked aliases, load errors."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tagrelay.errors import RoutesError
-from tagrelay.routes import Forward, Reject, Routes, load, load_file
+from tagrelay.core.errors import RoutesError
+from tagrelay.core.routes import Forward, Reject, Routes, load, load_file
 from tests.unit.support import ROOT
 
 MINIMAL = """\

@@ -1,4 +1,4 @@
-"""tagrelay.secrets.Secret: direct keys, the TTL cache, refresh on rotation, safe errors.
+"""tagrelay.adapters.secrets.Secret: direct keys, the TTL cache, refresh on rotation, safe errors.
 
 The Secret Manager client is passed in through ``client_factory`` (the intended
 seam): a tiny fake with ``access_secret_version`` that records its calls.
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from google.api_core.exceptions import GoogleAPIError, PermissionDenied, ServiceUnavailable
 
-from tagrelay.config import SecretRef
-from tagrelay.errors import SecretUnavailable
-from tagrelay.secrets import Secret
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core.config import SecretRef
+from tagrelay.core.errors import SecretUnavailable
 
 VERSION = "projects/demo/secrets/mailgun-key/versions/latest"
 

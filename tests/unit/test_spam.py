@@ -6,13 +6,13 @@ import dataclasses
 
 import pytest
 
-from tagrelay import spam
-from tagrelay.errors import RoutesError
-from tagrelay.headers import first, header_fields
-from tagrelay.ingest import Ingest
-from tagrelay.relay import Relay
-from tagrelay.rewrite import rewrite
-from tagrelay.routes import Forward, load
+from tagrelay.core import spam
+from tagrelay.core.errors import RoutesError
+from tagrelay.core.headers import first, header_fields
+from tagrelay.core.rewrite import rewrite
+from tagrelay.core.routes import Forward, load
+from tagrelay.services.ingest import Ingest
+from tagrelay.services.relay import Relay
 from tests.unit.support import corpus
 from tests.unit.test_ingest import RecordingPublisher, handle, make_ingest, mime_post
 from tests.unit.test_relay import event_data, harness

@@ -12,13 +12,13 @@ import flask
 import functions_framework
 import requests
 
-from tagrelay.config import load_relay
-from tagrelay.errors import BadRequest, PermanentError, RejectedInput, TransientError, Undeliverable
-from tagrelay.inbound import check_signed, is_mailgun_form, parse_form, to_inbound
-from tagrelay.mailgun import MailgunClient
-from tagrelay.rewrite import rewrite
-from tagrelay.routes import Reject, normalize
-from tagrelay.secrets import Secret
+from tagrelay.adapters.mailgun import MailgunClient
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core.config import load_relay
+from tagrelay.core.errors import BadRequest, PermanentError, RejectedInput, TransientError, Undeliverable
+from tagrelay.core.inbound import check_signed, is_mailgun_form, parse_form, to_inbound
+from tagrelay.core.rewrite import rewrite
+from tagrelay.core.routes import Reject, normalize
 
 MAX_AGE_SECONDS = 9 * 3600
 

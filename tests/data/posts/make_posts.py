@@ -7,7 +7,7 @@ tests/unit/test_posts.py checks that the stored files are exactly what it produc
 
 Two kinds of posts:
 
-- generated with ``tagrelay.webhook`` (``mime_post`` / ``parsed_post``) from corpus
+- generated with ``tagrelay_tools.mailgun_posts`` (``mime_post`` / ``parsed_post``) from corpus
   messages in tests/data/eml/; urllib3 picks a random multipart boundary, so the
   boundary is replaced by a fixed one afterwards;
 - written by hand, byte by byte, in the shape Mailgun itself posts (field names,
@@ -53,7 +53,7 @@ def token_for(name: str) -> str:
 
 
 def signature(token: str) -> str:
-    """Mailgun's webhook signature, computed here independently of tagrelay.inbound.sign."""
+    """Mailgun's webhook signature, computed here independently of tagrelay.core.inbound.sign."""
     return hmac.new(KEY, (TIMESTAMP + token).encode(), hashlib.sha256).hexdigest()
 
 
@@ -67,7 +67,7 @@ def fixed_boundary(content_type: str, body: bytes, name: str) -> tuple[str, byte
     return content_type.replace(old.decode(), new.decode()), body.replace(old, new)
 
 
-# -- posts generated with tagrelay.webhook -------------------------------------------------
+# -- posts generated with tagrelay_tools.mailgun_posts -------------------------------------------------
 
 WEBHOOK_POSTS = [
     # name, source .eml, recipient, sender, parsed form?, note
@@ -132,12 +132,12 @@ WEBHOOK_POSTS = [
 
 def webhook_posts() -> dict[str, Post]:
     sys.path.insert(0, str(ROOT))
-    from tagrelay import webhook
+    from tagrelay_tools import mailgun_posts
 
     posts: dict[str, Post] = {}
     for name, source, recipient, sender, parsed, note in WEBHOOK_POSTS:
         raw = (EML / source).read_bytes()
-        make = webhook.parsed_post if parsed else webhook.mime_post
+        make = mailgun_posts.parsed_post if parsed else mailgun_posts.mime_post
         post = make(raw, recipient, sender, KEY.decode(), int(TIMESTAMP), token_for(name))
         content_type, body = fixed_boundary(post.content_type, post.body, name)
         meta = {

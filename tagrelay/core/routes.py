@@ -26,9 +26,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from tagrelay.errors import RoutesError
-from tagrelay.headers import has_control_chars
-from tagrelay.spam import ACTIONS, SpamPolicy
+from tagrelay.core.errors import RoutesError
+from tagrelay.core.headers import has_control_chars
+from tagrelay.core.spam import ACTIONS, SpamPolicy
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"

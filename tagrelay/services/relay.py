@@ -22,31 +22,30 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
-from tagrelay import spam
-from tagrelay.claimcheck import ClaimMissing, ClaimStore
-from tagrelay.envelope import Delivery, SchemaError, from_cloud_event_data
-from tagrelay.errors import LedgerUnavailable, PermanentError, TransientError
-from tagrelay.ledger import Ledger, delivery_key
-from tagrelay.log import event
-from tagrelay.notice import build_notice
-from tagrelay.rewrite import rewrite
-from tagrelay.routes import Reject, Routes, normalize
+from tagrelay.core import spam
+from tagrelay.core.envelope import Delivery, delivery_key, from_cloud_event_data
+from tagrelay.core.errors import (
+    Busy,
+    ClaimMissing,
+    LedgerUnavailable,
+    PermanentError,
+    SchemaError,
+    TransientError,
+    Unrewritable,
+)
+from tagrelay.core.log import event
+from tagrelay.core.notice import build_notice
+from tagrelay.core.ports import ClaimStore, DeadLetters, Ledger, Sender
+from tagrelay.core.rewrite import rewrite
+from tagrelay.core.routes import Reject, Routes, normalize
 
 MAX_INLINE_WAIT_SECONDS = 10.0  # longest Retry-After honoured by sleeping before the redelivery
 LEASE_MARGIN_SECONDS = 30.0
-
-
-class Sender(Protocol):
-    def send_mime(self, to: Sequence[str], mime: bytes) -> str: ...
-
-
-class DeadLetters(Protocol):
-    def put(self, data: bytes, attributes: dict[str, str], reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class Relay:
         sender: Sender,
         deadletters: DeadLetters,
         ledger: Ledger,
-        claims: ClaimStore,
+        claims: ClaimStore | None = None,
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -113,6 +112,8 @@ class Relay:
         carried = message.mime
         if message.claim:
             try:
+                if self._claims is None:
+                    raise ClaimMissing("a claim-checked message, and no claim store is configured")
                 message = replace(message, mime=self._claims.get(message.claim))
             except ClaimMissing as exc:
                 return self._dead_letter(carried, attributes, exc.reason, delivery.pubsub_id)
@@ -137,7 +138,7 @@ class Relay:
             return Outcome("duplicate", begin.detail)
         if begin.state == "busy":
             event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
-            raise LedgerUnavailable("delivery in progress elsewhere")
+            raise Busy("delivery in progress elsewhere")
 
         failed = Failure(key, carried, message.mime, attributes, delivery.pubsub_id, resolved.rule.notify)
         try:
@@ -146,8 +147,8 @@ class Relay:
             alias = normalize(message.recipient) or message.recipient
             rewritten = rewrite(message.mime, alias, message.sender, spam_tag=tag)
             mailgun_id = self._sender.send_mime(resolved.targets, rewritten.mime)
-        except ValueError as exc:
-            return self._give_up(failed, f"cannot rewrite: {exc}")
+        except Unrewritable as exc:
+            return self._give_up(failed, f"cannot rewrite: {exc.reason}")
         except PermanentError as exc:
             return self._give_up(failed, exc.reason)
         except TransientError as exc:
@@ -217,6 +218,8 @@ class Relay:
 
     def _drop_claim(self, ref: str) -> None:
         """The message is sent: its claim-check object can go (the lifecycle rule is the backstop)."""
+        if self._claims is None:
+            return
         try:
             self._claims.delete(ref)
         except (ClaimMissing, TransientError) as exc:

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tagrelay.config import SecretRef
-from tagrelay.errors import SecretUnavailable
+from tagrelay.adapters.lazy import Lazy
+from tagrelay.core.config import SecretRef
+from tagrelay.core.errors import SecretUnavailable
 
 ACCESS_TIMEOUT_SECONDS = 10.0
 
@@ -34,8 +35,7 @@ class Secret:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ref = ref
-        self._client_factory = client_factory
-        self._client: Any = None
+        self._client = Lazy(client_factory)
         self._ttl = ttl
         self._clock = clock
         self._lock = threading.Lock()
@@ -66,9 +66,7 @@ class Secret:
         from google.api_core.exceptions import GoogleAPIError
 
         try:
-            if self._client is None:
-                self._client = self._client_factory()
-            response = self._client.access_secret_version(
+            response = self._client.get().access_secret_version(
                 request={"name": self._ref.version_name}, timeout=ACCESS_TIMEOUT_SECONDS
             )
             self._value = response.payload.data.decode("utf-8").strip()

@@ -9,14 +9,12 @@ use a real client pointed at the emulator.
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from tagrelay.errors import BusUnavailable
-
-# One publish request is capped at 10 MB; leave room for attributes and framing.
-MAX_DATA_BYTES = 9_500_000
+from tagrelay.adapters.lazy import Lazy
+from tagrelay.core.envelope import MAX_DATA_BYTES
+from tagrelay.core.errors import BusUnavailable
 
 
 def default_client() -> Any:
@@ -31,15 +29,7 @@ class Publisher:
     ) -> None:
         self.topic_path = f"projects/{project}/topics/{topic}"
         self._timeout = timeout
-        self._client_factory = client_factory
-        self._client: Any = None
-        self._lock = threading.Lock()
-
-    def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._client_factory()
-            return self._client
+        self._client = Lazy(client_factory)
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> str:
         """Publish and wait for the acknowledgement; return the Pub/Sub message id."""
@@ -49,7 +39,7 @@ class Publisher:
         if len(data) > MAX_DATA_BYTES:
             raise ValueError(f"{len(data)} bytes is over the {MAX_DATA_BYTES} byte publish limit")
         try:
-            future = self._get_client().publish(
+            future = self._client.get().publish(
                 self.topic_path,
                 data,
                 retry=Retry(initial=0.1, maximum=2.0, timeout=self._timeout),

@@ -19,8 +19,8 @@ from email.message import EmailMessage, Message
 
 from urllib3 import encode_multipart_formdata
 
-from tagrelay.headers import header_fields
-from tagrelay.inbound import sign
+from tagrelay.core.headers import header_fields
+from tagrelay.core.inbound import sign
 
 FieldValue = str | bytes | tuple[str, bytes, str]
 

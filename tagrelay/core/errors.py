@@ -5,18 +5,26 @@ or give up and keep a record.
 
     TagrelayError
     ├── ConfigError              a setting is missing or wrong; fails at cold start
-    ├── RoutesError              the rules file is invalid (line and reason)
+    │   └── RoutesError          the rules file is invalid (line and reason)
     ├── RejectedInput            the client sent it; ingest answers 4xx, nothing published
     │   ├── BadRequest           400: not a Mailgun form at all
     │   ├── BadSignature         401: bad/missing signature, stale timestamp, reused token
     │   └── Undeliverable        406: signed, but never deliverable (no route, loop, too large)
     ├── TransientError           retry later: ingest answers 503, relay raises for redelivery
+    │   ├── Busy                 another instance holds the same work right now (not an outage)
     │   ├── BusUnavailable       Pub/Sub did not acknowledge in time
     │   ├── LedgerUnavailable    Firestore did not answer
     │   ├── SecretUnavailable    Secret Manager did not answer
+    │   ├── ClaimUnavailable     Cloud Storage did not answer
     │   └── MailgunTransient     429 (with retry_after), 5xx, timeout, connection error, 401
     └── PermanentError           retrying cannot help: dead-letter with the reason
+        ├── SchemaError          a Pub/Sub message that is not a tagrelay.v1 envelope
+        ├── Unrewritable         the rewrite cannot produce a safe header block
+        ├── ClaimMissing         the claim-check object is gone
         └── MailgunRejected      Mailgun answered 4xx (other than 401 and 429)
+
+Tooling (``tagrelay_tools``) adds ``StackError`` under ``TagrelayError`` for a
+local stack that cannot start; runtime code never raises it.
 
 Every error carries a short ``reason`` that is safe to log: no secret values.
 """
@@ -40,8 +48,12 @@ class ConfigError(TagrelayError):
         self.problems = problems
 
 
-class RoutesError(TagrelayError):
+class RoutesError(ConfigError):
     """The routing rules file is invalid."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__([reason])
+        self.reason = reason
 
 
 class RejectedInput(TagrelayError):
@@ -66,6 +78,10 @@ class TransientError(TagrelayError):
     """A dependency is down or slow; the same input may succeed later."""
 
 
+class Busy(TransientError):
+    """Another instance is doing the same work right now: retry soon; not an outage, not logged as one."""
+
+
 class BusUnavailable(TransientError):
     pass
 
@@ -78,6 +94,10 @@ class SecretUnavailable(TransientError):
     pass
 
 
+class ClaimUnavailable(TransientError):
+    """Cloud Storage did not answer; retry later."""
+
+
 class MailgunTransient(TransientError):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -86,6 +106,18 @@ class MailgunTransient(TransientError):
 
 class PermanentError(TagrelayError):
     """Retrying cannot help; the message goes to the dead-letter topic."""
+
+
+class SchemaError(PermanentError):
+    """A Pub/Sub message that is not a tagrelay.v1 envelope."""
+
+
+class Unrewritable(PermanentError):
+    """The rewrite cannot produce a header block that says what it means."""
+
+
+class ClaimMissing(PermanentError):
+    """The claim-check object is gone (deleted by the lifecycle rule, or never written)."""
 
 
 class MailgunRejected(PermanentError):

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tagrelay.config import DEFAULT_DEADLETTER_TOPIC, DEFAULT_TOPIC
+from tagrelay.core.config import DEFAULT_DEADLETTER_TOPIC, DEFAULT_TOPIC
 
 STATE_FILE = Path(".tagrelay") / "local.json"
 DEFAULT_HOLD = "tagrelay-deadletter-hold"
@@ -55,14 +55,14 @@ def _project(args: argparse.Namespace) -> str:
 def _queue(project: str) -> Any:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    from tagrelay.deadletters import DeadLetterQueue
+    from tagrelay_tools.deadletters import DeadLetterQueue
 
     hold = os.environ.get("TAGRELAY_DEADLETTER_SUBSCRIPTION", DEFAULT_HOLD)
     return DeadLetterQueue(pubsub_v1.SubscriberClient(), f"projects/{project}/subscriptions/{hold}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from tagrelay.deadletters import rows
+    from tagrelay_tools.deadletters import rows
 
     queue = _queue(_project(args))
     letters = queue.take_all()
@@ -77,7 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from tagrelay.bus import Publisher
+    from tagrelay.adapters.bus import Publisher
 
     project = _project(args)
     topic = os.environ.get("TAGRELAY_TOPIC", DEFAULT_TOPIC)
@@ -94,7 +94,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from tagrelay.ledger import FirestoreLedger, default_firestore
+    from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
 
     project = _project(args)
     queue = _queue(project)

@@ -20,9 +20,9 @@ from typing import Any
 
 import requests
 
-from tagrelay import webhook
-from tagrelay.errors import RoutesError
-from tagrelay.routes import Forward, load_file
+from tagrelay.core.errors import RoutesError
+from tagrelay.core.routes import Forward, load_file
+from tagrelay_tools import mailgun_posts
 
 STATE_FILE = Path(".tagrelay") / "local.json"
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.eml"
@@ -31,7 +31,7 @@ ARRIVAL_SECONDS = 60.0
 
 # Modules that add subcommands: each has ``register(commands)``, which adds its
 # parsers and sets ``func`` on them.
-COMMAND_MODULES: tuple[str, ...] = ("tagrelay.mailgun_routes", "tagrelay.ops")
+COMMAND_MODULES: tuple[str, ...] = ("tagrelay_tools.mailgun_setup", "tagrelay_tools.ops")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +110,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def post_message(url: str, key: str, raw: bytes, recipient: str, sender: str, form: str = "mime") -> tuple[int, str]:
-    build = webhook.mime_post if form == "mime" else webhook.parsed_post
+    build = mailgun_posts.mime_post if form == "mime" else mailgun_posts.parsed_post
     post = build(raw, recipient, sender, key)
     target = url.rstrip("/") + ("/mime" if form == "mime" else "/")
     response = requests.post(target, data=post.body, headers={"Content-Type": post.content_type}, timeout=POST_TIMEOUT)
@@ -125,7 +125,7 @@ def _from_address(raw: bytes) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tagrelay.localstack import Stack, StackError
+    from tagrelay_tools.localstack import Stack, StackError
 
     stack = Stack(workdir=args.workdir.resolve(), routes=args.routes.resolve(), outbox=args.outbox.resolve())
 

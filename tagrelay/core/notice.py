@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate, make_msgid
 
-from tagrelay.headers import first, fits_8bit, header_fields
+from tagrelay.core.headers import first, fits_8bit, header_fields
 
 
 def build_notice(original: bytes, alias: str, reason: str, to: str) -> bytes:

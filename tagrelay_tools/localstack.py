@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from tagrelay.standin import API_KEY_VARIABLE
+from tagrelay_tools.standin import API_KEY_VARIABLE
 
 HTTP_TIMEOUT = 5.0
 EMULATOR_START_SECONDS = 90.0
@@ -147,7 +147,7 @@ class Stack:
                 [
                     sys.executable,
                     "-m",
-                    "tagrelay.standin",
+                    "tagrelay_tools.standin",
                     "--port",
                     "{port}",
                     "--outbox",

@@ -28,54 +28,21 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from tagrelay.errors import LedgerUnavailable
+from tagrelay.adapters.lazy import Lazy
+from tagrelay.core.errors import LedgerUnavailable
+from tagrelay.core.ports import Begin, DeliveryState, Record, TokenClaim
 
 TOKENS = "tagrelay_tokens"
 DELIVERIES = "tagrelay_deliveries"
 LEDGER_TIMEOUT_SECONDS = 5.0
 DELIVERY_KEEP_SECONDS = 8 * 24 * 3600  # past Pub/Sub's 7-day retention
 
-TokenClaim = Literal["new", "duplicate", "busy", "conflict"]
-DeliveryState = Literal["go", "done", "busy"]
-
-
-@dataclass(frozen=True)
-class Begin:
-    state: DeliveryState
-    attempts: int  # including this one, when state is "go"
-    detail: str = ""  # the Mailgun id when done
-
-
-@dataclass(frozen=True)
-class Record:
-    key: str
-    data: dict[str, Any]
-
-
-class Ledger(Protocol):
-    def claim_token(self, token: str, digest: str, lease_seconds: float, keep_seconds: float) -> TokenClaim: ...
-    def token_published(self, token: str) -> None: ...
-    def release_token(self, token: str) -> None: ...
-    def begin_delivery(
-        self, key: str, lease_seconds: float, info: dict[str, str], retake_dead: bool = False
-    ) -> Begin: ...
-    def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None: ...
-    def release_delivery(self, key: str) -> None: ...
-    def recent_deliveries(self, limit: int) -> list[Record]: ...
-
-
 def document_id(text: str) -> str:
     """A safe Firestore document id for any string (tokens and keys are hashed)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def delivery_key(alias: str, targets: tuple[str, ...], message_id: str, body: bytes) -> str:
-    identity = message_id or "sha256:" + hashlib.sha256(body).hexdigest()
-    return document_id("\n".join([alias.lower(), *sorted(targets), identity]))
 
 
 def _expiry(now: float, keep_seconds: float) -> datetime:
@@ -175,17 +142,12 @@ class FirestoreLedger:
         timeout: float = LEDGER_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client_factory = client_factory
-        self._client: Any = None
+        self._client = Lazy(client_factory)
         self._timeout = timeout
         self._clock = clock
-        self._lock = threading.Lock()
 
     def _db(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._client_factory()
-            return self._client
+        return self._client.get()
 
     def _call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One Firestore call with a bounded retry and timeout; outages become LedgerUnavailable.

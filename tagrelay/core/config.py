@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from tagrelay.errors import ConfigError, RoutesError
-from tagrelay.routes import Routes, load_file
+from tagrelay.core.errors import ConfigError, RoutesError
+from tagrelay.core.routes import Routes, load_file
 
 DEFAULT_TOPIC = "tagrelay-inbound"
 DEFAULT_DEADLETTER_TOPIC = "tagrelay-deadletter"

@@ -22,7 +22,8 @@ import email.utils
 import re
 from dataclasses import dataclass
 
-from tagrelay.headers import Field, body_offset, decode_words, first, header_fields, line_ending, parse_fields
+from tagrelay.core.errors import Unrewritable
+from tagrelay.core.headers import Field, body_offset, decode_words, first, header_fields, line_ending, parse_fields
 
 LOOP_HEADER = "X-Tagrelay-Loop"
 SPAM_HEADER = "X-Tagrelay-Spam"
@@ -106,7 +107,7 @@ def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> Rew
         kept[-1] += eol
     new_block = b"".join(added) + b"".join(kept)
     if body_offset(new_block + eol) != len(new_block):
-        raise ValueError("the rewritten header block would end early")  # never send headers as body
+        raise Unrewritable("the rewritten header block would end early")  # never send headers as body
     # One copy of the body, straight into the output.
     mime = b"".join((new_block, memoryview(raw)[end:]))
     return RewriteResult(mime=mime, original_from=original, display_name=name)
@@ -154,7 +155,7 @@ def _safe(value: str) -> bool:
 
 def _field(name: str, value: str, eol: bytes) -> bytes:
     if not _safe(value):
-        raise ValueError(f"control character in {name}")
+        raise Unrewritable(f"control character in {name}")
     return f"{name}: {value}".encode() + eol
 
 

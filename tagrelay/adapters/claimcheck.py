@@ -12,23 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Callable
 from typing import Any
 
-from tagrelay.errors import PermanentError, TransientError
+from tagrelay.adapters.lazy import Lazy
+from tagrelay.core.errors import ClaimMissing, ClaimUnavailable
 
 TIMEOUT_SECONDS = 60.0
 PREFIX = "claims/"
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # a multiple of 256 KiB, as Cloud Storage requires
-
-
-class ClaimUnavailable(TransientError):
-    """Cloud Storage did not answer; retry later."""
-
-
-class ClaimMissing(PermanentError):
-    """The claim-check object is gone (deleted by the lifecycle rule, or never written)."""
 
 
 def default_client() -> Any:
@@ -51,15 +43,10 @@ def parse_ref(ref: str) -> tuple[str, str]:
 class ClaimStore:
     def __init__(self, bucket: str, client_factory: Callable[[], Any] = default_client) -> None:
         self.bucket = bucket
-        self._client_factory = client_factory
-        self._client: Any = None
-        self._lock = threading.Lock()
+        self._client = Lazy(client_factory)
 
     def _blob(self, bucket: str, name: str) -> Any:
-        with self._lock:
-            if self._client is None:
-                self._client = self._client_factory()
-        return self._client.bucket(bucket).blob(name)
+        return self._client.get().bucket(bucket).blob(name)
 
     def put(self, data: bytes) -> str:
         name = f"{PREFIX}{hashlib.sha256(data).hexdigest()}.eml"

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from tagrelay.headers import first, has_control_chars, header_block, header_fields
-from tagrelay.inbound import InboundMessage
+from tagrelay.core.errors import SchemaError
+from tagrelay.core.headers import first, has_control_chars, header_block, header_fields
+from tagrelay.core.inbound import InboundMessage
 
 SCHEMA = "tagrelay.v1"
 MAX_ATTRIBUTE_BYTES = 1024  # Pub/Sub's limit on one attribute value
 MAX_CLAIM_DATA_BYTES = 256 * 1024  # header block sent along with a claim check
-
-
-class SchemaError(ValueError):
-    """A Pub/Sub message that is not a tagrelay.v1 envelope."""
+# One publish request is capped at 10 MB; leave room for attributes and framing.
+MAX_DATA_BYTES = 9_500_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,13 @@ class Delivery:
     envelope: Envelope
     pubsub_id: str
     publish_time: datetime | None
+
+
+def delivery_key(alias: str, targets: tuple[str, ...], message_id: str, body: bytes) -> str:
+    """The identity of one delivery: the same message to the same alias and targets."""
+    identity = message_id or "sha256:" + hashlib.sha256(body).hexdigest()
+    text = "\n".join([alias.lower(), *sorted(targets), identity])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def message_id_of(mime: bytes) -> str:

@@ -31,9 +31,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
-from tagrelay.errors import BadRequest, BadSignature, Undeliverable
-from tagrelay.headers import Field as HeaderField
-from tagrelay.headers import first, fits_8bit, has_control_chars, header_fields, unfold
+from tagrelay.core.errors import BadRequest, BadSignature, Undeliverable
+from tagrelay.core.headers import Field as HeaderField
+from tagrelay.core.headers import first, fits_8bit, has_control_chars, header_fields, unfold
 
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
 FUTURE_SKEW_SECONDS = 300

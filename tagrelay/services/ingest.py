@@ -22,39 +22,37 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
-from tagrelay import envelope, spam
-from tagrelay.bus import MAX_DATA_BYTES
-from tagrelay.claimcheck import ClaimStore
-from tagrelay.config import IngestConfig
-from tagrelay.errors import (
+from tagrelay.core import envelope, spam
+from tagrelay.core.config import IngestConfig
+from tagrelay.core.errors import (
     BadRequest,
     BadSignature,
+    Busy,
     LedgerUnavailable,
     RejectedInput,
     TransientError,
     Undeliverable,
 )
-from tagrelay.headers import count, header_fields
-from tagrelay.inbound import Body, InboundMessage, check_signed, form_digest, is_mailgun_form, parse_form, to_inbound
-from tagrelay.ledger import Ledger
-from tagrelay.log import event
-from tagrelay.rewrite import carries_loop_marker
-from tagrelay.routes import Reject
+from tagrelay.core.headers import count, header_fields
+from tagrelay.core.inbound import (
+    Body,
+    InboundMessage,
+    check_signed,
+    form_digest,
+    is_mailgun_form,
+    parse_form,
+    to_inbound,
+)
+from tagrelay.core.log import event
+from tagrelay.core.ports import ClaimStore, KeySource, Ledger, Publisher
+from tagrelay.core.rewrite import carries_loop_marker
+from tagrelay.core.routes import Reject
 
 MAX_RECEIVED_HEADERS = 25
 TOKEN_KEEP_MARGIN_SECONDS = 3600  # replay records outlive the retry horizon by this much
 PUBLISH_LEASE_MARGIN_SECONDS = 30
 CLAIM_LEASE_SECONDS = 60  # a claim-check upload of 25 MB may take this long
-
-
-class PublisherLike(Protocol):
-    def publish(self, data: bytes, attributes: dict[str, str]) -> str: ...
-
-
-class KeySource(Protocol):
-    def get(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ class Ingest:
         self,
         config: IngestConfig,
         signing_key: KeySource,
-        publisher: PublisherLike,
+        publisher: Publisher,
         ledger: Ledger,
         claims: ClaimStore | None = None,
         clock: Callable[[], float] = time.time,
@@ -103,6 +101,9 @@ class Ingest:
                 reason=exc.reason,
             )
             return Response(exc.status, exc.reason)
+        except Busy as exc:
+            event(logging.INFO, f"busy: {exc.reason}", stage="ingest", alias=alias, outcome="http 503")
+            return Response(503, "busy with the same post, retry later")
         except TransientError as exc:
             event(logging.ERROR, f"unavailable: {exc.reason}", stage="ingest", alias=alias, outcome="http 503")
             return Response(503, "temporarily unavailable, retry later")
@@ -132,7 +133,7 @@ class Ingest:
         if replay_state == "conflict":
             raise BadSignature("token reused for a different message")
         if replay_state == "busy":
-            raise LedgerUnavailable("the same post is being published right now")
+            raise Busy("the same post is being published right now")
         if replay_state == "duplicate":
             message_id = envelope.message_id_of(message.mime)
             event(
@@ -145,7 +146,7 @@ class Ingest:
             )
             return "", {}
         try:
-            ref = self._claims.put(message.mime) if self._claims and len(message.mime) > MAX_DATA_BYTES else ""
+            ref = self._claims.put(message.mime) if self._claims and len(message.mime) > envelope.MAX_DATA_BYTES else ""
             data, attributes = envelope.encode(message, datetime.fromtimestamp(now, UTC), claim=ref)
             pubsub_id = self._publisher.publish(data, attributes)
         except TransientError:
@@ -186,8 +187,8 @@ class Ingest:
             raise Undeliverable(f"mail loop: already forwarded for {domain.lower()}")
         if count(fields, "received") > MAX_RECEIVED_HEADERS:
             raise Undeliverable(f"mail loop: more than {MAX_RECEIVED_HEADERS} Received headers")
-        if len(mime) > MAX_DATA_BYTES and self._claims is None:
+        if len(mime) > envelope.MAX_DATA_BYTES and self._claims is None:
             raise Undeliverable(
-                f"message of {len(mime)} bytes is over the {MAX_DATA_BYTES} byte Pub/Sub limit "
+                f"message of {len(mime)} bytes is over the {envelope.MAX_DATA_BYTES} byte Pub/Sub limit "
                 "and no claim-check bucket is set (TAGRELAY_CLAIM_BUCKET)"
             )

@@ -15,9 +15,9 @@ from email.utils import parsedate_to_datetime
 
 import requests
 
-from tagrelay.errors import MailgunRejected, MailgunTransient
-from tagrelay.headers import has_control_chars
-from tagrelay.secrets import Secret
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core.errors import MailgunRejected, MailgunTransient
+from tagrelay.core.headers import has_control_chars
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 

@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from tagrelay.errors import TagrelayError
+from tagrelay.core.errors import TagrelayError
 
 US_API_BASE = "https://api.mailgun.net"
 EU_API_BASE = "https://api.eu.mailgun.net"

@@ -11,7 +11,7 @@ For fault tests, ``POST /_standin/faults`` sets a plan of forced answers:
 Mailgun, for the benchmarks; absent means no delay).
 ``GET /_standin/messages`` lists what was accepted.
 
-Run: ``TAGRELAY_STANDIN_API_KEY=K python -m tagrelay.standin --port P --outbox DIR --domain D``
+Run: ``TAGRELAY_STANDIN_API_KEY=K python -m tagrelay_tools.standin --port P --outbox DIR --domain D``
 (the key comes from the environment, never from the command line).
 """
 
@@ -29,9 +29,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tagrelay.envelope import message_id_of
-from tagrelay.errors import BadRequest
-from tagrelay.inbound import parse_form
+from tagrelay.core.envelope import message_id_of
+from tagrelay.core.errors import BadRequest
+from tagrelay.core.inbound import parse_form
 
 HANG_SECONDS = 120.0
 API_KEY_VARIABLE = "TAGRELAY_STANDIN_API_KEY"
