@@ -37,9 +37,10 @@ from tagrelay_tools.localstack import Stack
 
 RECIPIENT = "bench@example.org"
 CLIENTS = 8
-THROUGHPUT_BOUND = 0.5
-P50_BOUND = 3.0
-P99_BOUND = 5.0
+# Issue 11: end to end through ingest at most 1.2x publishing straight to the topic (p50 and rate).
+THROUGHPUT_BOUND = 1 / 1.2
+P50_BOUND = 1.2
+P99_BOUND = 1.5  # set before measuring: tails on a shared 2-core machine
 PATHS = ("queued", "pushed", "direct")
 PROCESSES = {
     "queued": ["ingest", "pubsub", "relay", "firestore", "standin"],
@@ -47,10 +48,10 @@ PROCESSES = {
     "direct": ["relay", "firestore", "standin"],
 }
 TARGETS_WHY = (
-    "Targets set for this benchmark before measuring: the queued path does the relay's work plus one ingest "
-    "call of about the same cost and a push hop, so about 2x the direct latency is the floor; p50 <= 3x allows "
-    "half a hop more, p99 <= 5x allows for tails on a shared machine; sustained rate >= 0.5 of direct, the "
-    "same bar as (2) (here ingest, relay and the emulators share the CPUs; deployed, they scale apart)."
+    "Baseline: the same messages published straight to the topic, through the same push subscription, relay and "
+    "stand-in: what the emulator allows (its push delivery caps every path here; a direct relay call is shown for "
+    "reference only). Through ingest the path adds one HTTP hop and ingest's own work, so p50 <= 1.2x and rate "
+    ">= 1/1.2 of the floor (issue 11); p99 <= 1.5x was set before measuring, for tails on a shared machine."
 )
 
 
@@ -182,14 +183,15 @@ def run(stack: Stack, messages: int, paced_messages: int, paced_seconds: float, 
         compare(
             "e2e.throughput",
             queued.rate,
-            direct.rate,
+            pushed.rate,
             "msg/s",
             ">=",
             THROUGHPUT_BOUND,
             note=(
                 f"burst of {messages} messages, {CLIENTS} posting clients; sustained = arrivals / (last arrival - "
-                f"first post); relay THREADS=10 (deployed: concurrency 1 x max 10 instances). Published straight "
-                f"to the topic (no ingest): {pushed.rate:.1f} msg/s. Burst p50: queued {_ms(queued.latencies, 50):.0f}"
+                f"first post); relay THREADS=10 (deployed: concurrency 1 x max 10 instances); baseline: published "
+                f"straight to the topic (no ingest). Posted straight to the relay: {direct.rate:.1f} msg/s. "
+                f"Burst p50: queued {_ms(queued.latencies, 50):.0f}"
                 f" ms, pushed {_ms(pushed.latencies, 50):.0f} ms, direct {_ms(direct.latencies, 50):.0f} ms (queued "
                 f"and pushed include the backlog). CPU: queued {describe_cpu(queued.cpu_ms, 'message')}; pushed "
                 f"{describe_cpu(pushed.cpu_ms, 'message')}; direct {describe_cpu(direct.cpu_ms, 'message')}.{trouble}"
@@ -197,20 +199,20 @@ def run(stack: Stack, messages: int, paced_messages: int, paced_seconds: float, 
             extra={"runs": summary, "problems": problems},
         )
     ]
-    paced_pushed = runs["pushed.paced"].latencies
+    paced_direct = runs["direct.paced"].latencies
     for q, bound in ((50, P50_BOUND), (99, P99_BOUND)):
         results.append(
             compare(
                 f"e2e.latency.p{q}",
                 _ms(runs["queued.paced"].latencies, q),
-                _ms(runs["direct.paced"].latencies, q),
+                _ms(runs["pushed.paced"].latencies, q),
                 "ms",
                 "<=",
                 bound,
                 note=(
                     f"post -> arrival at the stand-in, {count} messages paced at {rate:.1f}/s (half the slowest "
-                    f"burst rate); baseline: the same push bodies posted straight to the relay. Published straight "
-                    f"to the topic (no ingest): p{q} {_ms(paced_pushed, q):.0f} ms.{trouble}"
+                    f"burst rate); baseline: the same messages published straight to the topic. Posted straight "
+                    f"to the relay (no Pub/Sub): p{q} {_ms(paced_direct, q):.0f} ms.{trouble}"
                     + (f" {TARGETS_WHY}" if q == 50 else "")
                 ),
             )

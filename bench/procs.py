@@ -77,11 +77,12 @@ class BenchStack(Stack):
 BASELINES: dict[str, tuple[Path, str, str]] = {
     "hello": (BENCH / "baselines" / "hello" / "main.py", "hello", "http"),
     "sync_ingest": (BENCH / "baselines" / "sync_ingest" / "main.py", "sync_ingest", "http"),
+    "publish_only": (BENCH / "baselines" / "publish_only" / "main.py", "publish_only", "http"),
 }
 
 
 def start_baseline(stack: Stack, name: str, kind: str, extra: dict[str, str]) -> Child:
-    """A baseline function (``hello`` or ``sync_ingest``) under functions-framework, with the functions' env."""
+    """A baseline function (``hello``, ``sync_ingest``, ``publish_only``) under functions-framework, with their env."""
     source, target, signature = BASELINES[kind]
     return stack.spawn(name, framework_argv(source, target, signature), stack.function_env(extra), ready_path=None)
 

@@ -63,6 +63,58 @@ def compare(
     )
 
 
+def within(
+    name: str,
+    value: float,
+    baseline: float,
+    unit: str,
+    bound: float,
+    note: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Result:
+    """A result held against an absolute bound on ``value - baseline`` (an overhead in ``unit``).
+
+    The ratio ``value / baseline`` is reported beside it, so a reader sees both.
+    """
+    overhead = value - baseline
+    ratio = value / baseline if baseline > 0 else math.inf
+    return Result(
+        name=name,
+        value=value,
+        baseline=baseline,
+        ratio=ratio,
+        unit=unit,
+        target=f"+{bound:g} {unit}",
+        ok=math.isfinite(overhead) and overhead <= bound,
+        note=f"overhead {overhead:+.2f} {unit} (target: at most {bound:g} {unit} over the baseline). {note}".strip(),
+        extra={"overhead": overhead, **(extra or {})},
+    )
+
+
+def at_most(
+    name: str,
+    value: float,
+    baseline: float,
+    unit: str,
+    bound: float,
+    note: str = "",
+    extra: dict[str, Any] | None = None,
+) -> Result:
+    """A result held against an absolute bound on ``value``; the baseline measured beside it is context."""
+    ratio = value / baseline if baseline > 0 else math.inf
+    return Result(
+        name=name,
+        value=value,
+        baseline=baseline,
+        ratio=ratio,
+        unit=unit,
+        target=f"value <= {bound:g} {unit}",
+        ok=math.isfinite(value) and value <= bound,
+        note=note,
+        extra=extra or {},
+    )
+
+
 def failed(name: str, unit: str, target: str, reason: str) -> Result:
     """A figure that could not be measured: reported as a miss with the reason."""
     return Result(name, math.nan, math.nan, math.nan, unit, target, False, note=f"not measured: {reason}")
