@@ -75,17 +75,39 @@ class _Reader:
             self.problems.append(f"{name}={value!r} is not a valid Pub/Sub id (letters first, at least 3 characters)")
         return value
 
-    def number(self, name: str, default: float, low: float, high: float) -> float:
+    def number(self, name: str, default: float, low: float, high: float, unit: str) -> float:
+        """A decimal setting in ``unit`` (plural: "seconds"), between ``low`` and ``high``."""
         raw = self.env.get(name, "").strip()
         if not raw:
             return default
+        wanted = f"put a number of {unit} between {low:g} and {high:g}"
         try:
             value = float(raw)
         except ValueError:
-            self.problems.append(f"{name}={raw!r} is not a number: put seconds between {low:g} and {high:g}")
+            self.problems.append(f"{name}={raw!r} is not a number: {wanted}")
             return default
         if not low <= value <= high:
-            self.problems.append(f"{name}={raw!r} is out of range: put a value between {low:g} and {high:g}")
+            self.problems.append(f"{name}={raw!r} is out of range: {wanted}")
+        return value
+
+    def whole(self, name: str, default: int, low: int, high: int, unit: str) -> int:
+        """A count or a size in ``unit`` (plural: "bytes", "attempts"): a fraction is refused, never truncated."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default
+        wanted = f"put a whole number of {unit} between {low} and {high}"
+        try:
+            value = int(raw, 10)
+        except ValueError:
+            try:
+                float(raw)
+            except ValueError:
+                self.problems.append(f"{name}={raw!r} is not a number: {wanted}")
+            else:
+                self.problems.append(f"{name}={raw!r} is not a whole number: {wanted}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name}={raw!r} is out of range: {wanted}")
         return value
 
     def secret(self, name: str) -> SecretRef:
@@ -128,15 +150,15 @@ def load_ingest(env: Mapping[str, str]) -> IngestConfig:
     topic = reader.resource_id("TAGRELAY_TOPIC", DEFAULT_TOPIC)
     routes = reader.routes()
     key = reader.secret("MAILGUN_WEBHOOK_SIGNING_KEY")
-    max_age = reader.number("TAGRELAY_MAX_AGE_SECONDS", 9 * 3600, 60, 7 * 24 * 3600)
-    timeout = reader.number("TAGRELAY_PUBLISH_TIMEOUT", 10, 0.5, 60)
-    max_body = reader.number("TAGRELAY_MAX_BODY_BYTES", 80 * 1024 * 1024, 1024, 512 * 1024 * 1024)
+    max_age = reader.number("TAGRELAY_MAX_AGE_SECONDS", 9 * 3600, 60, 7 * 24 * 3600, "seconds")
+    timeout = reader.number("TAGRELAY_PUBLISH_TIMEOUT", 10, 0.5, 60, "seconds")
+    max_body = reader.whole("TAGRELAY_MAX_BODY_BYTES", 80 * 1024 * 1024, 1024, 512 * 1024 * 1024, "bytes")
     bucket = env.get("TAGRELAY_CLAIM_BUCKET", "").strip()
     if bucket and not _BUCKET.fullmatch(bucket):
         reader.problems.append(f"TAGRELAY_CLAIM_BUCKET={bucket!r} is not a bucket name (3-63 of a-z 0-9 - _ .)")
     reader.done()
     assert routes is not None
-    return IngestConfig(project, topic, routes, key, max_age, timeout, int(max_body), bucket)
+    return IngestConfig(project, topic, routes, key, max_age, timeout, max_body, bucket)
 
 
 def load_relay(env: Mapping[str, str]) -> RelayConfig:
@@ -147,9 +169,9 @@ def load_relay(env: Mapping[str, str]) -> RelayConfig:
     base = reader.url("MAILGUN_API_BASE", DEFAULT_API_BASE)
     key = reader.secret("MAILGUN_API_KEY")
     deadletter = reader.resource_id("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
-    timeout = reader.number("MAILGUN_TIMEOUT", 60, 1, 540)
-    max_age = reader.number("TAGRELAY_MAX_DELIVERY_AGE_SECONDS", 24 * 3600, 1, 7 * 24 * 3600)
-    attempts = reader.number("TAGRELAY_MAX_ATTEMPTS", 10, 1, 1000)
+    timeout = reader.number("MAILGUN_TIMEOUT", 60, 1, 540, "seconds")
+    max_age = reader.number("TAGRELAY_MAX_DELIVERY_AGE_SECONDS", 24 * 3600, 1, 7 * 24 * 3600, "seconds")
+    attempts = reader.whole("TAGRELAY_MAX_ATTEMPTS", 10, 1, 1000, "attempts")
     reader.done()
     assert routes is not None
-    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age, int(attempts))
+    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age, attempts)
