@@ -16,7 +16,8 @@ from tagrelay.core.routes import Routes, load_file
 
 DEFAULT_TOPIC = "tagrelay-inbound"
 DEFAULT_DEADLETTER_TOPIC = "tagrelay-deadletter"
-DEFAULT_API_BASE = "https://api.mailgun.net"
+DEFAULT_API_BASE = "https://api.mailgun.net"  # Mailgun's US region
+EU_API_BASE = "https://api.eu.mailgun.net"
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
@@ -136,7 +137,7 @@ class _Reader:
         value = self.env.get(name, default).strip().rstrip("/")
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            self.problems.append(f"{name}={value!r} is not a URL: put {DEFAULT_API_BASE} or https://api.eu.mailgun.net")
+            self.problems.append(f"{name}={value!r} is not a URL: put {DEFAULT_API_BASE} or {EU_API_BASE}")
         return value
 
     def done(self) -> None:
