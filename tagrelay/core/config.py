@@ -21,6 +21,12 @@ EU_API_BASE = "https://api.eu.mailgun.net"
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def _plain(number: float) -> str:
+    """A bound as people write it: 536870912, not 5.36871e+08; 0.5 stays 0.5."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 @dataclass(frozen=True)
@@ -78,38 +84,32 @@ class _Reader:
 
     def number(self, name: str, default: float, low: float, high: float, unit: str) -> float:
         """A decimal setting in ``unit`` (plural: "seconds"), between ``low`` and ``high``."""
+        value = self._numeric(name, low, high, f"a number of {unit}", whole=False)
+        return default if value is None else value
+
+    def whole(self, name: str, default: int, low: int, high: int, unit: str) -> int:
+        """A count or a size in ``unit`` (plural: "bytes", "attempts"): a fraction is refused, never truncated."""
+        value = self._numeric(name, low, high, f"a whole number of {unit}", whole=True)
+        return default if value is None else int(value)
+
+    def _numeric(self, name: str, low: float, high: float, what: str, whole: bool) -> float | None:
+        """The value, or None when unset or wrong (then a problem says so, with ``what`` to put)."""
         raw = self.env.get(name, "").strip()
         if not raw:
-            return default
-        wanted = f"put a number of {unit} between {low:g} and {high:g}"
+            return None
+        wanted = f"put {what} between {_plain(low)} and {_plain(high)}"
         try:
             value = float(raw)
         except ValueError:
             self.problems.append(f"{name}={raw!r} is not a number: {wanted}")
-            return default
+            return None
+        if whole and not _WHOLE.fullmatch(raw):
+            self.problems.append(f"{name}={raw!r} is not a whole number: {wanted}")
+            return None
         if not low <= value <= high:
             self.problems.append(f"{name}={raw!r} is out of range: {wanted}")
-        return value
-
-    def whole(self, name: str, default: int, low: int, high: int, unit: str) -> int:
-        """A count or a size in ``unit`` (plural: "bytes", "attempts"): a fraction is refused, never truncated."""
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default
-        wanted = f"put a whole number of {unit} between {low} and {high}"
-        try:
-            value = int(raw, 10)
-        except ValueError:
-            try:
-                float(raw)
-            except ValueError:
-                self.problems.append(f"{name}={raw!r} is not a number: {wanted}")
-            else:
-                self.problems.append(f"{name}={raw!r} is not a whole number: {wanted}")
-            return default
-        if not low <= value <= high:
-            self.problems.append(f"{name}={raw!r} is out of range: {wanted}")
-        return value
+            return None
+        return float(int(raw)) if whole else value
 
     def secret(self, name: str) -> SecretRef:
         value = self.env.get(name, "").strip()

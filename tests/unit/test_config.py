@@ -345,3 +345,15 @@ def test_whole_settings_are_read_as_integers(ingest_env: dict[str, str], relay_e
     attempts = load_relay(relay_env).max_attempts
     assert (body, type(body)) == (4096, int)
     assert (attempts, type(attempts)) == (15, int)
+
+
+def test_a_count_too_long_to_convert_is_a_problem_not_a_crash(relay_env: dict[str, str]) -> None:
+    relay_env["TAGRELAY_MAX_ATTEMPTS"] = "9" * 5000  # past int()'s 4300-digit limit
+    [problem] = relay_problems(relay_env)
+    assert problem.startswith("TAGRELAY_MAX_ATTEMPTS='999")
+    assert problem.endswith("is out of range: put a whole number of attempts between 1 and 1000")
+
+
+def test_fractional_seconds_are_still_accepted(ingest_env: dict[str, str]) -> None:
+    ingest_env["TAGRELAY_PUBLISH_TIMEOUT"] = "0.5"
+    assert load_ingest(ingest_env).publish_timeout == 0.5
