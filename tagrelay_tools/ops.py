@@ -115,8 +115,10 @@ def show_deliveries(deliveries: list[dict[str, Any]]) -> None:
     say(f"  last {len(deliveries)} deliveries:")
     for data in deliveries:
         when = datetime.fromtimestamp(float(data.get("updated_at", 0)), UTC).strftime("%Y-%m-%d %H:%M:%S")
+        targets = data.get("targets", "")
+        targets = ", ".join(map(str, targets)) if isinstance(targets, list) else targets
         say(
-            f"    {when}  {data.get('state', '?'):<7} {data.get('alias', ''):<28} → {data.get('targets', '')}"
+            f"    {when}  {data.get('state', '?'):<7} {data.get('alias', ''):<28} → {targets}"
             f"  {data.get('message_id', '')}  attempts={data.get('attempts', '?')}"
         )
 

@@ -93,8 +93,8 @@ def test_status_delivery_rows_print_no_control_characters(capsys: pytest.Capture
     assert len(lines) == 1 + len(HOSTILE)
     assert terminal_unsafe(out.replace("\n", "")) == []
     for row, (_, shown) in zip(lines[1:], HOSTILE, strict=True):
-        assert f"{shown}@example.org" in row
-        assert f"<{shown}@x>  attempts=1" in row
+        assert f" {shown}@example.org " in row
+        assert row.endswith(f"→ owner+{shown}@gmail.com  <{shown}@x>  attempts=1")
 
 
 def test_every_printing_path_in_the_tooling_goes_through_the_escaping_helper() -> None:
