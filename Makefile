@@ -33,6 +33,7 @@ dev-tools:
 lint: $(STAMP) dev-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	shellcheck deploy.sh
 
 bench: $(STAMP)

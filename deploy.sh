@@ -356,33 +356,44 @@ sys.exit(0 if config.get("rule") == wanted["rule"] else 1)
 
 # ------------------------------------------------------------- functions ---
 
-# stage FUNCTION: build/<function>/ = main.py + a copy of tagrelay/ + requirements.txt + routes.toml
+# runtime_files: what a function ships of this repository besides its entry point: the runtime package's
+# Python sources (tagrelay/**/*.py), sorted. Never the tooling (tagrelay_tools), tests, bench or caches.
+runtime_files() {
+	find -L tagrelay -type d -name __pycache__ -prune -o -type f -name '*.py' -print | LC_ALL=C sort
+}
+
+# stage FUNCTION: build/<function>/ = main.py + requirements.txt + routes.toml + runtime_files
 # (gcloud uploads one folder and drops symlinks, so everything is copied).
 stage() {
-	local fn=$1 dir=$BUILD_DIR/$1
+	local fn=$1 dir=$BUILD_DIR/$1 file
+	local -a files
+	mapfile -t files < <(runtime_files)
 	run rm -rf "$dir"
 	run mkdir -p "$dir"
 	run cp "functions/$fn/main.py" "$dir/main.py"
-	run cp -RL tagrelay "$dir/tagrelay"
 	run cp requirements.txt "$dir/requirements.txt"
 	run cp "$ROUTES_FILE" "$dir/routes.toml"
-	if [[ $DRY_RUN == 0 ]]; then
-		find "$dir" -name __pycache__ -type d -prune -exec rm -rf {} +
-		printf '__pycache__/\n*.pyc\n' >"$dir/.gcloudignore"
-	fi
+	printf '+ cp <the %d files of tagrelay/**/*.py> %s/tagrelay/\n' "${#files[@]}" "$dir" >&3
+	[[ $DRY_RUN == 1 ]] && return 0
+	for file in "${files[@]}"; do
+		mkdir -p "$dir/${file%/*}"
+		cp "$file" "$dir/$file"
+	done
 }
 
-# fingerprint FUNCTION ARG...: a hash of what gets staged for FUNCTION and of its deploy arguments.
+# fingerprint FUNCTION ARG...: a hash of exactly what stage() puts in FUNCTION's folder (names and bytes)
+# and of its deploy arguments; editing tooling, tests or docs leaves it unchanged.
 fingerprint() {
 	local fn=$1
 	shift
-	py_stdlib - "functions/$fn/main.py" "$ROUTES_FILE" "$@" <<'PY'
+	local -a files
+	mapfile -t files < <(runtime_files)
+	py_stdlib - "functions/$fn/main.py" "$ROUTES_FILE" "${#files[@]}" "${files[@]}" "$@" <<'PY'
 import hashlib, pathlib, sys
-main, routes, *args = sys.argv[1:]
+main, routes, count, *rest = sys.argv[1:]
+files, args = rest[: int(count)], rest[int(count) :]
 staged = {"main.py": main, "requirements.txt": "requirements.txt", "routes.toml": routes}
-for path in sorted(pathlib.Path("tagrelay").rglob("*")):
-    if path.is_file() and "__pycache__" not in path.parts:
-        staged[str(path)] = str(path)
+staged.update((name, name) for name in files)
 digest = hashlib.sha256()
 for name, source in sorted(staged.items()):
     digest.update(name.encode() + b"\0" + pathlib.Path(source).read_bytes() + b"\0")

@@ -29,11 +29,12 @@ from datetime import UTC, datetime
 
 from bench.load import LoopResult, Request, closed_loop, paced
 from bench.messages import SENDER, push_body, small_message, unique_post
-from bench.procs import CpuMeter, accepted, describe_cpu
+from bench.procs import CpuMeter, describe_cpu
 from bench.results import Result, compare, percentile
 from tagrelay.core import envelope
 from tagrelay.core.inbound import InboundMessage
 from tagrelay_tools.localstack import Stack
+from tagrelay_tools.standin import StandinClient
 
 RECIPIENT = "bench@example.org"
 CLIENTS = 8
@@ -99,7 +100,7 @@ def _arrivals(standin_url: str, wanted: set[str], seconds: float) -> dict[str, i
     found: dict[str, int] = {}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        for record in accepted(standin_url):
+        for record in StandinClient(standin_url).accepted():
             message_id = record.get("message_id", "")
             if message_id in wanted and message_id not in found:
                 found[message_id] = os.stat(record["path"]).st_mtime_ns

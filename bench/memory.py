@@ -26,7 +26,7 @@ import requests
 
 from bench.load import Client, Request
 from bench.messages import PostFactory, push_body, sized_message, small_message, unique_post
-from bench.procs import BenchStack, accepted, memory_kib, reset_peak, stop, worker_pid
+from bench.procs import BenchStack, memory_kib, reset_peak, stop, worker_pid
 from bench.results import Result, compare, failed
 from tagrelay_tools.localstack import REPO
 
@@ -155,7 +155,7 @@ def process(stack: BenchStack) -> list[Result]:
         client.close()
     finally:
         stop(stack, "memory-relay")
-    arrived = any(r.get("message_id") == f"<{message_id}>" for r in accepted(stack.standin_url))
+    arrived = any(r["message_id"] == f"<{message_id}>" for r in stack.standin.accepted())
     results.append(
         _result(
             "memory.relay.process",

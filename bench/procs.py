@@ -9,40 +9,16 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import requests
-
-from tagrelay_tools.localstack import PROCESS_START_SECONDS, Child, Stack
-from tagrelay_tools.standin import API_KEY_VARIABLE
+from tagrelay_tools.localstack import PROCESS_START_SECONDS, Child, Stack, framework_argv
 
 BENCH = Path(__file__).resolve().parent
 HTTP_TIMEOUT = 30.0
 FIRST_ANSWER_SECONDS = 60.0
 POLL_SECONDS = 0.005
-
-
-def framework_argv(source: Path, target: str, signature: str = "http") -> list[str]:
-    """The command line the local stack uses for a function, for any source file."""
-    return [
-        sys.executable,
-        "-m",
-        "functions_framework",
-        "--target",
-        target,
-        "--source",
-        str(source),
-        "--signature-type",
-        signature,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-    ]
 
 
 class BenchStack(Stack):
@@ -89,34 +65,13 @@ def start_baseline(stack: Stack, name: str, kind: str, extra: dict[str, str]) ->
 
 def start_standin(stack: Stack, name: str) -> Child:
     """Another Mailgun stand-in (same key and domain as the stack's), with its own outbox."""
-    argv = [
-        sys.executable,
-        "-m",
-        "tagrelay_tools.standin",
-        "--port",
-        "{port}",
-        "--outbox",
-        str(stack.workdir / f"{name}-outbox"),
-        "--domain",
-        stack.domain,
-    ]
-    return stack.spawn(name, argv, {API_KEY_VARIABLE: stack.api_key}, ready_path="/healthz")
+    return stack.start_standin(name, stack.workdir / f"{name}-outbox")
 
 
 def stop(stack: Stack, name: str) -> None:
     child = stack.children.pop(name, None)
     if child is not None:
         child.stop()
-
-
-def set_faults(url: str, plan: dict[str, Any]) -> None:
-    requests.post(url + "/_standin/faults", json=plan, timeout=HTTP_TIMEOUT).raise_for_status()
-
-
-def accepted(url: str) -> list[dict[str, Any]]:
-    response = requests.get(url + "/_standin/messages", timeout=HTTP_TIMEOUT)
-    response.raise_for_status()
-    return list(response.json()["accepted"])
 
 
 def worker_pid(child: Child, seconds: float = 10.0) -> int:

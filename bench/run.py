@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import coldstart, e2e, ingest_speed, memory, rewrite_speed
-from bench.procs import BENCH, BenchStack, set_faults, start_baseline, start_standin
+from bench.procs import BENCH, BenchStack, start_baseline, start_standin
 from bench.results import Result, failed, markdown, table, write_json
 from tagrelay_tools.localstack import missing_prerequisites
+from tagrelay_tools.standin import StandinClient
 
 SINK_TOPIC = "bench-sink"
 INGEST_THREADS = "8"  # deploy.sh: ingest --concurrency=8
@@ -180,7 +181,7 @@ def run(plan: Plan) -> tuple[Runner, dict[str, list[float]], dict[str, list[floa
         stack.ensure_subscription(f"{SINK_TOPIC}-hold", SINK_TOPIC)
         ingest = stack.start_ingest("ingest-ack", extra={"TAGRELAY_TOPIC": SINK_TOPIC})
         slow = start_standin(stack, "standin-slow")
-        set_faults(slow.url, {"delay": ingest_speed.MAILGUN_DELAY_SECONDS})
+        StandinClient(slow.url).set_faults({"delay": ingest_speed.MAILGUN_DELAY_SECONDS})
         sync = start_baseline(
             stack,
             "sync-ingest",

@@ -9,24 +9,23 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import requests
 
+from tagrelay.core.envelope import message_id_of
 from tagrelay.core.errors import RoutesError
 from tagrelay.core.routes import Forward, load_file
 from tagrelay_tools import mailgun_posts
+from tagrelay_tools.localstack import STATE_FILE, running_state
+from tagrelay_tools.terminal import say, warn
 
-STATE_FILE = Path(".tagrelay") / "local.json"
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.eml"
-POST_TIMEOUT = 30.0
 ARRIVAL_SECONDS = 60.0
 
 # Modules that add subcommands: each has ``register(commands)``, which adds its
@@ -73,48 +72,38 @@ def cmd_route(args: argparse.Namespace) -> int:
     try:
         routes = load_file(str(path))
     except RoutesError as exc:
-        print(f"error: {exc.reason}", file=sys.stderr)
+        warn(f"error: {exc.reason}")
         return 2
     result = routes.resolve(args.address)
     if isinstance(result, Forward):
-        print(f"{args.address}: {result.rule.describe()}")
-        for target in result.targets:
-            print(f"  → {target}")
+        say(f"{args.address}: {result.rule.describe()}", *(f"  → {target}" for target in result.targets))
         if result.fallback_used:
-            print("  (fallback: the forward address would not be a valid address)")
+            say("  (fallback: the forward address would not be a valid address)")
         return 0
-    print(f"{args.address}: refused (406): {result.reason}")
+    say(f"{args.address}: refused (406): {result.reason}")
     return 1
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     url, key = args.url, args.key
     if not url or not key:
-        try:
-            state = json.loads(STATE_FILE.read_text())
-        except (OSError, ValueError):
-            print(
-                f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run' or pass --url and --key",
-                file=sys.stderr,
-            )
+        state = running_state()
+        if state is None:
+            warn(f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run' or pass --url and --key")
             return 2
         url, key = url or state["ingest_url"], key or state["signing_key"]
     try:
         raw = args.file.read_bytes()
     except OSError as exc:
-        print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        warn(f"error: cannot read {args.file}: {exc.strerror}")
         return 2
-    status, text = post_message(url, key, raw, args.to, args.sender or _from_address(raw), args.form)
-    print(f"ingest answered {status}: {text.strip()}")
-    return 0 if status == 200 else 1
-
-
-def post_message(url: str, key: str, raw: bytes, recipient: str, sender: str, form: str = "mime") -> tuple[int, str]:
-    build = mailgun_posts.mime_post if form == "mime" else mailgun_posts.parsed_post
-    post = build(raw, recipient, sender, key)
-    target = url.rstrip("/") + ("/mime" if form == "mime" else "/")
-    response = requests.post(target, data=post.body, headers={"Content-Type": post.content_type}, timeout=POST_TIMEOUT)
-    return response.status_code, response.text
+    try:
+        answer = mailgun_posts.sign_and_post(url, raw, args.to, args.sender or _from_address(raw), key, args.form)
+    except requests.RequestException as exc:
+        warn(f"error: cannot post to {url}: {type(exc).__name__}")
+        return 1
+    say(f"ingest answered {answer.status_code}: {answer.text.strip()}")
+    return 0 if answer.status_code == 200 else 1
 
 
 def _from_address(raw: bytes) -> str:
@@ -135,64 +124,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Both stop everything: SIGINT too, since a shell may start a background job with it ignored.
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    print("starting the local stack (Pub/Sub and Firestore emulators, ingest, relay, Mailgun stand-in)…", flush=True)
+    say("starting the local stack (Pub/Sub and Firestore emulators, ingest, relay, Mailgun stand-in)…")
     try:
         stack.start()
     except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        warn(*f"error: {exc}".splitlines())
         return 2
     except KeyboardInterrupt:
         return 130
     try:
         for name, child in stack.children.items():
-            print(f"  {name:<10} {child.url}  (pid {child.process.pid}, log {child.log})")
-        before = _outbox_count(stack.standin_url)
-        status, text = post_message(
-            stack.ingest_url,
-            stack.signing_key,
-            args.sample.read_bytes(),
-            args.to,
-            _from_address(args.sample.read_bytes()),
-        )
-        print(f"posted {args.sample.name} to {args.to}: ingest answered {status} {text.strip()}")
-        arrived = _wait_for_arrival(stack.standin_url, before)
+            say(f"  {name:<10} {child.url}  (pid {child.process.pid}, log {child.log})")
+        raw = args.sample.read_bytes()
+        answer = mailgun_posts.sign_and_post(stack.ingest_url, raw, args.to, _from_address(raw), stack.signing_key)
+        say(f"posted {args.sample.name} to {args.to}: ingest answered {answer.status_code} {answer.text.strip()}")
+        sample_id = message_id_of(raw)
+        arrived = stack.standin.wait_for(lambda r: r["message_id"] == sample_id or not sample_id, ARRIVAL_SECONDS)
         if arrived is None:
-            print(
-                f"error: nothing arrived at the stand-in within {ARRIVAL_SECONDS:g}s; see {stack.workdir}/logs",
-                file=sys.stderr,
-            )
+            warn(f"error: nothing arrived at the stand-in within {ARRIVAL_SECONDS:g}s; see {stack.workdir}/logs")
             return 1
-        print(f"forwarded copy (to {', '.join(arrived['to'])}): {arrived['path']}")
+        say(f"forwarded copy (to {', '.join(arrived['to'])}): {arrived['path']}")
         if args.once:
             return 0
-        print(
-            f"\nrunning. Send more with: tagrelay send message.eml --to github@example.org\n"
+        say(
+            "",
+            "running. Send more with: tagrelay send message.eml --to github@example.org",
             f"forwarded copies land in {stack.outbox}/. Ctrl-C stops everything.",
-            flush=True,
         )
         while all(child.process.poll() is None for child in stack.children.values()):
             time.sleep(1)
-        print("error: a child process exited; see the logs", file=sys.stderr)
+        warn("error: a child process exited; see the logs")
         return 1
     except KeyboardInterrupt:
-        print("\nstopping…")
+        say("", "stopping…")
         return 0
     finally:
         stack.stop()
-
-
-def _outbox_count(standin_url: str) -> int:
-    return len(requests.get(standin_url + "/_standin/messages", timeout=5).json()["accepted"])
-
-
-def _wait_for_arrival(standin_url: str, before: int) -> dict[str, Any] | None:
-    deadline = time.monotonic() + ARRIVAL_SECONDS
-    while time.monotonic() < deadline:
-        accepted = requests.get(standin_url + "/_standin/messages", timeout=5).json()["accepted"]
-        if len(accepted) > before:
-            return dict(accepted[before])
-        time.sleep(0.2)
-    return None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ own max-age guard ends retries and dead-letters explicitly.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -24,16 +25,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 
-from tagrelay_tools.standin import API_KEY_VARIABLE
+from tagrelay_tools.standin import STANDIN_KEY_VARIABLE, StandinClient
+from tagrelay_tools.standin import argv as standin_argv
 
 HTTP_TIMEOUT = 5.0
 EMULATOR_START_SECONDS = 90.0
 PROCESS_START_SECONDS = 45.0
 STOP_SECONDS = 10.0
 REPO = Path(__file__).resolve().parent.parent
+STATE_FILE = Path(".tagrelay") / "local.json"  # where 'tagrelay run' records the running stack (default workdir)
 
 INSTALL_HINT = {
     "gcloud": (
@@ -142,22 +146,7 @@ class Stack:
         (self.workdir / "pubsub-data").mkdir(exist_ok=True)
         try:
             self._start_emulators()
-            self.spawn(
-                "standin",
-                [
-                    sys.executable,
-                    "-m",
-                    "tagrelay_tools.standin",
-                    "--port",
-                    "{port}",
-                    "--outbox",
-                    str(self.outbox),
-                    "--domain",
-                    self.domain,
-                ],
-                {API_KEY_VARIABLE: self.api_key},
-                ready_path="/healthz",
-            )
+            self.start_standin()
             self.ensure_topic(self.topic)
             self.ensure_topic(self.deadletter_topic)
             self.ensure_subscription(f"{self.deadletter_topic}-hold", self.deadletter_topic)
@@ -198,6 +187,16 @@ class Stack:
     @property
     def standin_url(self) -> str:
         return self.children["standin"].url
+
+    @property
+    def standin(self) -> StandinClient:
+        """The control API of the stack's Mailgun stand-in."""
+        return StandinClient(self.standin_url)
+
+    def start_standin(self, name: str = "standin", outbox: Path | None = None) -> Child:
+        """A Mailgun stand-in with the stack's domain and key (another one needs its own ``outbox``)."""
+        argv = standin_argv(outbox or self.outbox, self.domain)
+        return self.spawn(name, argv, {STANDIN_KEY_VARIABLE: self.api_key}, ready_path="/healthz")
 
     def _start_emulators(self) -> None:
         self.spawn(
@@ -301,22 +300,7 @@ class Stack:
         return starter(name=name, extra={"PORT": str(old.port)})
 
     def _framework(self, function: str, signature: str) -> list[str]:
-        source = REPO / "functions" / function / "main.py"
-        return [
-            sys.executable,
-            "-m",
-            "functions_framework",
-            "--target",
-            function,
-            "--source",
-            str(source),
-            "--signature-type",
-            signature,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-        ]
+        return framework_argv(REPO / "functions" / function / "main.py", function, signature)
 
     def spawn(
         self,
@@ -365,6 +349,22 @@ class Stack:
             body["pushConfig"] = {"pushEndpoint": push_endpoint}
         self._put(f"/v1/projects/{self.project}/subscriptions/{name}", body)
 
+    def pull(self, subscription: str, max_messages: int = 100) -> list[dict[str, Any]]:
+        """Pull and acknowledge what a subscription holds: ``{"data": bytes, "attributes": dict}`` each."""
+        base = f"{self.pubsub_url}/v1/projects/{self.project}/subscriptions/{subscription}"
+        response = requests.post(
+            f"{base}:pull", json={"maxMessages": max_messages, "returnImmediately": True}, timeout=HTTP_TIMEOUT
+        )
+        response.raise_for_status()
+        received = response.json().get("receivedMessages", [])
+        if received:
+            ack = {"ackIds": [m["ackId"] for m in received]}
+            requests.post(f"{base}:acknowledge", json=ack, timeout=HTTP_TIMEOUT).raise_for_status()
+        return [
+            {"data": base64.b64decode(m["message"].get("data", "")), "attributes": m["message"].get("attributes", {})}
+            for m in received
+        ]
+
     def _put(self, path: str, body: dict[str, object]) -> None:
         response = requests.put(self.pubsub_url + path, json=body, timeout=HTTP_TIMEOUT)
         if response.status_code not in (200, 409):
@@ -372,7 +372,7 @@ class Stack:
 
     def write_state(self) -> Path:
         """Record URLs and local keys for ``tagrelay send`` (mode 0600)."""
-        path = self.workdir / "local.json"
+        path = self.workdir / STATE_FILE.name
         state = {
             "ingest_url": self.ingest_url,
             "signing_key": self.signing_key,
@@ -386,6 +386,34 @@ class Stack:
         path.write_text(json.dumps(state, indent=2))
         path.chmod(0o600)
         return path
+
+
+def running_state(path: Path = STATE_FILE) -> dict[str, Any] | None:
+    """What 'tagrelay run' recorded about the stack it runs (URLs, local keys), or None when there is none."""
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def framework_argv(source: Path, target: str, signature: str = "http") -> list[str]:
+    """A function under functions-framework on 127.0.0.1 (``{port}`` left for ``Stack.spawn``)."""
+    return [
+        sys.executable,
+        "-m",
+        "functions_framework",
+        "--target",
+        target,
+        "--source",
+        str(source),
+        "--signature-type",
+        signature,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+    ]
 
 
 def _answers(port: int, path: str | None) -> bool:

@@ -1,9 +1,11 @@
-"""What Mailgun posts to a route URL: signed posts built from a real ``.eml``.
+"""What Mailgun posts to a route URL: signed posts built from a real ``.eml``, and the post itself.
 
 Used by ``tagrelay send``, the tests and the benchmarks, so that all of them
 exercise ingest exactly as Mailgun does: the raw form (``body-mime``, route URL
 ending in ``mime``) or the parsed form (``body-plain``, ``body-html``,
-``message-headers``, ``attachment-N``, ``content-id-map``).
+``message-headers``, ``attachment-N``, ``content-id-map``). :func:`sign_and_post`
+builds one and posts it; :func:`deliver` posts one already built (a retry of the
+same post, as Mailgun makes).
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
+from typing import Literal
 
+import requests
 from urllib3 import encode_multipart_formdata
 
 from tagrelay.core.headers import header_fields
 from tagrelay.core.inbound import sign
 
 FieldValue = str | bytes | tuple[str, bytes, str]
+Form = Literal["mime", "parsed"]
+POST_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,43 @@ class Post:
     content_type: str
     body: bytes
     token: str
+    path: str = "/mime"  # where on the ingest URL Mailgun posts this form: /mime for body-mime, / for parsed
+
+
+def build(
+    raw: bytes,
+    recipient: str,
+    sender: str,
+    key: str,
+    form: Form = "mime",
+    timestamp: int | None = None,
+    token: str | None = None,
+) -> Post:
+    """The signed post of either form."""
+    make = mime_post if form == "mime" else parsed_post
+    return make(raw, recipient, sender, key, timestamp, token)
+
+
+def deliver(ingest_url: str, post: Post, timeout: float = POST_TIMEOUT_SECONDS) -> requests.Response:
+    """Post ``post`` to ingest as Mailgun does (to ``/mime`` for the raw form); the answer, whatever its status."""
+    return requests.post(
+        ingest_url.rstrip("/") + post.path, data=post.body, headers={"Content-Type": post.content_type}, timeout=timeout
+    )
+
+
+def sign_and_post(
+    ingest_url: str,
+    raw: bytes,
+    recipient: str,
+    sender: str,
+    key: str,
+    form: Form = "mime",
+    timestamp: int | None = None,
+    token: str | None = None,
+    timeout: float = POST_TIMEOUT_SECONDS,
+) -> requests.Response:
+    """Sign ``raw`` for ``recipient`` as Mailgun would and post it to ingest."""
+    return deliver(ingest_url, build(raw, recipient, sender, key, form, timestamp, token), timeout)
 
 
 def signature_fields(key: str, timestamp: int | None = None, token: str | None = None) -> dict[str, str]:
@@ -52,7 +95,7 @@ def mime_post(
         *signed.items(),
         ("body-mime", raw),
     ]
-    return _encode(fields, signed["token"])
+    return _encode(fields, signed["token"], "/mime")
 
 
 def parsed_post(
@@ -83,7 +126,7 @@ def parsed_post(
             cid_map[str(part["Content-ID"]).strip()] = name
     if cid_map:
         fields.append(("content-id-map", json.dumps(cid_map)))
-    return _encode(fields, signed["token"])
+    return _encode(fields, signed["token"], "/")
 
 
 def _leaves(part: Message) -> Iterator[Message]:
@@ -138,6 +181,6 @@ def _text_of(part: Message | None) -> str:
         return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
 
 
-def _encode(fields: list[tuple[str, FieldValue]], token: str) -> Post:
+def _encode(fields: list[tuple[str, FieldValue]], token: str, path: str) -> Post:
     body, content_type = encode_multipart_formdata(fields)
-    return Post(content_type=content_type, body=body, token=token)
+    return Post(content_type=content_type, body=body, token=token, path=path)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -31,13 +30,15 @@ from urllib.parse import urlparse
 
 import requests
 
+from tagrelay.adapters.mailgun import CONNECT_TIMEOUT_SECONDS
+from tagrelay.core.config import DEFAULT_API_BASE
+from tagrelay.core.config import EU_API_BASE as EU_API_BASE
 from tagrelay.core.errors import TagrelayError
+from tagrelay_tools.terminal import say, warn
 
-US_API_BASE = "https://api.mailgun.net"
-EU_API_BASE = "https://api.eu.mailgun.net"
-API_KEY_VARIABLE = "MAILGUN_API_KEY"
+US_API_BASE = DEFAULT_API_BASE  # the relay's default; one definition, in tagrelay.core.config
+API_KEY_VARIABLE = "MAILGUN_API_KEY"  # Mailgun's account key, as the relay reads it (the stand-in's is another)
 API_BASE_VARIABLE = "MAILGUN_API_BASE"
-CONNECT_TIMEOUT_SECONDS = 5.0
 READ_TIMEOUT_SECONDS = 30.0
 PAGE_SIZE = 100  # Mailgun caps list pages at 100
 MAX_PAGES = 100  # 10,000 routes: far beyond any account; stops a server that never ends the list
@@ -313,17 +314,17 @@ def cmd_delete_route(args: argparse.Namespace) -> int:
 def _with_client(args: argparse.Namespace, action: Callable[[RoutesClient], str]) -> int:
     key = os.environ.get(API_KEY_VARIABLE, "").strip()
     if not key:
-        print(f"error: {API_KEY_VARIABLE} is not set: put the Mailgun API key there", file=sys.stderr)
+        warn(f"error: {API_KEY_VARIABLE} is not set: put the Mailgun API key there")
         return 2
     try:
         base = api_base(args.api_base, os.environ, args.eu)
         with requests.Session() as session:
             outcome = action(RoutesClient(session, base, key))
     except InvalidRoute as exc:
-        print(f"error: {exc.reason}", file=sys.stderr)
+        warn(f"error: {exc.reason}")
         return 2
-    except RoutesApiError as exc:
-        print(f"error: {exc.reason}", file=sys.stderr)
+    except RoutesApiError as exc:  # may quote Mailgun's answer: escaped by warn()
+        warn(f"error: {exc.reason}")
         return 1
-    print(f"mailgun route for {args.domain.lower()}: {outcome}")
+    say(f"mailgun route for {args.domain.lower()}: {outcome}")
     return 0

@@ -7,15 +7,15 @@ They run against the real project (Application Default Credentials) or, with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from tagrelay.core.config import DEFAULT_DEADLETTER_TOPIC, DEFAULT_TOPIC
+from tagrelay_tools.deadletters import DeadLetter, DeadLetterQueue, rows
+from tagrelay_tools.localstack import STATE_FILE, running_state
+from tagrelay_tools.terminal import say
 
-STATE_FILE = Path(".tagrelay") / "local.json"
 DEFAULT_HOLD = "tagrelay-deadletter-hold"
 
 
@@ -38,10 +38,9 @@ def register(commands: Any) -> None:
 
 def _project(args: argparse.Namespace) -> str:
     if args.local:
-        try:
-            state = json.loads(STATE_FILE.read_text())
-        except (OSError, ValueError):
-            raise SystemExit(f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run'") from None
+        state = running_state()
+        if state is None:
+            raise SystemExit(f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run'")
         os.environ["PUBSUB_EMULATOR_HOST"] = state["pubsub_host"]
         if state.get("firestore_host"):
             os.environ["FIRESTORE_EMULATOR_HOST"] = state["firestore_host"]
@@ -52,28 +51,29 @@ def _project(args: argparse.Namespace) -> str:
     return project
 
 
-def _queue(project: str) -> Any:
+def _queue(project: str) -> DeadLetterQueue:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
-
-    from tagrelay_tools.deadletters import DeadLetterQueue
 
     hold = os.environ.get("TAGRELAY_DEADLETTER_SUBSCRIPTION", DEFAULT_HOLD)
     return DeadLetterQueue(pubsub_v1.SubscriberClient(), f"projects/{project}/subscriptions/{hold}")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from tagrelay_tools.deadletters import rows
-
     queue = _queue(_project(args))
     letters = queue.take_all()
     queue.give_back(letters)
-    if not letters:
-        print("no dead letters")
-        return 0
-    print(f"{len(letters)} dead letter(s):")
-    for recipient, message_id, age, reason in rows(letters, datetime.now(UTC)):
-        print(f"  {age:>6}  {recipient:<32} {message_id:<40} {reason}")
+    show_deadletters(letters, datetime.now(UTC))
     return 0
+
+
+def show_deadletters(letters: list[DeadLetter], now: datetime) -> None:
+    """The rows of ``tagrelay deadletters list`` (what senders wrote is escaped by ``say``)."""
+    if not letters:
+        say("no dead letters")
+        return
+    say(f"{len(letters)} dead letter(s):")
+    for recipient, message_id, age, reason in rows(letters, now):
+        say(f"  {age:>6}  {recipient:<32} {message_id:<40} {reason}")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -89,7 +89,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         )
 
     count = _queue(project).replay(publisher.publish, wanted)
-    print(f"replayed {count} message(s) to {topic}")
+    say(f"replayed {count} message(s) to {topic}")
     return 0
 
 
@@ -100,20 +100,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     queue = _queue(project)
     letters = queue.take_all()
     queue.give_back(letters)
-    print(f"project {project}")
-    print(f"  backlog of {os.environ.get('TAGRELAY_TOPIC', DEFAULT_TOPIC)}: {_backlog(project)}")
-    deadletter_topic = os.environ.get("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
-    print(f"  dead letters in {deadletter_topic}: {len(letters)}")
+    say(
+        f"project {project}",
+        f"  backlog of {os.environ.get('TAGRELAY_TOPIC', DEFAULT_TOPIC)}: {_backlog(project)}",
+        f"  dead letters in {os.environ.get('TAGRELAY_DEADLETTER_TOPIC', DEFAULT_DEADLETTER_TOPIC)}: {len(letters)}",
+    )
     records = FirestoreLedger(default_firestore(project)).recent_deliveries(args.limit)
-    print(f"  last {len(records)} deliveries:")
-    for record in records:
-        data = record.data
+    show_deliveries([record.data for record in records])
+    return 0
+
+
+def show_deliveries(deliveries: list[dict[str, Any]]) -> None:
+    """The delivery rows of ``tagrelay status``: alias, targets and Message-ID came from senders."""
+    say(f"  last {len(deliveries)} deliveries:")
+    for data in deliveries:
         when = datetime.fromtimestamp(float(data.get("updated_at", 0)), UTC).strftime("%Y-%m-%d %H:%M:%S")
-        print(
-            f"    {when}  {data.get('state', '?'):<7} {data.get('alias', ''):<28} → {data.get('targets', '')}"
+        targets = data.get("targets", "")
+        targets = ", ".join(map(str, targets)) if isinstance(targets, list) else targets
+        say(
+            f"    {when}  {data.get('state', '?'):<7} {data.get('alias', ''):<28} → {targets}"
             f"  {data.get('message_id', '')}  attempts={data.get('attempts', '?')}"
         )
-    return 0
 
 
 def _backlog(project: str) -> str:

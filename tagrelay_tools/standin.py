@@ -11,8 +11,10 @@ For fault tests, ``POST /_standin/faults`` sets a plan of forced answers:
 Mailgun, for the benchmarks; absent means no delay).
 ``GET /_standin/messages`` lists what was accepted.
 
+:class:`StandinClient` is the one client of this control API (the CLI, the tests, the benchmarks).
+
 Run: ``TAGRELAY_STANDIN_API_KEY=K python -m tagrelay_tools.standin --port P --outbox DIR --domain D``
-(the key comes from the environment, never from the command line).
+(the key comes from the environment, never from the command line; :func:`argv` builds this line).
 """
 
 from __future__ import annotations
@@ -23,18 +25,94 @@ import hmac
 import json
 import os
 import random
+import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
+
+import requests
 
 from tagrelay.core.envelope import message_id_of
 from tagrelay.core.errors import BadRequest
 from tagrelay.core.inbound import parse_form
 
 HANG_SECONDS = 120.0
-API_KEY_VARIABLE = "TAGRELAY_STANDIN_API_KEY"
+STANDIN_KEY_VARIABLE = "TAGRELAY_STANDIN_API_KEY"  # the key the stand-in accepts (not Mailgun's MAILGUN_API_KEY)
+CONTROL_TIMEOUT_SECONDS = 30.0
+POLL_SECONDS = 0.2
+
+
+class Accepted(TypedDict):
+    """One message the stand-in accepted, as ``GET /_standin/messages`` lists it."""
+
+    n: int
+    to: list[str]
+    id: str
+    message_id: str
+    path: str
+
+
+class FaultPlan(TypedDict, total=False):
+    """A plan for ``POST /_standin/faults``: forced answers ("500", "429", "hang"...) and a delay."""
+
+    queue: list[str]
+    rates: dict[str, float]
+    seed: int
+    delay: float
+
+
+class StandinClient:
+    """The stand-in's control API: what it accepted, how often it was called, and the faults it answers with."""
+
+    def __init__(self, url: str, timeout: float = CONTROL_TIMEOUT_SECONDS) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _messages(self) -> dict[str, Any]:
+        response = requests.get(self.url + "/_standin/messages", timeout=self.timeout)
+        response.raise_for_status()
+        return cast(dict[str, Any], response.json())
+
+    def accepted(self) -> list[Accepted]:
+        return list(self._messages()["accepted"])
+
+    def calls(self) -> int:
+        """``messages.mime`` calls so far, answered or faulted."""
+        return int(self._messages()["calls"])
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        """Replace the fault plan (an empty plan answers every call normally)."""
+        response = requests.post(self.url + "/_standin/faults", json=plan, timeout=self.timeout)
+        response.raise_for_status()
+
+    def wait_for(self, found: Callable[[Accepted], bool], seconds: float) -> Accepted | None:
+        """The first accepted message for which ``found`` is true, polling up to ``seconds``; None if none came."""
+        deadline = time.monotonic() + seconds
+        while True:
+            for record in self.accepted():
+                if found(record):
+                    return record
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(POLL_SECONDS)
+
+
+def argv(outbox: Path, domain: str) -> list[str]:
+    """The stand-in's command line (``{port}`` left for ``Stack.spawn``); its key goes in STANDIN_KEY_VARIABLE."""
+    return [
+        sys.executable,
+        "-m",
+        "tagrelay_tools.standin",
+        "--port",
+        "{port}",
+        "--outbox",
+        str(outbox),
+        "--domain",
+        domain,
+    ]
 
 
 class Standin:
@@ -173,9 +251,9 @@ def main() -> None:
     parser.add_argument("--outbox", type=Path, required=True)
     parser.add_argument("--domain", required=True)
     args = parser.parse_args()
-    api_key = os.environ.get(API_KEY_VARIABLE, "")
+    api_key = os.environ.get(STANDIN_KEY_VARIABLE, "")
     if not api_key:
-        parser.error(f"set {API_KEY_VARIABLE} to the API key the stand-in accepts")
+        parser.error(f"set {STANDIN_KEY_VARIABLE} to the API key the stand-in accepts")
     serve(args.port, args.outbox, args.domain, api_key)
 
 

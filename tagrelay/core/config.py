@@ -16,10 +16,17 @@ from tagrelay.core.routes import Routes, load_file
 
 DEFAULT_TOPIC = "tagrelay-inbound"
 DEFAULT_DEADLETTER_TOPIC = "tagrelay-deadletter"
-DEFAULT_API_BASE = "https://api.mailgun.net"
+DEFAULT_API_BASE = "https://api.mailgun.net"  # Mailgun's US region
+EU_API_BASE = "https://api.eu.mailgun.net"
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+
+
+def _plain(number: float) -> str:
+    """A bound as people write it: 536870912, not 5.36871e+08; 0.5 stays 0.5."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 @dataclass(frozen=True)
@@ -75,18 +82,34 @@ class _Reader:
             self.problems.append(f"{name}={value!r} is not a valid Pub/Sub id (letters first, at least 3 characters)")
         return value
 
-    def number(self, name: str, default: float, low: float, high: float) -> float:
+    def number(self, name: str, default: float, low: float, high: float, unit: str) -> float:
+        """A decimal setting in ``unit`` (plural: "seconds"), between ``low`` and ``high``."""
+        value = self._numeric(name, low, high, f"a number of {unit}", whole=False)
+        return default if value is None else value
+
+    def whole(self, name: str, default: int, low: int, high: int, unit: str) -> int:
+        """A count or a size in ``unit`` (plural: "bytes", "attempts"): a fraction is refused, never truncated."""
+        value = self._numeric(name, low, high, f"a whole number of {unit}", whole=True)
+        return default if value is None else int(value)
+
+    def _numeric(self, name: str, low: float, high: float, what: str, whole: bool) -> float | None:
+        """The value, or None when unset or wrong (then a problem says so, with ``what`` to put)."""
         raw = self.env.get(name, "").strip()
         if not raw:
-            return default
+            return None
+        wanted = f"put {what} between {_plain(low)} and {_plain(high)}"
         try:
             value = float(raw)
         except ValueError:
-            self.problems.append(f"{name}={raw!r} is not a number: put seconds between {low:g} and {high:g}")
-            return default
+            self.problems.append(f"{name}={raw!r} is not a number: {wanted}")
+            return None
+        if whole and not _WHOLE.fullmatch(raw):
+            self.problems.append(f"{name}={raw!r} is not a whole number: {wanted}")
+            return None
         if not low <= value <= high:
-            self.problems.append(f"{name}={raw!r} is out of range: put a value between {low:g} and {high:g}")
-        return value
+            self.problems.append(f"{name}={raw!r} is out of range: {wanted}")
+            return None
+        return float(int(raw)) if whole else value
 
     def secret(self, name: str) -> SecretRef:
         value = self.env.get(name, "").strip()
@@ -114,7 +137,7 @@ class _Reader:
         value = self.env.get(name, default).strip().rstrip("/")
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            self.problems.append(f"{name}={value!r} is not a URL: put {DEFAULT_API_BASE} or https://api.eu.mailgun.net")
+            self.problems.append(f"{name}={value!r} is not a URL: put {DEFAULT_API_BASE} or {EU_API_BASE}")
         return value
 
     def done(self) -> None:
@@ -128,15 +151,15 @@ def load_ingest(env: Mapping[str, str]) -> IngestConfig:
     topic = reader.resource_id("TAGRELAY_TOPIC", DEFAULT_TOPIC)
     routes = reader.routes()
     key = reader.secret("MAILGUN_WEBHOOK_SIGNING_KEY")
-    max_age = reader.number("TAGRELAY_MAX_AGE_SECONDS", 9 * 3600, 60, 7 * 24 * 3600)
-    timeout = reader.number("TAGRELAY_PUBLISH_TIMEOUT", 10, 0.5, 60)
-    max_body = reader.number("TAGRELAY_MAX_BODY_BYTES", 80 * 1024 * 1024, 1024, 512 * 1024 * 1024)
+    max_age = reader.number("TAGRELAY_MAX_AGE_SECONDS", 9 * 3600, 60, 7 * 24 * 3600, "seconds")
+    timeout = reader.number("TAGRELAY_PUBLISH_TIMEOUT", 10, 0.5, 60, "seconds")
+    max_body = reader.whole("TAGRELAY_MAX_BODY_BYTES", 80 * 1024 * 1024, 1024, 512 * 1024 * 1024, "bytes")
     bucket = env.get("TAGRELAY_CLAIM_BUCKET", "").strip()
     if bucket and not _BUCKET.fullmatch(bucket):
         reader.problems.append(f"TAGRELAY_CLAIM_BUCKET={bucket!r} is not a bucket name (3-63 of a-z 0-9 - _ .)")
     reader.done()
     assert routes is not None
-    return IngestConfig(project, topic, routes, key, max_age, timeout, int(max_body), bucket)
+    return IngestConfig(project, topic, routes, key, max_age, timeout, max_body, bucket)
 
 
 def load_relay(env: Mapping[str, str]) -> RelayConfig:
@@ -147,9 +170,9 @@ def load_relay(env: Mapping[str, str]) -> RelayConfig:
     base = reader.url("MAILGUN_API_BASE", DEFAULT_API_BASE)
     key = reader.secret("MAILGUN_API_KEY")
     deadletter = reader.resource_id("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
-    timeout = reader.number("MAILGUN_TIMEOUT", 60, 1, 540)
-    max_age = reader.number("TAGRELAY_MAX_DELIVERY_AGE_SECONDS", 24 * 3600, 1, 7 * 24 * 3600)
-    attempts = reader.number("TAGRELAY_MAX_ATTEMPTS", 10, 1, 1000)
+    timeout = reader.number("MAILGUN_TIMEOUT", 60, 1, 540, "seconds")
+    max_age = reader.number("TAGRELAY_MAX_DELIVERY_AGE_SECONDS", 24 * 3600, 1, 7 * 24 * 3600, "seconds")
+    attempts = reader.whole("TAGRELAY_MAX_ATTEMPTS", 10, 1, 1000, "attempts")
     reader.done()
     assert routes is not None
-    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age, int(attempts))
+    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age, attempts)

@@ -96,7 +96,17 @@ class Run:
         return [argv for argv in self.calls if MUTATING & set(argv[:4])]
 
 
-REPO_FILES = ("deploy.sh", "requirements.txt", "routes.example.toml", "tagrelay", "functions")
+# What a sandbox copies: what deploy.sh reads, plus tooling, a test and a benchmark that it must not ship.
+REPO_FILES = (
+    "deploy.sh",
+    "requirements.txt",
+    "routes.example.toml",
+    "tagrelay",
+    "functions",
+    "tagrelay_tools",
+    "tests/unit/test_config.py",
+    "bench/run.py",
+)
 
 
 class Sandbox:
@@ -114,6 +124,7 @@ class Sandbox:
             if (source / name).is_dir():
                 shutil.copytree(source / name, self.repo / name, ignore=shutil.ignore_patterns("__pycache__"))
             else:
+                (self.repo / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / name, self.repo / name)
         self.bin = tmp / "bin"
         self.bin.mkdir()
@@ -320,17 +331,76 @@ def test_relay_is_a_private_retrying_topic_function(first: FirstDeploy) -> None:
     assert variables["TAGRELAY_ROUTES"] == "routes.toml"
 
 
-def test_each_function_is_deployed_from_a_staged_folder_without_symlinks(first: FirstDeploy) -> None:
+def runtime_sources() -> set[str]:
+    """The runtime package as git tracks it in this repository (computed without deploy.sh)."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--", "tagrelay"], capture_output=True, check=True
+    ).stdout.decode()
+    return {name for name in listed.split("\0") if name}
+
+
+def staged_files(box: Sandbox, entry: str) -> set[str]:
+    return {str(p.relative_to(box.build / entry)) for p in (box.build / entry).rglob("*") if not p.is_dir()}
+
+
+def test_each_function_ships_exactly_its_entry_point_the_runtime_package_and_routes(first: FirstDeploy) -> None:
     box = first.box
+    expected = {"main.py", "requirements.txt", "routes.toml"} | runtime_sources()
+    assert "tagrelay/core/routes.py" in expected and not any("tagrelay_tools" in f for f in expected)
     for name, entry_file in (("tagrelay-ingest", "ingest"), ("tagrelay-relay", "relay")):
-        files = box.resources("functions")[name]["source_files"]
-        expected = {"main.py", "requirements.txt", "routes.toml", "tagrelay/__init__.py", "tagrelay/core/routes.py"}
-        assert expected <= set(files)
-        assert not [f for f in files if "__pycache__" in f]
+        assert set(box.resources("functions")[name]["source_files"]) == expected  # what gcloud uploaded
+        assert staged_files(box, entry_file) == expected
         staged = box.build / entry_file
         assert (staged / "main.py").read_bytes() == (box.repo / "functions" / entry_file / "main.py").read_bytes()
         assert (staged / "routes.toml").read_bytes() == box.routes.read_bytes()
+        assert (staged / "tagrelay/core/rewrite.py").read_bytes() == (ROOT / "tagrelay/core/rewrite.py").read_bytes()
         assert not [p for p in staged.rglob("*") if p.is_symlink()]
+
+
+def plant_strays(repo: Path) -> None:
+    """What a working tree holds beside the runtime sources: caches, notes, and edited tooling, tests, bench."""
+    for cache in ("tagrelay/__pycache__/app.cpython-312.pyc", "tagrelay/core/__pycache__/rewrite.cpython-312.pyc"):
+        (repo / cache).parent.mkdir(parents=True, exist_ok=True)
+        (repo / cache).write_bytes(b"\x00cached")
+    (repo / "tagrelay/core/notes.txt").write_text("scratch notes, not a module\n")
+    for edited in ("tagrelay_tools/cli.py", "tagrelay_tools/standin.py", "tests/unit/test_config.py", "bench/run.py"):
+        with (repo / edited).open("a") as source:
+            source.write("\n# an edit that must not redeploy production\n")
+
+
+def test_tooling_tests_and_caches_are_neither_staged_nor_fingerprinted(box: Sandbox) -> None:
+    plant_strays(box.repo)
+    again = box.run()
+    assert again.code == 0, again.stderr
+    assert again.changes() == []  # same fingerprint: nothing redeployed
+    assert "tagrelay-ingest: active, source and settings unchanged" in again.stdout
+    forced = box.run("--redeploy")  # and when it is deployed, none of it is shipped
+    assert forced.code == 0, forced.stderr
+    expected = {"main.py", "requirements.txt", "routes.toml"} | runtime_sources()
+    for name, entry_file in (("tagrelay-ingest", "ingest"), ("tagrelay-relay", "relay")):
+        assert set(box.resources("functions")[name]["source_files"]) == expected
+        assert staged_files(box, entry_file) == expected
+
+
+def test_editing_the_runtime_package_redeploys_both_functions(box: Sandbox) -> None:
+    with (box.repo / "tagrelay/core/rewrite.py").open("a") as source:
+        source.write("\n# an edit to the runtime package\n")
+    again = box.run()
+    assert again.code == 0, again.stderr
+    assert [argv[:3] for argv in again.changes()] == [
+        ["functions", "deploy", "tagrelay-ingest"],
+        ["functions", "deploy", "tagrelay-relay"],
+    ]
+    assert staged_files(box, "ingest") >= {"tagrelay/core/rewrite.py"}
+    assert (box.build / "ingest/tagrelay/core/rewrite.py").read_text().endswith("# an edit to the runtime package\n")
+
+
+def test_editing_one_entry_point_redeploys_only_that_function(box: Sandbox) -> None:
+    with (box.repo / "functions/relay/main.py").open("a") as source:
+        source.write("\n# an edit to the relay's entry point\n")
+    again = box.run()
+    assert again.code == 0, again.stderr
+    assert [argv[:3] for argv in again.changes()] == [["functions", "deploy", "tagrelay-relay"]]
 
 
 def test_trigger_subscription_gets_dead_letter_and_backoff(first: FirstDeploy) -> None:

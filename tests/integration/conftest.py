@@ -7,7 +7,6 @@ by the stack and stopped by its pid when the session ends.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import requests
 
 from tagrelay_tools import mailgun_posts
 from tagrelay_tools.localstack import Stack, missing_prerequisites
+from tagrelay_tools.standin import FaultPlan
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ROUTES = DATA / "routes.toml"
@@ -52,15 +52,16 @@ def post(
     raw: bytes,
     recipient: str,
     *,
-    form: str = "mime",
+    form: mailgun_posts.Form = "mime",
     key: str | None = None,
     url: str | None = None,
-    **kwargs: Any,
+    sender: str = "sender@bank.example",
+    timestamp: int | None = None,
+    token: str | None = None,
 ) -> requests.Response:
-    build = mailgun_posts.mime_post if form == "mime" else mailgun_posts.parsed_post
-    made = build(raw, recipient, kwargs.pop("sender", "sender@bank.example"), key or stack.signing_key, **kwargs)
-    target = (url or stack.ingest_url) + ("/mime" if form == "mime" else "/")
-    return requests.post(target, data=made.body, headers={"Content-Type": made.content_type}, timeout=HTTP_TIMEOUT)
+    """Sign ``raw`` as Mailgun would and post it to the stack's ingest (or ``url``)."""
+    key = key or stack.signing_key
+    return mailgun_posts.sign_and_post(url or stack.ingest_url, raw, recipient, sender, key, form, timestamp, token)
 
 
 def message(message_id: str, subject: str = "integration", extra_headers: str = "", body: bytes = b"") -> bytes:
@@ -73,8 +74,8 @@ def message(message_id: str, subject: str = "integration", extra_headers: str = 
 
 
 def accepted(stack: Stack) -> list[dict[str, Any]]:
-    response = requests.get(stack.standin_url + "/_standin/messages", timeout=HTTP_TIMEOUT)
-    return list(response.json()["accepted"])
+    """What the stand-in accepted (plain dicts, for the tests that index them freely)."""
+    return [dict(record) for record in stack.standin.accepted()]
 
 
 def arrivals(stack: Stack, message_id: str) -> list[dict[str, Any]]:
@@ -82,34 +83,19 @@ def arrivals(stack: Stack, message_id: str) -> list[dict[str, Any]]:
 
 
 def wait_for_arrival(stack: Stack, message_id: str, seconds: float = ARRIVAL_SECONDS) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = arrivals(stack, message_id)
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    raise AssertionError(f"<{message_id}> did not arrive at the stand-in within {seconds:g}s")
+    found = stack.standin.wait_for(lambda r: r["message_id"] == f"<{message_id}>", seconds)
+    if found is None:
+        raise AssertionError(f"<{message_id}> did not arrive at the stand-in within {seconds:g}s")
+    return dict(found)
 
 
-def set_faults(stack: Stack, plan: dict[str, Any]) -> None:
-    requests.post(stack.standin_url + "/_standin/faults", json=plan, timeout=HTTP_TIMEOUT).raise_for_status()
+def set_faults(stack: Stack, plan: FaultPlan) -> None:
+    stack.standin.set_faults(plan)
 
 
 def pull(stack: Stack, subscription: str, max_messages: int = 100) -> list[dict[str, Any]]:
     """Pull and acknowledge what a subscription holds: (data bytes, attributes) dicts."""
-    base = f"{stack.pubsub_url}/v1/projects/{stack.project}/subscriptions/{subscription}"
-    response = requests.post(
-        f"{base}:pull", json={"maxMessages": max_messages, "returnImmediately": True}, timeout=HTTP_TIMEOUT
-    )
-    response.raise_for_status()
-    received = response.json().get("receivedMessages", [])
-    if received:
-        ack = {"ackIds": [m["ackId"] for m in received]}
-        requests.post(f"{base}:acknowledge", json=ack, timeout=HTTP_TIMEOUT).raise_for_status()
-    return [
-        {"data": base64.b64decode(m["message"].get("data", "")), "attributes": m["message"].get("attributes", {})}
-        for m in received
-    ]
+    return stack.pull(subscription, max_messages)
 
 
 def pull_until(stack: Stack, subscription: str, predicate: Any, seconds: float = ARRIVAL_SECONDS) -> dict[str, Any]:

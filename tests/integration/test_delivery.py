@@ -28,10 +28,7 @@ def unique(tag: str) -> str:
 
 
 def send(stack: Stack, made: mailgun_posts.Post) -> int:
-    response = requests.post(
-        stack.ingest_url + "/mime", data=made.body, headers={"Content-Type": made.content_type}, timeout=30
-    )
-    return response.status_code
+    return mailgun_posts.deliver(stack.ingest_url, made).status_code
 
 
 def tapped(stack: Stack, message_id: str) -> int:

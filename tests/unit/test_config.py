@@ -253,3 +253,107 @@ def test_relay_defaults(relay_env: dict[str, str]) -> None:
     assert config.max_delivery_age_seconds == 24 * 3600
     assert config.max_attempts == 10
     assert config.api_key == SecretRef(variable="MAILGUN_API_KEY", value="api-key")
+
+
+# -- numbers say their unit; counts and sizes are whole -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "TAGRELAY_MAX_AGE_SECONDS",
+            "nine hours",
+            "TAGRELAY_MAX_AGE_SECONDS='nine hours' is not a number: put a number of seconds between 60 and 604800",
+        ),
+        (
+            "TAGRELAY_PUBLISH_TIMEOUT",
+            "0",
+            "TAGRELAY_PUBLISH_TIMEOUT='0' is out of range: put a number of seconds between 0.5 and 60",
+        ),
+        (
+            "TAGRELAY_MAX_BODY_BYTES",
+            "1k",
+            "TAGRELAY_MAX_BODY_BYTES='1k' is not a number: put a whole number of bytes between 1024 and 536870912",
+        ),
+        (
+            "TAGRELAY_MAX_BODY_BYTES",
+            "100",
+            "TAGRELAY_MAX_BODY_BYTES='100' is out of range: put a whole number of bytes between 1024 and 536870912",
+        ),
+        (
+            "TAGRELAY_MAX_BODY_BYTES",
+            "2048.5",
+            "TAGRELAY_MAX_BODY_BYTES='2048.5' is not a whole number: "
+            "put a whole number of bytes between 1024 and 536870912",
+        ),
+    ],
+)
+def test_ingest_number_messages_name_the_unit(
+    ingest_env: dict[str, str], variable: str, value: str, message: str
+) -> None:
+    ingest_env[variable] = value
+    assert ingest_problems(ingest_env) == [message]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "MAILGUN_TIMEOUT",
+            "sixty",
+            "MAILGUN_TIMEOUT='sixty' is not a number: put a number of seconds between 1 and 540",
+        ),
+        (
+            "TAGRELAY_MAX_DELIVERY_AGE_SECONDS",
+            "-1",
+            "TAGRELAY_MAX_DELIVERY_AGE_SECONDS='-1' is out of range: put a number of seconds between 1 and 604800",
+        ),
+        (
+            "TAGRELAY_MAX_ATTEMPTS",
+            "2.5",
+            "TAGRELAY_MAX_ATTEMPTS='2.5' is not a whole number: put a whole number of attempts between 1 and 1000",
+        ),
+        (
+            "TAGRELAY_MAX_ATTEMPTS",
+            "1e3",
+            "TAGRELAY_MAX_ATTEMPTS='1e3' is not a whole number: put a whole number of attempts between 1 and 1000",
+        ),
+        (
+            "TAGRELAY_MAX_ATTEMPTS",
+            "0",
+            "TAGRELAY_MAX_ATTEMPTS='0' is out of range: put a whole number of attempts between 1 and 1000",
+        ),
+        (
+            "TAGRELAY_MAX_ATTEMPTS",
+            "many",
+            "TAGRELAY_MAX_ATTEMPTS='many' is not a number: put a whole number of attempts between 1 and 1000",
+        ),
+    ],
+)
+def test_relay_number_messages_name_the_unit(
+    relay_env: dict[str, str], variable: str, value: str, message: str
+) -> None:
+    relay_env[variable] = value
+    assert relay_problems(relay_env) == [message]
+
+
+def test_whole_settings_are_read_as_integers(ingest_env: dict[str, str], relay_env: dict[str, str]) -> None:
+    ingest_env["TAGRELAY_MAX_BODY_BYTES"] = "4096"
+    relay_env["TAGRELAY_MAX_ATTEMPTS"] = " 15 "
+    body = load_ingest(ingest_env).max_body_bytes
+    attempts = load_relay(relay_env).max_attempts
+    assert (body, type(body)) == (4096, int)
+    assert (attempts, type(attempts)) == (15, int)
+
+
+def test_a_count_too_long_to_convert_is_a_problem_not_a_crash(relay_env: dict[str, str]) -> None:
+    relay_env["TAGRELAY_MAX_ATTEMPTS"] = "9" * 5000  # past int()'s 4300-digit limit
+    [problem] = relay_problems(relay_env)
+    assert problem.startswith("TAGRELAY_MAX_ATTEMPTS='999")
+    assert problem.endswith("is out of range: put a whole number of attempts between 1 and 1000")
+
+
+def test_fractional_seconds_are_still_accepted(ingest_env: dict[str, str]) -> None:
+    ingest_env["TAGRELAY_PUBLISH_TIMEOUT"] = "0.5"
+    assert load_ingest(ingest_env).publish_timeout == 0.5
