@@ -13,7 +13,8 @@ pricing pages; check the current pages before relying on them):
   delivery, with at least 1,000 bytes per message. Free: 10 GiB a month.
 - Firestore (Standard edition, in the functions' region, as deploy.sh creates it):
   $0.03 per 100,000 document reads, $0.09 per 100,000 writes, $0.01 per 100,000
-  deletes (TTL deletes are billed as deletes; a multi-region location costs twice). Free each day: 50,000 reads, 20,000 writes, 20,000 deletes.
+  deletes (TTL deletes are billed as deletes; a multi-region location costs twice).
+  Free each day: 50,000 reads, 20,000 writes, 20,000 deletes.
 - Cloud Storage (Standard, regional): $0.005 per 1,000 Class A operations (upload),
   $0.0004 per 1,000 Class B operations (download), deletes free, $0.020 per GB-month.
 """
