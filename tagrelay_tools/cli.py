@@ -31,7 +31,7 @@ ARRIVAL_SECONDS = 60.0
 
 # Modules that add subcommands: each has ``register(commands)``, which adds its
 # parsers and sets ``func`` on them.
-COMMAND_MODULES: tuple[str, ...] = ("tagrelay_tools.mailgun_setup", "tagrelay_tools.ops")
+COMMAND_MODULES: tuple[str, ...] = ("tagrelay_tools.mailgun_setup", "tagrelay_tools.ops", "tagrelay_tools.contacts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         print(
             f"\nrunning. Send more with: tagrelay send message.eml --to github@example.org\n"
+            f"Answer the last one as its owner from Gmail (reply as the alias): tagrelay reply\n"
             f"forwarded copies land in {stack.outbox}/. Ctrl-C stops everything.",
             flush=True,
         )
