@@ -160,9 +160,8 @@ def gmail_reply(
         f" spf=pass smtp.mailfrom={envelope_sender}\r\n"
         f"X-Originating-IP: [198.51.100.23]\r\n"
         "MIME-Version: 1.0\r\n"
-        f"References: {refs}\r\n"
-        f"In-Reply-To: {in_reply_to}\r\n"
-        f"From: Owner Name <{owner}>\r\n"
+        + (f"References: {refs}\r\nIn-Reply-To: {in_reply_to}\r\n" if in_reply_to else "")
+        + f"From: Owner Name <{owner}>\r\n"
         f"Date: {date}\r\n"
         f"Message-ID: {message_id}\r\n"
         f"Subject: {subject}\r\n"

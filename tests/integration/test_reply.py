@@ -18,7 +18,11 @@ from typing import Any
 
 import pytest
 
+from tagrelay.adapters.contacts import FirestoreContacts, MemoryContacts
+from tagrelay.core import reverse
 from tagrelay.core.headers import body_offset
+from tagrelay.core.ports import Contact
+from tagrelay_tools import cli
 from tagrelay_tools.contacts import gmail_reply
 from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import message, post, wait_for_arrival
@@ -142,3 +146,71 @@ def test_a_reverse_address_naming_no_alias_and_failing_its_mac_is_refused(stack:
         406,
         "reply address: the reply address is not valid (altered or made up)",
     )
+
+
+# -- the contact store: one contract for Firestore (emulator) and its in-memory twin -------------
+
+
+@pytest.fixture(params=["memory", "firestore"])
+def contacts(request: pytest.FixtureRequest, stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Any:
+    clock = iter(range(1000, 2000)).__next__
+    if request.param == "memory":
+        return MemoryContacts(clock=lambda: float(clock()))
+    from google.cloud import firestore
+
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{stack.children['firestore'].port}")
+    return FirestoreContacts(lambda: firestore.Client(project=stack.project), clock=lambda: float(clock()))
+
+
+def test_contact_records_behave_the_same_in_firestore_and_in_memory(contacts: Any) -> None:
+    alias, correspondent = f"c{uuid.uuid4().hex[:8]}@example.org", "dora@corp.example"
+    key = reverse.contact_id(alias, correspondent)
+    assert contacts.lookup(key) is None
+    contacts.remember(key, alias, correspondent)
+    contacts.count(key, "received")
+    contacts.remember(key, alias, "someone-else@corp.example")  # never overwrites
+    contacts.count(key, "received")
+    contacts.count(key, "replied")
+    contacts.count("no-such-contact", "replied")  # nothing to count on, no error
+    found = contacts.lookup(key)
+    assert found == Contact(key, alias, correspondent, False, 2, 1, 1000.0, found.last_seen)
+    assert found.last_seen > found.first_seen
+    contacts.block(key)
+    assert contacts.lookup(key).blocked
+    assert [c.key for c in contacts.list_alias(alias.upper(), 10)] == [key]
+
+
+# -- the newcomer's commands on a running stack ------------------------------------------------
+
+
+@pytest.fixture
+def local_state(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory where `tagrelay` finds this stack, as after `tagrelay run`."""
+    (tmp_path / ".tagrelay").mkdir()
+    (tmp_path / ".tagrelay" / "local.json").write_text((stack.workdir / "local.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAGRELAY_REPLY_KEY", raising=False)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", "")  # restored after the test: `contact` sets it
+    return tmp_path
+
+
+def test_tagrelay_reply_answers_the_last_copy_as_its_owner(
+    stack: Stack, local_state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forward(stack, "github@example.org")
+    assert cli.main(["reply", "--text", "Sounds good."]) == 0
+    out = capsys.readouterr().out
+    assert "ingest answered 200" in out
+    assert f"sent to {ALICE}:" in out
+
+
+def test_tagrelay_contact_prints_an_address_that_reaches_a_new_correspondent(
+    stack: Stack, local_state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["contact", "GitHub@example.org", "Dave@Corp.Example"]) == 0
+    address = capsys.readouterr().out.strip()
+    assert address == reverse.make("github@example.org", "dave@corp.example", stack.reply_key)
+    mid, raw = owner_reply(address, "")
+    assert post(stack, raw, address, sender=OWNER).status_code == 200
+    assert wait_for_arrival(stack, mid)["to"] == ["dave@corp.example"]
