@@ -322,15 +322,23 @@ class ReplyDesk:
         """The message to send: the owner's reply as the alias, or a forwarded copy with a reverse Reply-To."""
         if plan is not None and plan.correspondent:
             return reply_rewrite(raw, alias, reply_name, plan.correspondent, targets)
-        reply_to = self.reverse_for(alias, raw, envelope_sender, domains)
+        reply_to = self.reverse_for(alias, raw, envelope_sender, domains, owners=targets)
         mime = rewrite(raw, alias, envelope_sender, spam_tag=spam_tag, reply_to=reply_to).mime
         return mark_stranger(mime, plan.reason) if plan is not None else mime
 
-    def reverse_for(self, alias: str, raw: bytes, envelope_sender: str, domains: frozenset[str]) -> str | None:
-        """The Reply-To for a forwarded copy, its contact record made first; None keeps the sender's own."""
+    def reverse_for(
+        self, alias: str, raw: bytes, envelope_sender: str, domains: frozenset[str], owners: Iterable[str] = ()
+    ) -> str | None:
+        """The Reply-To for a forwarded copy, its contact record made first; None keeps the sender's own.
+
+        No reverse address when there is nobody to reply to, when the correspondent is one of
+        our own addresses (a loop), or the alias's owner (a reply would go to the owner anyway).
+        """
         name, correspondent = correspondent_of(raw, envelope_sender)
         if not correspondent or correspondent.rpartition("@")[2] in domains:
-            return None  # nobody to reply to, or one of our own addresses: no reverse address
+            return None
+        if mailbox(correspondent) in {mailbox(o) for o in owners}:
+            return None
         address = reverse.make(alias, correspondent, self._keys.current.get())
         self._contacts.remember(reverse.contact_id(alias, correspondent), alias, correspondent)
         return reply_to_value(name, address)

@@ -254,3 +254,19 @@ def test_ingest_refuses_406(setup: str, recipient_of: object, reason: str) -> No
         contacts.block(cid)
     status, text = ingest_status(contacts, recipient_of())  # type: ignore[operator]
     assert status == 406 and reason in text
+
+
+def test_mail_from_the_owners_own_mailbox_keeps_its_reply_to_and_makes_no_contact() -> None:
+    w = world()
+    raw = ORIGINAL.replace(b"Alice Example <alice@bank.example>", b"Me <Owner@googlemail.com>")
+    deliver(w, raw, "github@example.org", "owner@gmail.com")
+    assert parse(w.sender.sent[0][1])["Reply-To"] == "Me <Owner@googlemail.com>"
+    assert w.contacts.records == {}
+
+
+def test_mail_from_one_of_our_own_addresses_gets_no_reverse_address() -> None:
+    w = world()
+    raw = ORIGINAL.replace(b"Reply-To: Alice Example <alice@bank.example>", b"Reply-To: shop@example.org")
+    deliver(w, raw, "github@example.org", "bounce@bank.example")
+    assert parse(w.sender.sent[0][1])["Reply-To"] == "shop@example.org"
+    assert w.contacts.records == {}
