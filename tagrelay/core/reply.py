@@ -32,7 +32,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tagrelay.core import reverse
@@ -180,9 +180,15 @@ def reply_rewrite(raw: bytes, alias: str, display_name: str, correspondent: str,
     domain = alias.rpartition("@")[2].lower()
     owner_boxes = {m for m in (mailbox(o) for o in owners) if m}
 
+    owner_locals = {box.partition("@")[0] for box in owner_boxes}
+
     def ours(address: str) -> bool:
+        """The owner's mailbox or ours, or an address that spells the owner's mailbox inside it."""
         box = mailbox(address)
-        return not box or box in owner_boxes or box.rpartition("@")[2] == domain
+        if not box or box in owner_boxes or box.rpartition("@")[2] == domain:
+            return True
+        text = address.lower()
+        return any(f"{local}@" in text or f"{local}@" in text.replace(".", "") for local in owner_locals)
 
     shown = _clean(display_name)
     added = [
@@ -195,13 +201,13 @@ def reply_rewrite(raw: bytes, alias: str, display_name: str, correspondent: str,
         if f.name in DROPPED or f.name.startswith(DROPPED_PREFIXES) or _is_stray_line(f):
             continue
         if f.name in ("cc", "reply-to"):
-            pairs = [(n, a) for n, a in email.utils.getaddresses([f.unfolded]) if a]
-            others = [a for _, a in pairs if not ours(a)]
-            if len(others) == len(pairs) and pairs:
-                kept.append(f.raw)  # names nobody of ours: kept as written
-            elif others and f.name == "cc":
-                kept.append(_line("Cc", ", ".join(others), eol))
-            continue  # a Reply-To naming the owner (or us) goes; so does an empty field
+            # Rebuilt from the plain addresses that are not ours, never kept as written: a display
+            # name or comment could carry the owner's address, and two parsers may disagree on a
+            # malformed list. What no parser can read as a valid address goes.
+            others = _plain_addresses(f, ours)
+            if others:
+                kept.append(_line("Cc" if f.name == "cc" else "Reply-To", ", ".join(others), eol))
+            continue
         kept.append(f.raw)
     if kept and not kept[-1].endswith(b"\n"):
         kept[-1] += eol
@@ -209,6 +215,15 @@ def reply_rewrite(raw: bytes, alias: str, display_name: str, correspondent: str,
     if body_offset(new_block + eol) != len(new_block):
         raise Unrewritable("the rewritten reply header block would end early")
     return b"".join((new_block, memoryview(raw)[end:]))
+
+
+def _plain_addresses(field: Field, ours: Callable[[str], bool]) -> list[str]:
+    found = []
+    for _, address in email.utils.getaddresses([field.unfolded]):
+        normal = normalize(address) if address else None
+        if normal and is_valid_address(normal) and not ours(normal) and normal not in found:
+            found.append(normal)
+    return found
 
 
 def mark_stranger(mime: bytes, reason: str) -> bytes:

@@ -175,7 +175,16 @@ def test_cc_keeps_other_people_and_drops_the_owner() -> None:
 
 def test_reply_to_naming_someone_else_is_kept_one_naming_the_owner_goes() -> None:
     other = reply().replace(b"MIME-Version", b"Reply-To: Team <team@corp.example>\r\nMIME-Version")
-    assert parse(rewritten(other)[1])["Reply-To"] == "Team <team@corp.example>"
+    assert parse(rewritten(other)[1])["Reply-To"] == "team@corp.example"  # plain address: names can carry anything
+    own = reply().replace(b"MIME-Version", b'Reply-To: "owner.name@gmail.com" <team@corp.example>\r\nMIME-Version')
+    assert parse(rewritten(own)[1])["Reply-To"] == "team@corp.example"
+
+
+def test_an_address_that_spells_the_owners_mailbox_goes() -> None:
+    """Found by the property test: a folded Reply-To the parser reads as owner@googlemail.comfolded..."""
+    raw = b"Reply-To: ownername@googlemail.com\r\n folded continuation\r\nCc: o.w.n.e.r.name@x.example\r\n\r\nb"
+    out = reply_rewrite(raw, ALIAS, "", ALICE, TARGETS)
+    assert parse(out).get_all("Reply-To") is None and parse(out).get_all("Cc") is None
     own = reply().replace(b"MIME-Version", b"Reply-To: ownername@googlemail.com\r\nMIME-Version")
     assert parse(rewritten(own)[1])["Reply-To"] is None
 
