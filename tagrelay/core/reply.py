@@ -21,10 +21,12 @@ owner like ordinary mail and marked. It is the owner's reply only when all hold:
    say which domain signed, so it is a second check, never the only one.
 
 The reply rewrite changes only the header block: ``From`` becomes the alias (with the
-route's ``reply_name``), ``To`` the correspondent, and every field that names or
-fingerprints the owner's mailbox is dropped (see :data:`DROPPED` and
-:data:`DROPPED_PREFIXES`); Subject, Date, Message-ID, In-Reply-To, References, the
-MIME fields and the body bytes stay exactly as written.
+route's ``reply_name``), ``To`` the correspondent, ``Cc`` and ``Reply-To`` are rebuilt
+without the owner, and only the fields in :data:`KEPT` stay, exactly as written (Subject,
+Date, Message-ID, In-Reply-To, References, the MIME fields): an allow-list, because every
+mail system adds fields of its own that name the mailbox (Yahoo's ``X-Sonic-MF``,
+``Autocrypt: addr=``, Gmail's ``X-Gm-*``); :data:`DROPPED` lists the well-known ones and
+why. The body bytes are never touched.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ STRANGER_PREFIX = b"[to your reply address] "
 LOOP_HEADER = "X-Tagrelay-Loop"
 GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 
-# Fields that name or fingerprint the owner's mailbox, or would lie after the resend.
+# Well-known fields that name or fingerprint the owner's mailbox, or would lie after the
+# resend; documentation and tests: the rewrite keeps only KEPT, so these and any others go.
 DROPPED = frozenset(
     {
         "from",  # the owner's address: replaced by the alias
@@ -71,12 +74,55 @@ DROPPED = frozenset(
         "x-envelope-from",  # Mailgun's copy of the owner's envelope address
         "x-forwarded-to",
         "x-forwarded-for",
+        "user-agent",  # the owner's client and platform
+        "x-mailer",
+        "autocrypt",  # addr= names the owner's mailbox
+        "openpgp",
+        "x-sonic-mf",  # Yahoo/AOL: the sender's address
+        "x-ymail-osg",
     }
 )
 # Whole families: Gmail's (X-Gm-Message-State, X-Google-Smtp-Source, X-Google-DKIM-Signature),
 # ARC seals and results naming the owner's domain, Mailgun's inbound verdicts, and our own
 # headers (never trusted from a sender).
-DROPPED_PREFIXES = ("x-gm-", "x-google-", "arc-", "x-mailgun-", "x-tagrelay-", "x-original-")
+DROPPED_PREFIXES = (
+    "x-gm-",
+    "x-gmail-",
+    "x-google-",
+    "arc-",
+    "x-mailgun-",
+    "x-tagrelay-",
+    "x-original-",
+    "x-ms-exchange-",
+    "x-microsoft-",
+    "x-apple-",
+)
+
+
+# The only fields of the owner's reply that leave as written (Cc and Reply-To are rebuilt).
+KEPT = frozenset(
+    {
+        "subject",
+        "date",
+        "message-id",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "content-language",
+        "content-id",
+        "content-description",
+        "accept-language",
+        "thread-topic",
+        "thread-index",
+        "importance",
+        "priority",
+        "x-priority",
+        "sensitivity",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -198,8 +244,6 @@ def reply_rewrite(raw: bytes, alias: str, display_name: str, correspondent: str,
     ]
     kept: list[bytes] = []
     for f in fields:
-        if f.name in DROPPED or f.name.startswith(DROPPED_PREFIXES) or _is_stray_line(f):
-            continue
         if f.name in ("cc", "reply-to"):
             # Rebuilt from the plain addresses that are not ours, never kept as written: a display
             # name or comment could carry the owner's address, and two parsers may disagree on a
@@ -208,7 +252,8 @@ def reply_rewrite(raw: bytes, alias: str, display_name: str, correspondent: str,
             if others:
                 kept.append(_line("Cc" if f.name == "cc" else "Reply-To", ", ".join(others), eol))
             continue
-        kept.append(f.raw)
+        if f.name in KEPT:
+            kept.append(f.raw)
     if kept and not kept[-1].endswith(b"\n"):
         kept[-1] += eol
     new_block = b"".join(added) + b"".join(kept)
@@ -263,10 +308,6 @@ def _line(name: str, value: str, eol: bytes) -> bytes:
     if re.search(r"[\x00-\x1f\x7f]", value):
         raise Unrewritable(f"control character in {name}")
     return f"{name}: {value}".encode() + eol
-
-
-def _is_stray_line(field: Field) -> bool:
-    return field.name == "" and (field.raw.startswith(b"From ") or field.raw[:1] in (b" ", b"\t"))
 
 
 # -- the use case, shared by ingest and relay (they take it as one collaborator) --------------

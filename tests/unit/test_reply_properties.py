@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tagrelay.core import reverse
 from tagrelay.core.errors import Unrewritable
 from tagrelay.core.headers import body_offset, parse_fields
-from tagrelay.core.reply import DROPPED, DROPPED_PREFIXES, mailgun_verdicts, owner_problem, reply_rewrite
+from tagrelay.core.reply import DROPPED, DROPPED_PREFIXES, KEPT, mailgun_verdicts, owner_problem, reply_rewrite
 from tagrelay.core.routes import is_valid_address
 
 ATEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-_+!#$%&'*/=?^`{|}~", min_size=1, max_size=64)
@@ -91,6 +91,7 @@ def test_reply_rewrite_keeps_the_body_and_drops_identifying_fields(raw: bytes) -
     names = [f.name for f in fields]
     ours = {"from", "to", "x-tagrelay-loop"}  # written by the rewrite, once each
     assert not [n for n in names if n not in ours and (n in DROPPED or n.startswith(DROPPED_PREFIXES))]
+    assert set(names) <= KEPT | ours | {"cc", "reply-to"}
     assert [names.count(n) for n in sorted(ours)] == [1, 1, 1]
     for f in fields:
         if f.name in ("cc", "reply-to"):
