@@ -1,6 +1,7 @@
 """Reply as the alias from the command line (issue 13).
 
 tagrelay contact ALIAS ADDRESS     the reverse address to write to ADDRESS as ALIAS (records the contact)
+tagrelay contacts ALIAS            who has written to ALIAS (and been answered), newest first
 tagrelay reply                     on the local stack: answer the last forwarded copy as its owner would
                                    from Gmail (Mailgun's verdict headers on top), and show where it went
 
@@ -43,6 +44,12 @@ def register(commands: Any) -> None:
     contact.add_argument("--no-save", action="store_true", help="only print the address; record nothing")
     contact.add_argument("--block", action="store_true", help="block the contact: its reverse address answers 406")
     contact.set_defaults(func=cmd_contact)
+
+    listing = commands.add_parser("contacts", help="list who has written to an alias, newest first")
+    listing.add_argument("alias")
+    listing.add_argument("--project", default="", help="read this project's Firestore (default: the local stack)")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.set_defaults(func=cmd_contacts)
 
     reply = commands.add_parser("reply", help="local stack: answer the last forwarded copy as its owner from Gmail")
     reply.add_argument("--as", dest="sender", default="", help="send as someone else (to see a forged reply)")
@@ -94,6 +101,31 @@ def cmd_contact(args: argparse.Namespace) -> int:
             print(f"error: {exc.reason}", file=sys.stderr)
             return 1
     print(address)
+    return 0
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    from tagrelay.core.errors import LedgerUnavailable
+
+    alias = normalize(args.alias)
+    if alias is None:
+        print(f"error: {args.alias!r} is not an address", file=sys.stderr)
+        return 2
+    contacts = _contacts(args.project, _state())
+    if contacts is None:
+        print("error: pass --project, set GOOGLE_CLOUD_PROJECT, or start 'tagrelay run'", file=sys.stderr)
+        return 2
+    try:
+        found = contacts.list_alias(alias, max(1, args.limit))
+    except LedgerUnavailable as exc:
+        print(f"error: {exc.reason}", file=sys.stderr)
+        return 1
+    for c in found:
+        seen = time.strftime("%Y-%m-%d %H:%M", time.gmtime(c.last_seen))
+        flag = "  BLOCKED" if c.blocked else ""
+        print(f"{c.correspondent:<40} in {c.received:>4}  out {c.replied:>4}  last {seen} UTC{flag}")
+    if not found:
+        print(f"nobody has written to {alias} yet")
     return 0
 
 

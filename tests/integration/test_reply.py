@@ -11,6 +11,7 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import time
 import uuid
 from email.message import EmailMessage
 from pathlib import Path
@@ -214,3 +215,12 @@ def test_tagrelay_contact_prints_an_address_that_reaches_a_new_correspondent(
     mid, raw = owner_reply(address, "")
     assert post(stack, raw, address, sender=OWNER).status_code == 200
     assert wait_for_arrival(stack, mid)["to"] == ["dave@corp.example"]
+    capsys.readouterr()
+    deadline = time.monotonic() + 10  # the count is written just after the send
+    while time.monotonic() < deadline:
+        assert cli.main(["contacts", "github@example.org"]) == 0
+        listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("dave@corp.example")]
+        if listed and "out    1" in listed[0]:
+            break
+        time.sleep(0.3)
+    assert listed and "in    0  out    1" in listed[0], listed
