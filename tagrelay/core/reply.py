@@ -125,6 +125,12 @@ KEPT = frozenset(
 )
 
 
+# What tagrelay.core.inbound.rebuild_mime writes above the headers of Mailgun's parsed form
+# (it drops the sender's own structure fields). Nothing a sender writes can come before
+# Mailgun's prepended block in the raw form, so skipping these opens nothing.
+_REBUILT_FIRST = frozenset({"mime-version", "content-type", "content-transfer-encoding"})
+
+
 @dataclass(frozen=True)
 class Verdicts:
     spf: str  # lower case; "" when Mailgun added none (or added it twice)
@@ -164,7 +170,10 @@ def mailbox(address: str) -> str:
 def mailgun_verdicts(fields: list[Field]) -> Verdicts:
     """Mailgun's SPF and DKIM verdicts, from the X-Mailgun-* run at the top of the block only."""
     seen: dict[str, list[str]] = {}
-    for f in fields:
+    start = 0
+    while start < len(fields) and fields[start].name in _REBUILT_FIRST:
+        start += 1  # a message rebuilt from Mailgun's parsed form starts with its own MIME fields
+    for f in fields[start:]:
         if not f.name.startswith("x-mailgun-"):
             break
         seen.setdefault(f.name, []).append(f.value.strip().lower())
