@@ -103,6 +103,17 @@ def test_the_owners_reply_reaches_the_correspondent_as_the_alias(stack: Stack) -
     assert sent[body_offset(sent) :] == raw[body_offset(raw) :]
 
 
+def test_the_owners_reply_in_mailguns_parsed_form_is_relayed_too(stack: Stack) -> None:
+    original_id, reply_to = forward(stack, "github@example.org")
+    mid, raw = owner_reply(reply_to, original_id)
+    assert post(stack, raw, reply_to, sender=OWNER, form="parsed").status_code == 200
+    record = wait_for_arrival(stack, mid)
+    assert record["to"] == [ALICE]
+    _, reply = parsed(record)
+    assert reply["In-Reply-To"] == original_id
+    assert reply.get_all("X-Mailgun-Spf") is None and reply.get_all("Received") is None
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
