@@ -121,6 +121,9 @@ KEPT = frozenset(
         "priority",
         "x-priority",
         "sensitivity",
+        "auto-submitted",  # RFC 3834: keeps auto-replies (the owner's vacation notice) from looping
+        "x-auto-response-suppress",
+        "precedence",
     }
 )
 

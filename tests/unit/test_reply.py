@@ -155,13 +155,15 @@ def test_nothing_identifying_the_owner_leaves() -> None:
 def test_only_the_allow_list_leaves_whatever_a_mail_system_adds() -> None:
     extra = (
         b"X-Sonic-MF: <owner.name@gmail.com>\r\nAutocrypt: addr=owner.name@gmail.com; keydata=AAAA\r\n"
-        b"User-Agent: Mozilla Thunderbird\r\nX-Some-New-Tracker: 42\r\nThread-Topic: order\r\nMIME-Version"
+        b"User-Agent: Mozilla Thunderbird\r\nX-Some-New-Tracker: 42\r\nThread-Topic: order\r\n"
+        b"Auto-Submitted: auto-replied\r\nMIME-Version"
     )
     _, out = rewritten(reply().replace(b"MIME-Version", extra, 1))
     message = parse(out)
     for name in ("X-Sonic-MF", "Autocrypt", "User-Agent", "X-Some-New-Tracker"):
         assert message.get_all(name) is None, name
     assert message["Thread-Topic"] == "order"
+    assert message["Auto-Submitted"] == "auto-replied"  # a vacation notice stays marked: no loops
 
 
 def test_thread_headers_and_body_bytes_are_kept() -> None:
