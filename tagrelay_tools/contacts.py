@@ -42,7 +42,9 @@ def register(commands: Any) -> None:
     contact.add_argument("--key", default="", help="reply key (default: $TAGRELAY_REPLY_KEY or the local stack's)")
     contact.add_argument("--project", default="", help="write the contact record to this project's Firestore")
     contact.add_argument("--no-save", action="store_true", help="only print the address; record nothing")
-    contact.add_argument("--block", action="store_true", help="block the contact: its reverse address answers 406")
+    blocking = contact.add_mutually_exclusive_group()
+    blocking.add_argument("--block", action="store_true", help="block the contact: its reverse address answers 406")
+    blocking.add_argument("--unblock", action="store_true", help="lift a block")
     contact.set_defaults(func=cmd_contact)
 
     listing = commands.add_parser("contacts", help="list who has written to an alias, newest first")
@@ -95,8 +97,8 @@ def cmd_contact(args: argparse.Namespace) -> int:
         cid = reverse.contact_id(alias, correspondent)
         try:
             contacts.remember(cid, alias, correspondent)
-            if args.block:
-                contacts.block(cid)
+            if args.block or args.unblock:
+                contacts.block(cid, blocked=bool(args.block))
         except LedgerUnavailable as exc:
             print(f"error: {exc.reason}", file=sys.stderr)
             return 1
