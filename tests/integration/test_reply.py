@@ -235,3 +235,8 @@ def test_tagrelay_contact_prints_an_address_that_reaches_a_new_correspondent(
             break
         time.sleep(0.3)
     assert listed and "in    0  out    1" in listed[0], listed
+
+    assert cli.main(["contact", "github@example.org", "dave@corp.example", "--block"]) == 0
+    _, again = owner_reply(address, "")
+    response = post(stack, again, address, sender=OWNER)
+    assert (response.status_code, response.text.strip()) == (406, "reply address: the contact is blocked")
