@@ -31,8 +31,12 @@ Settings (a flag wins over the environment):
 Secrets (environment only, never flags; prompted without echo when missing and needed):
   MAILGUN_API_KEY               stored as secret tagrelay-mailgun-api-key
   MAILGUN_WEBHOOK_SIGNING_KEY   stored as secret tagrelay-webhook-signing-key
+  TAGRELAY_REPLY_KEY            stored as secret tagrelay-reply-key (signs reply addresses);
+                                created with a random value when absent, never asked for
   A secret that exists is kept unless the variable is set to a different value,
-  which adds a new version (key rotation).
+  which adds a new version (key rotation). While rotating the reply key, set
+  TAGRELAY_REPLY_KEY_PREVIOUS_VERSION to the old version number: addresses made under
+  it keep working until a deploy without it.
 
 Modes:
   --dry-run         print every command it would run (lookups included, resources
@@ -123,6 +127,7 @@ DL_TOPIC=tagrelay-deadletter
 DL_HOLD=tagrelay-deadletter-hold
 SECRET_API=tagrelay-mailgun-api-key
 SECRET_SIGNING=tagrelay-webhook-signing-key
+SECRET_REPLY=tagrelay-reply-key
 INGEST=tagrelay-ingest
 RELAY=tagrelay-relay
 INGEST_SA=tagrelay-ingest@$PROJECT.iam.gserviceaccount.com
@@ -427,6 +432,28 @@ function_field() { # NAME FIELD
 
 secret_version() { printf 'projects/%s/secrets/%s/versions/latest' "$PROJECT" "$1"; }
 
+# ------------------------------------------------ reply as the alias (issue 13) ---
+# The reply key signs reverse addresses. It is created once with a random value (never
+# asked for, never printed) and kept; rotating it (TAGRELAY_REPLY_KEY set to a new value)
+# adds a version, and TAGRELAY_REPLY_KEY_PREVIOUS_VERSION keeps the old one valid.
+ensure_reply_key() {
+	local previous=${TAGRELAY_REPLY_KEY_PREVIOUS_VERSION:-}
+	[[ -z $previous || $previous =~ ^[0-9]+$ ]] || die "TAGRELAY_REPLY_KEY_PREVIOUS_VERSION '$previous' is not a version number"
+	if [[ -z ${TAGRELAY_REPLY_KEY:-} ]] &&
+		[[ -z $(look gcloud secrets versions list "$SECRET_REPLY" --filter=state:ENABLED --limit=1 "${P[@]}" --format='value(name)') ]]; then
+		TAGRELAY_REPLY_KEY=$("$PYTHON" -c 'import secrets; print(secrets.token_hex(32))')
+	fi
+	ensure_secret "$SECRET_REPLY" TAGRELAY_REPLY_KEY "reply key"
+}
+
+reply_env() { # appended to both functions' --set-env-vars
+	printf ',TAGRELAY_REPLY_KEY_SECRET=%s' "$(secret_version "$SECRET_REPLY")"
+	local previous=${TAGRELAY_REPLY_KEY_PREVIOUS_VERSION:-}
+	if [[ -n $previous ]]; then # checked by ensure_reply_key: a die here would end only the $(...)
+		printf ',TAGRELAY_REPLY_KEY_PREVIOUS_SECRET=projects/%s/secrets/%s/versions/%s' "$PROJECT" "$SECRET_REPLY" "$previous"
+	fi
+}
+
 deploy_functions() {
 	step "Functions"
 	# ingest: public HTTP endpoint for Mailgun; a 25 MB message arrives form-encoded and is
@@ -435,14 +462,14 @@ deploy_functions() {
 		--entry-point=ingest --trigger-http --allow-unauthenticated \
 		--memory=512Mi --cpu=1 --concurrency=8 --timeout=60s --max-instances=10 \
 		--service-account="$INGEST_SA" \
-		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_TOPIC=$TOPIC,TAGRELAY_ROUTES=routes.toml,MAILGUN_WEBHOOK_SIGNING_KEY_SECRET=$(secret_version "$SECRET_SIGNING"),TAGRELAY_CLAIM_BUCKET=$BUCKET"
+		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_TOPIC=$TOPIC,TAGRELAY_ROUTES=routes.toml,MAILGUN_WEBHOOK_SIGNING_KEY_SECRET=$(secret_version "$SECRET_SIGNING"),TAGRELAY_CLAIM_BUCKET=$BUCKET$(reply_env)"
 	# relay: invoked only by its Eventarc trigger (authenticated as its own service account).
 	deploy_function "$RELAY" relay \
 		--entry-point=relay --trigger-topic="$TOPIC" --retry --no-allow-unauthenticated \
 		--trigger-service-account="$RELAY_SA" \
 		--memory=512Mi --timeout=300s --max-instances=10 \
 		--service-account="$RELAY_SA" \
-		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC"
+		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC$(reply_env)"
 	# The trigger authenticates as the relay's service account: it may invoke the relay, nothing else.
 	ensure_binding "run services" "$RELAY" "serviceAccount:$RELAY_SA" roles/run.invoker --region="$REGION"
 }
@@ -527,6 +554,7 @@ deploy() {
 	step "Secrets"
 	ensure_secret "$SECRET_API" MAILGUN_API_KEY "Mailgun API key"
 	ensure_secret "$SECRET_SIGNING" MAILGUN_WEBHOOK_SIGNING_KEY "Mailgun HTTP webhook signing key"
+	ensure_reply_key
 
 	step "Service accounts"
 	ensure_service_account tagrelay-ingest "tagrelay ingest function"
@@ -548,6 +576,9 @@ deploy() {
 	# relay reads a claimed message and deletes it once sent
 	ensure_binding "storage buckets" "gs://$BUCKET" "serviceAccount:$RELAY_SA" roles/storage.objectAdmin
 	ensure_binding "pubsub topics" "$DL_TOPIC" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.publisher
+	# both functions read the reply key: ingest checks reverse addresses, relay makes them
+	ensure_binding secrets "$SECRET_REPLY" "serviceAccount:$INGEST_SA" roles/secretmanager.secretAccessor
+	ensure_binding secrets "$SECRET_REPLY" "serviceAccount:$RELAY_SA" roles/secretmanager.secretAccessor
 
 	deploy_functions
 	ensure_trigger_subscription
@@ -584,7 +615,7 @@ teardown() {
 		"$([[ $DRY_RUN == 1 ]] && printf ' (dry run: nothing is run)')" >&3
 	cat >&3 <<EOF
 This deletes: the Mailgun route for $DOMAIN, functions $INGEST and $RELAY, topics $TOPIC and
-$DL_TOPIC (with $DL_HOLD and any dead letters in it), secrets $SECRET_API and $SECRET_SIGNING,
+$DL_TOPIC (with $DL_HOLD and any dead letters in it), secrets $SECRET_API, $SECRET_SIGNING and $SECRET_REPLY,
 bucket gs://$BUCKET and its objects, service accounts tagrelay-ingest and tagrelay-relay.
 Kept: the Firestore database (its tagrelay records expire by TTL) and the enabled APIs.
 EOF
@@ -629,7 +660,7 @@ EOF
 
 	step "Secrets"
 	local secret
-	for secret in "$SECRET_API" "$SECRET_SIGNING"; do
+	for secret in "$SECRET_API" "$SECRET_SIGNING" "$SECRET_REPLY"; do
 		delete_if_present gcloud secrets describe "$secret" "${P[@]}" --format='value(name)' -- \
 			gcloud secrets delete "$secret" --quiet "${P[@]}"
 	done

@@ -18,12 +18,13 @@ from tagrelay.adapters.bus import Publisher
 from tagrelay.adapters.claimcheck import ClaimStore
 from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.config import load_ingest, load_relay
+from tagrelay.core.config import load_ingest, load_relay, load_replies
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
 
 if TYPE_CHECKING:
+    from tagrelay.core.reply import ReplyDesk
     from tagrelay.services.ingest import Ingest
     from tagrelay.services.relay import Relay
 
@@ -37,7 +38,7 @@ def build_ingest() -> Ingest:
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
     claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
-    return Ingest(config, Secret(config.signing_key), publisher, ledger, claims)
+    return Ingest(config, Secret(config.signing_key), publisher, ledger, claims, replies=build_replies(config.project))
 
 
 def build_relay() -> Relay:
@@ -53,7 +54,19 @@ def build_relay() -> Relay:
     deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
-    return Relay(config.routes, mailgun, deadletters, ledger, None, limits)
+    return Relay(config.routes, mailgun, deadletters, ledger, None, limits, replies=build_replies(config.project))
+
+
+def build_replies(project: str) -> ReplyDesk | None:
+    """Reverse addresses (issue 13), when a reply key is set; contact records in Firestore."""
+    from tagrelay.adapters.contacts import FirestoreContacts
+    from tagrelay.core.reply import ReplyDesk, ReplyKeys
+
+    config = load_replies(os.environ)
+    if config is None:
+        return None
+    previous = Secret(config.previous) if config.previous is not None else None
+    return ReplyDesk(ReplyKeys(Secret(config.key), previous), FirestoreContacts(default_firestore(project)))
 
 
 def request_chunks(request: Any) -> Iterator[bytes]:

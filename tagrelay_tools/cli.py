@@ -30,7 +30,7 @@ ARRIVAL_SECONDS = 60.0
 
 # Modules that add subcommands: each has ``register(commands)``, which adds its
 # parsers and sets ``func`` on them.
-COMMAND_MODULES: tuple[str, ...] = ("tagrelay_tools.mailgun_setup", "tagrelay_tools.ops")
+COMMAND_MODULES: tuple[str, ...] = ("tagrelay_tools.mailgun_setup", "tagrelay_tools.ops", "tagrelay_tools.contacts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         say(
             "",
             "running. Send more with: tagrelay send message.eml --to github@example.org",
+            "Answer the last one as its owner from Gmail (reply as the alias): tagrelay reply",
             f"forwarded copies land in {stack.outbox}/. Ctrl-C stops everything.",
         )
         while all(child.process.poll() is None for child in stack.children.values()):

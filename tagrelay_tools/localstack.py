@@ -133,6 +133,7 @@ class Stack:
     ingest_env: dict[str, str] = field(default_factory=dict)
     signing_key: str = field(default_factory=lambda: "local-" + secrets.token_hex(16))
     api_key: str = field(default_factory=lambda: "key-" + secrets.token_hex(16))
+    reply_key: str = field(default_factory=lambda: secrets.token_hex(32))  # reverse addresses (issue 13)
     children: dict[str, Child] = field(default_factory=dict)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -272,6 +273,7 @@ class Stack:
         env = self.function_env(
             {
                 "MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key,
+                "TAGRELAY_REPLY_KEY": self.reply_key,
                 "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
                 **self.ingest_env,
                 **(extra or {}),
@@ -285,6 +287,7 @@ class Stack:
                 "MAILGUN_DOMAIN": self.domain,
                 "MAILGUN_API_BASE": self.standin_url,
                 "MAILGUN_API_KEY": self.api_key,
+                "TAGRELAY_REPLY_KEY": self.reply_key,
                 "MAILGUN_TIMEOUT": "10",
                 **self.relay_env,
                 **(extra or {}),
@@ -376,6 +379,7 @@ class Stack:
         state = {
             "ingest_url": self.ingest_url,
             "signing_key": self.signing_key,
+            "reply_key": self.reply_key,
             "outbox": str(self.outbox),
             "standin_url": self.standin_url,
             "pubsub_host": self.pubsub_host,

@@ -176,3 +176,48 @@ def load_relay(env: Mapping[str, str]) -> RelayConfig:
     reader.done()
     assert routes is not None
     return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age, attempts)
+
+
+# -- replying as the alias (issue 13) ------------------------------------------------------
+
+MIN_REPLY_KEY_CHARS = 32
+
+
+@dataclass(frozen=True)
+class ReplyConfig:
+    """The reply key (HMAC of reverse addresses) and, during a rotation, the previous one."""
+
+    key: SecretRef
+    previous: SecretRef | None = None
+
+
+def load_replies(env: Mapping[str, str]) -> ReplyConfig | None:
+    """Reply settings; None when no reply key is set (then forwarded copies keep the sender's Reply-To).
+
+    ``TAGRELAY_REPLY_KEY`` / ``TAGRELAY_REPLY_KEY_SECRET``: the current key.
+    ``TAGRELAY_REPLY_KEY_PREVIOUS`` / ``TAGRELAY_REPLY_KEY_PREVIOUS_SECRET``: the key before
+    the last rotation; addresses made with it keep verifying while it is set.
+    """
+    reader = _Reader(env)
+
+    def given(name: str) -> bool:
+        return bool(env.get(name, "").strip() or env.get(f"{name}_SECRET", "").strip())
+
+    if not given("TAGRELAY_REPLY_KEY"):
+        if given("TAGRELAY_REPLY_KEY_PREVIOUS"):
+            reader.problems.append(
+                "TAGRELAY_REPLY_KEY_PREVIOUS is set but TAGRELAY_REPLY_KEY is not: put the new key in "
+                "TAGRELAY_REPLY_KEY (or its Secret Manager version in TAGRELAY_REPLY_KEY_SECRET)"
+            )
+        reader.done()
+        return None
+    key = reader.secret("TAGRELAY_REPLY_KEY")
+    previous = reader.secret("TAGRELAY_REPLY_KEY_PREVIOUS") if given("TAGRELAY_REPLY_KEY_PREVIOUS") else None
+    for ref in (key, previous):
+        if ref is not None and ref.value and len(ref.value) < MIN_REPLY_KEY_CHARS:
+            reader.problems.append(
+                f"{ref.variable} is shorter than {MIN_REPLY_KEY_CHARS} characters: put a random key "
+                "(e.g. the output of: openssl rand -hex 32)"
+            )
+    reader.done()
+    return ReplyConfig(key, previous)

@@ -72,3 +72,35 @@ class DeadLetters(Protocol):
     """Keeps a message that cannot be delivered, with the reason."""
 
     def put(self, data: bytes, attributes: dict[str, str], reason: str) -> None: ...
+
+
+# -- reply as the alias (issue 13) -------------------------------------------------------
+
+ContactCount = Literal["received", "replied"]
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Who wrote to an alias: the pair a reverse address stands for, and what went each way."""
+
+    key: str  # the contact id of the reverse address (tagrelay.core.reverse.contact_id)
+    alias: str
+    correspondent: str
+    blocked: bool = False
+    received: int = 0  # messages forwarded from the correspondent to the owner
+    replied: int = 0  # replies sent from the owner to the correspondent
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+class Contacts(Protocol):
+    """Contact records (LedgerUnavailable when the store does not answer).
+
+    ``remember`` creates the record if it is not there (idempotent; never resets
+    counts or ``blocked``); ``count`` adds one message in a direction.
+    """
+
+    def remember(self, key: str, alias: str, correspondent: str) -> None: ...
+    def lookup(self, key: str) -> Contact | None: ...
+    def count(self, key: str, direction: ContactCount) -> None: ...
+    def list_alias(self, alias: str, limit: int) -> list[Contact]: ...

@@ -51,6 +51,8 @@ DROPPED = frozenset(
         "x-original-from",
         "x-original-to",
         "x-tagrelay-spam",
+        "x-original-reply-to",  # reply_to: ours only, never a sender's
+        "x-tagrelay-reply-address",
     }
 )
 
@@ -62,13 +64,15 @@ class RewriteResult:
     display_name: str
 
 
-def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> RewriteResult:
+def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "", reply_to: str | None = None) -> RewriteResult:
     """Rewrite the headers of ``raw`` for forwarding from ``alias``.
 
     ``alias`` is the address the message was sent to (it becomes the From
     address); ``sender`` is the SMTP envelope sender, used as the reply address
     when the message has no From at all. A ``spam_tag`` (Mailgun's verdict)
     prefixes the Subject with ``[SPAM]`` and is kept in ``X-Tagrelay-Spam``.
+    A ``reply_to`` (the reverse address, ``tagrelay.core.reply``) becomes the
+    Reply-To; the original Reply-To is then kept in ``X-Original-Reply-To``.
     """
     end = body_offset(raw)
     block = raw[:end]
@@ -83,7 +87,11 @@ def rewrite(raw: bytes, alias: str, sender: str = "", spam_tag: str = "") -> Rew
     added: list[bytes] = [
         _field("From", email.utils.formataddr((f"{name} via {domain}", _ascii_address(alias)), charset="utf-8"), eol)
     ]
-    if reply_field is not None and reply_field.raw_value:
+    if reply_to is not None:  # replying as the alias (issue 13)
+        added.append(_field("Reply-To", reply_to, eol))
+        if reply_field is not None and reply_field.raw_value:
+            added.append(b"X-Original-Reply-To: " + reply_field.raw_value + eol)
+    elif reply_field is not None and reply_field.raw_value:
         added.append(b"Reply-To: " + reply_field.raw_value + eol)
     elif from_field is not None and from_field.raw_value:
         added.append(b"Reply-To: " + from_field.raw_value + eol)

@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 
 from tagrelay.core.errors import RoutesError
 from tagrelay.core.headers import has_control_chars
+from tagrelay.core.reverse import PREFIX as REVERSE_PREFIX
 from tagrelay.core.spam import ACTIONS, SpamPolicy
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_PART = re.compile(rf"{_ATEXT}(\.{_ATEXT})*")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name", "notify", "spam", "spam_threshold"})
+ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name", "notify", "spam", "spam_threshold", "reply_name"})
 TOP_KEYS = frozenset({"route", "fallback", "blocked", "spam", "spam_threshold"})
 DETAIL = "detail"
 MAX_ADDRESS_OCTETS = 254  # RFC 5321's path limit, less the angle brackets
@@ -51,6 +52,7 @@ class Rule:
     whole_address: bool  # the pattern has a "+": match the address with its sub-address
     notify: str = ""  # who is told when a message for this route cannot be delivered
     spam: SpamPolicy = field(default_factory=SpamPolicy)
+    reply_name: str = ""  # display name of the alias on replies sent as it (issue 13)
 
     def describe(self) -> str:
         return f"route #{self.index} (line {self.line}): match = {self.match!r}"
@@ -210,6 +212,11 @@ def _rule(
         raise RoutesError(f"{where}: {{detail}} is the sub-address; use another name in match")
     if not _LOCAL_PART.fullmatch(_PLACEHOLDER.sub("x", local).replace("*", "x")):
         raise RoutesError(f"{where}: match {match!r} has characters not allowed in an address")
+    if local.lower().startswith(REVERSE_PREFIX):
+        raise RoutesError(f"{where}: match {match!r} starts with {REVERSE_PREFIX!r}, reserved for reply addresses")
+    reply_name = raw.get("reply_name", "")
+    if not isinstance(reply_name, str) or has_control_chars(reply_name) or len(reply_name) > 100:
+        raise RoutesError(f"{where}: reply_name must be one line of text (the name shown on replies)")
     forward_raw = raw.get("forward")
     if isinstance(forward_raw, str):
         forward: tuple[str, ...] = (forward_raw,)
@@ -247,6 +254,7 @@ def _rule(
         whole_address="+" in local,
         notify=notify,
         spam=_spam_policy(raw, default_spam, where),
+        reply_name=reply_name.strip(),
     )
 
 

@@ -46,6 +46,7 @@ from tagrelay.core.inbound import (
 )
 from tagrelay.core.log import event
 from tagrelay.core.ports import ClaimStore, KeySource, Ledger, Publisher
+from tagrelay.core.reply import ReplyDesk
 from tagrelay.core.rewrite import carries_loop_marker
 from tagrelay.core.routes import Reject
 
@@ -70,8 +71,10 @@ class Ingest:
         ledger: Ledger,
         claims: ClaimStore | None = None,
         clock: Callable[[], float] = time.time,
+        replies: ReplyDesk | None = None,
     ) -> None:
         self.config = config
+        self._replies = replies
         self._key = signing_key
         self._publisher = publisher
         self._ledger = ledger
@@ -175,7 +178,7 @@ class Ingest:
 
     def _check_deliverable(self, message: InboundMessage) -> None:
         recipient, mime = message.recipient, message.mime
-        resolved = self.config.routes.resolve(recipient)
+        resolved = self.config.routes.resolve(self._route_address(recipient))
         if isinstance(resolved, Reject):
             raise Undeliverable(resolved.reason)
         seen = spam.verdict(message.spam_flag, message.spam_score)
@@ -192,3 +195,22 @@ class Ingest:
                 f"message of {len(mime)} bytes is over the {envelope.MAX_DATA_BYTES} byte Pub/Sub limit "
                 "and no claim-check bucket is set (TAGRELAY_CLAIM_BUCKET)"
             )
+
+    def _route_address(self, recipient: str) -> str:
+        """The address to route: a reverse address routes as its alias (issue 13).
+
+        Its MAC is checked before any lookup. A made-up or altered one that still names
+        an alias goes on (the relay forwards it to that alias's owner, marked, which
+        anyone could do by writing to the alias); one that names none, or whose contact
+        is blocked, is refused with 406. A blocked alias is refused by the routes.
+        """
+        if self._replies is None:
+            return recipient
+        found = self._replies.identify(recipient)
+        if found is None:
+            return recipient
+        if not found.alias:
+            raise Undeliverable(f"reply address: {found.reason}")
+        if found.contact is not None and found.contact.blocked:
+            raise Undeliverable("reply address: the contact is blocked")
+        return found.alias

@@ -41,6 +41,7 @@ from tagrelay.core.errors import (
 from tagrelay.core.log import event
 from tagrelay.core.notice import build_notice
 from tagrelay.core.ports import ClaimStore, DeadLetters, Ledger, Sender
+from tagrelay.core.reply import ReplyDesk
 from tagrelay.core.rewrite import rewrite
 from tagrelay.core.routes import Reject, Routes, normalize
 
@@ -84,6 +85,7 @@ class Relay:
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        replies: ReplyDesk | None = None,
     ) -> None:
         self._routes = routes
         self._sender = sender
@@ -93,6 +95,7 @@ class Relay:
         self._limits = limits
         self._clock = clock
         self._sleep = sleep
+        self._replies = replies  # None: no reply key, forwarded copies keep the sender's Reply-To
 
     def handle_event_data(self, data: Any) -> Outcome:
         """Handle the data of a Pub/Sub CloudEvent; raises TransientError to be redelivered."""
@@ -117,13 +120,20 @@ class Relay:
                 message = replace(message, mime=self._claims.get(message.claim))
             except ClaimMissing as exc:
                 return self._dead_letter(carried, attributes, exc.reason, delivery.pubsub_id)
-        resolved = self._routes.resolve(message.recipient)
+        # A reverse address routes as its alias; the owner's reply goes to the correspondent (issue 13).
+        found = self._replies.identify(message.recipient) if self._replies is not None else None
+        route_to = message.recipient if found is None else found.alias
+        resolved = self._routes.resolve(route_to) if route_to else Reject(message.recipient, "reply address: no alias")
         if isinstance(resolved, Reject):
             reason = f"no route any more: {resolved.reason}"
             return self._dead_letter(carried, attributes, reason, delivery.pubsub_id)
+        plan = None
+        if found is not None and self._replies is not None:
+            plan = self._replies.plan(found, message.mime, message.sender, resolved.targets)
+        targets = (plan.correspondent,) if plan is not None and plan.correspondent else resolved.targets
 
-        key = delivery_key(message.recipient, resolved.targets, message.message_id, message.mime)
-        info = {"alias": message.recipient, "message_id": message.message_id, "targets": ",".join(resolved.targets)}
+        key = delivery_key(message.recipient, targets, message.message_id, message.mime)
+        info = {"alias": message.recipient, "message_id": message.message_id, "targets": ",".join(targets)}
         lease = self._limits.send_timeout_seconds + LEASE_MARGIN_SECONDS
         begin = self._ledger.begin_delivery(key, lease, info, retake_dead=bool(message.replay))
         if begin.state == "done":
@@ -144,9 +154,15 @@ class Relay:
         try:
             seen = spam.verdict(message.spam_flag, message.spam_score)
             tag = seen.describe() if spam.decide(resolved.rule.spam, seen) == "tag" else ""
-            alias = normalize(message.recipient) or message.recipient
-            rewritten = rewrite(message.mime, alias, message.sender, spam_tag=tag)
-            mailgun_id = self._sender.send_mime(resolved.targets, rewritten.mime)
+            alias = normalize(route_to) or route_to
+            if self._replies is not None:
+                mime = self._replies.compose(
+                    plan, message.mime, alias, message.sender, resolved.targets,
+                    resolved.rule.reply_name, self._routes.domains, spam_tag=tag,
+                )  # fmt: skip
+            else:
+                mime = rewrite(message.mime, alias, message.sender, spam_tag=tag).mime
+            mailgun_id = self._sender.send_mime(targets, mime)
         except Unrewritable as exc:
             return self._give_up(failed, f"cannot rewrite: {exc.reason}")
         except PermanentError as exc:
@@ -165,6 +181,8 @@ class Relay:
             raise
 
         self._record(key, "sent", mailgun_id)
+        if self._replies is not None:
+            self._replies.sent(plan, normalize(route_to) or route_to, message.mime, message.sender)
         if message.claim:
             self._drop_claim(message.claim)
         event(
@@ -173,7 +191,7 @@ class Relay:
             stage="relay",
             outcome="sent",
             mailgun_id=mailgun_id,
-            targets=list(resolved.targets),
+            targets=list(targets),
             reason="fallback: the forward address would be invalid" if resolved.fallback_used else "",
             **fields,
         )

@@ -14,6 +14,7 @@ import copy
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ RELAY_SA = f"serviceAccount:tagrelay-relay@{PROJECT}.iam.gserviceaccount.com"
 PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
 API_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-mailgun-api-key/versions/latest"
 SIGNING_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-webhook-signing-key/versions/latest"
+REPLY_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-reply-key/versions/latest"
 INGEST_URL = f"https://{REGION}-{PROJECT}.cloudfunctions.net/tagrelay-ingest/mime"
 MUTATING = {
     "create",
@@ -309,6 +311,7 @@ def test_ingest_is_a_public_http_function_with_its_own_account(first: FirstDeplo
         "TAGRELAY_ROUTES": "routes.toml",
         "MAILGUN_WEBHOOK_SIGNING_KEY_SECRET": SIGNING_KEY_VERSION,
         "TAGRELAY_CLAIM_BUCKET": f"{PROJECT}-tagrelay-claims",
+        "TAGRELAY_REPLY_KEY_SECRET": REPLY_KEY_VERSION,
     }
 
 
@@ -329,6 +332,7 @@ def test_relay_is_a_private_retrying_topic_function(first: FirstDeploy) -> None:
     assert variables["MAILGUN_API_KEY_SECRET"] == API_KEY_VERSION
     assert variables["TAGRELAY_DEADLETTER_TOPIC"] == "tagrelay-deadletter"
     assert variables["TAGRELAY_ROUTES"] == "routes.toml"
+    assert variables["TAGRELAY_REPLY_KEY_SECRET"] == REPLY_KEY_VERSION
 
 
 def runtime_sources() -> set[str]:
@@ -426,6 +430,7 @@ def test_each_identity_gets_exactly_the_roles_it_needs(first: FirstDeploy) -> No
         "pubsub topics/tagrelay-inbound": {"roles/pubsub.publisher": [INGEST_SA]},
         "secrets/tagrelay-webhook-signing-key": {"roles/secretmanager.secretAccessor": [INGEST_SA]},
         "secrets/tagrelay-mailgun-api-key": {"roles/secretmanager.secretAccessor": [RELAY_SA]},
+        "secrets/tagrelay-reply-key": {"roles/secretmanager.secretAccessor": [INGEST_SA, RELAY_SA]},
         f"projects/{PROJECT}": {"roles/datastore.user": [INGEST_SA, RELAY_SA]},
         "pubsub topics/tagrelay-deadletter": {"roles/pubsub.publisher": [RELAY_SA, PUBSUB_AGENT]},
         f"storage buckets/{PROJECT}-tagrelay-claims": {
@@ -686,3 +691,41 @@ def test_shellcheck_is_clean() -> None:
         pytest.skip("shellcheck is not installed (make dev-tools installs it with apt-get)")
     done = subprocess.run([shellcheck, str(DEPLOY)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the reply key (issue 13): made once at random, kept, rotated with a grace period ------
+
+REPLY_SECRET = "tagrelay-reply-key"
+
+
+def test_first_run_creates_a_random_reply_key_never_shown(first: FirstDeploy) -> None:
+    run = first.run
+    assert run.one("secrets", "create", REPLY_SECRET)
+    [value] = first.box.state()["secret_payloads"][REPLY_SECRET]
+    assert re.fullmatch(r"[0-9a-f]{64}", value)
+    assert value not in run.stdout + run.stderr
+    assert all(value not in " ".join(e["argv"]) for e in run.entries)
+
+
+def test_second_run_keeps_the_reply_key(box: Sandbox) -> None:
+    before = box.state()["secret_payloads"][REPLY_SECRET]
+    again = box.run()
+    assert again.code == 0, again.stderr
+    assert box.state()["secret_payloads"][REPLY_SECRET] == before
+    assert f"secret {REPLY_SECRET}: exists (kept; set TAGRELAY_REPLY_KEY to replace it)" in again.stdout
+
+
+def test_rotation_keeps_the_previous_version_valid_on_both_functions(box: Sandbox) -> None:
+    again = box.run("--redeploy", env={"TAGRELAY_REPLY_KEY": "r" * 64, "TAGRELAY_REPLY_KEY_PREVIOUS_VERSION": "1"})
+    assert again.code == 0, again.stderr
+    assert box.state()["secret_payloads"][REPLY_SECRET][-1] == "r" * 64
+    for function in ("tagrelay-ingest", "tagrelay-relay"):
+        variables = env_vars(again.one("functions", "deploy", function))
+        previous = f"projects/{PROJECT}/secrets/{REPLY_SECRET}/versions/1"
+        assert variables["TAGRELAY_REPLY_KEY_PREVIOUS_SECRET"] == previous
+
+
+def test_a_previous_version_that_is_not_a_number_stops_the_deploy(box: Sandbox) -> None:
+    again = box.run(env={"TAGRELAY_REPLY_KEY_PREVIOUS_VERSION": "latest"})
+    assert again.code == 2
+    assert "TAGRELAY_REPLY_KEY_PREVIOUS_VERSION 'latest' is not a version number" in again.stderr

@@ -81,12 +81,14 @@ def test_corpus_message_is_forwarded_rewritten_and_intact(stack: Stack, path: Pa
         pairs = email.utils.getaddresses([original_from.unfolded])
         name, address = next(((decode_words(n), a) for n, a in pairs if n or a), ("", ""))
         assert from_name == f"{' '.join((name or address).split())} via example.org"
-        reply_source = first(before, "reply-to") or original_from
-        assert first(after, "reply-to").raw_value == reply_source.raw_value  # type: ignore[union-attr]
+        reply_source = first(before, "reply-to")  # kept for the owner; Reply-To is a reply address (issue 13)
+        if reply_source is not None:
+            assert first(after, "x-original-reply-to").raw_value == reply_source.raw_value  # type: ignore[union-attr]
         assert first(after, "x-original-from").raw_value == original_from.raw_value  # type: ignore[union-attr]
     else:
         assert from_name == f"{SENDER} via example.org"
-        assert first(after, "reply-to").value == SENDER  # type: ignore[union-attr]
+    reply_to = email.utils.parseaddr(first(after, "reply-to").unfolded)[1]  # type: ignore[union-attr]
+    assert reply_to.startswith(f"r--{alias.split('@')[0]}.") and reply_to.endswith("@example.org"), reply_to
     assert first(after, "x-original-to").value == alias  # type: ignore[union-attr]
     assert first(after, "x-tagrelay-loop").value == "example.org"  # type: ignore[union-attr]
     for dropped in ("dkim-signature", "arc-seal", "authentication-results", "return-path", "sender", "delivered-to"):

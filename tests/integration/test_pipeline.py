@@ -54,7 +54,9 @@ def test_signed_post_is_forwarded_once_with_rewritten_headers(stack: Stack) -> N
     parsed = message_from_bytes(forwarded, policy=compat32)
     shown = parseaddr(str(make_header(decode_header(parsed["From"]))))
     assert shown == ("Alice Example via example.org", "github@example.org")
-    assert parsed["Reply-To"] == "Alice Example <alice@bank.example>"
+    reply_name, reply_address = parseaddr(str(parsed["Reply-To"]))  # a reply address (issue 13)
+    assert reply_name == "Alice Example" and reply_address.startswith("r--github.")
+    assert parsed["X-Original-From"] == "Alice Example <alice@bank.example>"
     assert parsed["X-Original-To"] == "github@example.org"
     assert parsed["X-Tagrelay-Loop"] == "example.org"
     assert parsed["Message-ID"] == f"<{mid}>"
