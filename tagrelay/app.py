@@ -35,9 +35,10 @@ def build_ingest() -> Ingest:
 
     config = load_ingest(os.environ)
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
-    ledger = FirestoreLedger(default_firestore(config.project))
     claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
-    return Ingest(config, Secret(config.signing_key), publisher, ledger, claims)
+    # Firestore is used only on the 406 path (refusal records), never per published post.
+    refusals = FirestoreLedger(default_firestore(config.project), blobs=claims)
+    return Ingest(config, Secret(config.signing_key), publisher, refusals, claims)
 
 
 def build_relay() -> Relay:
@@ -52,8 +53,10 @@ def build_relay() -> Relay:
     )
     deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
-    ledger = FirestoreLedger(default_firestore(config.project))
-    return Relay(config.routes, mailgun, deadletters, ledger, None, limits)
+    # The claim reference names its bucket; TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go.
+    claims = ClaimStore(os.environ.get("TAGRELAY_CLAIM_BUCKET", "").strip())
+    ledger = FirestoreLedger(default_firestore(config.project), blobs=claims)
+    return Relay(config.routes, mailgun, deadletters, ledger, claims, limits, stored=mailgun)
 
 
 def request_chunks(request: Any) -> Iterator[bytes]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,7 @@ def claim_event(raw: bytes) -> dict[str, Any]:
         mime=head,
         message_id="<big@example>",
         claim="gs://tagrelay-claims/claims/big.eml",
+        digest=hashlib.sha256(raw).hexdigest(),
     )
     data = {"data": base64.b64encode(head).decode(), "attributes": envelope.attributes(), "messageId": "9"}
     return {"message": {**data, "publishTime": PUBLISHED}}
