@@ -156,7 +156,7 @@ def _race(make: Callable[[Clock], Ledger], calls: list[Callable[[Ledger], Begin]
 def test_racing_for_the_same_delivery_exactly_one_goes(make: Callable[[Clock], Ledger], racers: int) -> None:
     for _ in range(3):
         k = key()
-        results = _race(make, [lambda ledger: ledger.begin_delivery(k, 60, INFO, token="", digest=D1)] * racers)
+        results = _race(make, [lambda ledger, k=k: ledger.begin_delivery(k, 60, INFO, digest=D1)] * racers)
         assert sorted(r.state for r in results) == ["busy"] * (racers - 1) + ["go"], results
 
 
@@ -167,8 +167,8 @@ def test_racing_two_messages_under_one_token_exactly_one_is_bound(make: Callable
         results = _race(
             make,
             [
-                lambda ledger: ledger.begin_delivery(k1, 60, INFO, token=token, digest=D1),
-                lambda ledger: ledger.begin_delivery(k2, 60, INFO, token=token, digest=D2),
+                lambda ledger, k=k1, t=token: ledger.begin_delivery(k, 60, INFO, token=t, digest=D1),
+                lambda ledger, k=k2, t=token: ledger.begin_delivery(k, 60, INFO, token=t, digest=D2),
             ],
         )
         assert sorted(r.state for r in results) == ["conflict", "go"], (round_, results)
