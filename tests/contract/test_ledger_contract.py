@@ -133,6 +133,10 @@ def test_a_busy_delivery_does_not_bind_its_token(make: Callable[[Clock], Ledger]
     assert ledger.begin_delivery(key(), 60, INFO, token="tok3", digest=D2).state == "go"
 
 
+def begin(k: str, token: str, digest: str) -> Callable[[Ledger], Begin]:
+    return lambda ledger: ledger.begin_delivery(k, 60, INFO, token=token, digest=digest)
+
+
 def _race(make: Callable[[Clock], Ledger], calls: list[Callable[[Ledger], Begin]]) -> list[Begin]:
     """Run each call on its own ledger instance (a separate client), all released at once."""
     clock = Clock()
@@ -156,7 +160,7 @@ def _race(make: Callable[[Clock], Ledger], calls: list[Callable[[Ledger], Begin]
 def test_racing_for_the_same_delivery_exactly_one_goes(make: Callable[[Clock], Ledger], racers: int) -> None:
     for _ in range(3):
         k = key()
-        results = _race(make, [lambda ledger, k=k: ledger.begin_delivery(k, 60, INFO, digest=D1)] * racers)
+        results = _race(make, [begin(k, "", D1)] * racers)
         assert sorted(r.state for r in results) == ["busy"] * (racers - 1) + ["go"], results
 
 
@@ -167,8 +171,8 @@ def test_racing_two_messages_under_one_token_exactly_one_is_bound(make: Callable
         results = _race(
             make,
             [
-                lambda ledger, k=k1, t=token: ledger.begin_delivery(k, 60, INFO, token=t, digest=D1),
-                lambda ledger, k=k2, t=token: ledger.begin_delivery(k, 60, INFO, token=t, digest=D2),
+                begin(k1, token, D1),
+                begin(k2, token, D2),
             ],
         )
         assert sorted(r.state for r in results) == ["conflict", "go"], (round_, results)
