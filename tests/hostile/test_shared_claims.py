@@ -36,14 +36,14 @@ class Blob:
         from google.api_core.exceptions import NotFound
 
         if self.name not in self.store.objects:
-            raise NotFound("gone")
+            raise NotFound("gone")  # type: ignore[no-untyped-call]
         return self.store.objects[self.name]
 
     def delete(self, timeout: float) -> None:
         from google.api_core.exceptions import NotFound
 
         if self.store.objects.pop(self.name, None) is None:
-            raise NotFound("gone")
+            raise NotFound("gone")  # type: ignore[no-untyped-call]
 
 
 LARGE = make_message("large@x.example", body=b"x" * (envelope.MAX_DATA_BYTES + 10) + b"\r\n")

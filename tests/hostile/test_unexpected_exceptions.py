@@ -85,7 +85,7 @@ def test_ingest_answers_400_not_500_when_reading_an_unsigned_post_fails() -> Non
         def get(self) -> str:
             raise RecursionError("deep")
 
-    p.ingest._key = BrokenKey()  # type: ignore[assignment]
+    p.ingest._key = BrokenKey()
     response = p.post(mime_post(make_message("u@x.example"), "x@example.org", "g" * 50))
     assert response.status == 400
     assert p.ledger.refusals == {}  # nothing signed: nothing recorded
