@@ -129,7 +129,7 @@ INGEST_SA=tagrelay-ingest@$PROJECT.iam.gserviceaccount.com
 RELAY_SA=tagrelay-relay@$PROJECT.iam.gserviceaccount.com
 BUCKET=${TAGRELAY_CLAIM_BUCKET:-$PROJECT-tagrelay-claims}
 TTL_FIELD=expires_at
-TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries)
+TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries tagrelay_refusals)
 APIS=(cloudfunctions run cloudbuild eventarc pubsub secretmanager firestore artifactregistry storage)
 P=(--project="$PROJECT")
 

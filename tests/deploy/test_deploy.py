@@ -273,7 +273,7 @@ def test_first_run_creates_service_accounts_firestore_ttl_and_bucket(first: Firs
     database = run.one("firestore", "databases", "create")
     assert flag(database, "type") == "firestore-native"
     assert flag(database, "location") == REGION
-    for group in ("tagrelay_tokens", "tagrelay_deliveries"):
+    for group in ("tagrelay_tokens", "tagrelay_deliveries", "tagrelay_refusals"):
         ttl = run.one("ttls", "update", "expires_at", f"--collection-group={group}")
         assert "--enable-ttl" in ttl
     bucket = run.one("buckets", "create", f"gs://{PROJECT}-tagrelay-claims")
