@@ -121,9 +121,10 @@ class Relay:
         """Handle the data of a Pub/Sub CloudEvent; raises TransientError to be redelivered."""
         try:
             delivery = from_cloud_event_data(data)
-        except SchemaError as exc:
+        except Exception as exc:  # SchemaError, or anything else the decoding meets: kept, never spun on
             raw = json.dumps(data, default=str).encode("utf-8")
-            return self._dead_letter(raw, {}, f"not a tagrelay message: {exc}", "")
+            why = exc.reason if isinstance(exc, SchemaError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+            return self._dead_letter(raw, {}, f"not a tagrelay message: {why}", "")
         return self.handle(delivery)
 
     def handle(self, delivery: Delivery) -> Outcome:
