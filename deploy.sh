@@ -431,7 +431,7 @@ deploy_functions() {
 		--trigger-service-account="$RELAY_SA" \
 		--memory=512Mi --timeout=300s --max-instances=10 \
 		--service-account="$RELAY_SA" \
-		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC"
+		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC,TAGRELAY_CLAIM_BUCKET=$BUCKET"
 	# The trigger authenticates as the relay's service account: it may invoke the relay, nothing else.
 	ensure_binding "run services" "$RELAY" "serviceAccount:$RELAY_SA" roles/run.invoker --region="$REGION"
 }

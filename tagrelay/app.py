@@ -53,9 +53,11 @@ def build_relay() -> Relay:
     )
     deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
-    # The claim reference names its bucket; TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go.
-    claims = ClaimStore(os.environ.get("TAGRELAY_CLAIM_BUCKET", "").strip())
-    ledger = FirestoreLedger(default_firestore(config.project), blobs=claims)
+    # A claim reference names its bucket; TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go
+    # (without it a refused message over 512 KiB keeps only its start, and is not releasable).
+    bucket = os.environ.get("TAGRELAY_CLAIM_BUCKET", "").strip()
+    claims = ClaimStore(bucket)
+    ledger = FirestoreLedger(default_firestore(config.project), blobs=claims if bucket else None)
     return Relay(config.routes, mailgun, deadletters, ledger, claims, limits, stored=mailgun)
 
 

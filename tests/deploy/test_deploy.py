@@ -317,6 +317,7 @@ def test_relay_is_a_private_retrying_topic_function(first: FirstDeploy) -> None:
     assert variables["MAILGUN_API_BASE"] == first.box.standin.url
     assert variables["MAILGUN_API_KEY_SECRET"] == API_KEY_VERSION
     assert variables["TAGRELAY_DEADLETTER_TOPIC"] == "tagrelay-deadletter"
+    assert variables["TAGRELAY_CLAIM_BUCKET"] == f"{PROJECT}-tagrelay-claims"  # large refusal records
     assert variables["TAGRELAY_ROUTES"] == "routes.toml"
 
 
