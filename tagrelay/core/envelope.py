@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tagrelay.core.errors import SchemaError
-from tagrelay.core.headers import first, has_control_chars, header_block, header_fields
+from tagrelay.core.headers import Field, first, has_control_chars, header_block, header_fields
 from tagrelay.core.inbound import InboundMessage
 
 SCHEMA = "tagrelay.v1"
@@ -103,13 +103,19 @@ def digest_of(envelope: Envelope) -> str:
     return message_digest(envelope.mime)
 
 
-def message_id_of(mime: bytes) -> str:
-    field = first(header_fields(mime), "message-id")
+def message_id_of(mime: bytes, fields: list[Field] | None = None) -> str:
+    """The Message-ID (a log and operator label only, never an identity); ``fields`` if already parsed."""
+    field = first(header_fields(mime) if fields is None else fields, "message-id")
     return field.value.strip() if field is not None else ""
 
 
 def encode(
-    message: InboundMessage, received_at: datetime, claim: str = "", digest: str = "", stored: str = ""
+    message: InboundMessage,
+    received_at: datetime,
+    claim: str = "",
+    digest: str = "",
+    stored: str = "",
+    fields: list[Field] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """An inbound message as Pub/Sub data and attributes.
 
@@ -123,7 +129,7 @@ def encode(
         sender=message.sender,
         mime=message.mime,
         token=message.token,
-        message_id=message_id_of(message.mime),
+        message_id=message_id_of(message.mime, fields),
         received_at=received_at.astimezone(UTC).isoformat(),
         spam_flag=message.spam_flag,
         spam_score=message.spam_score,

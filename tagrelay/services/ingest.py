@@ -42,7 +42,7 @@ from tagrelay.core.errors import (
     TransientError,
     Undeliverable,
 )
-from tagrelay.core.headers import count, header_fields
+from tagrelay.core.headers import Field, count, header_fields
 from tagrelay.core.inbound import (
     Body,
     Form,
@@ -166,8 +166,8 @@ class Ingest:
         try:
             message = to_inbound(form, stamp)
             stored = stored_message_url(form)
-            self._check_deliverable(message, stored)
-            return self._publish_once(message, now, stored)
+            fields = self._check_deliverable(message, stored)
+            return self._publish_once(message, now, stored, fields)
         except Undeliverable as exc:
             self._keep_refusal(form, message, exc.reason)
             raise
@@ -213,7 +213,9 @@ class Ingest:
             reason=reason,
         )
 
-    def _publish_once(self, message: InboundMessage, now: float, stored: str = "") -> tuple[str, dict[str, str]]:
+    def _publish_once(
+        self, message: InboundMessage, now: float, stored: str = "", fields: list[Field] | None = None
+    ) -> tuple[str, dict[str, str]]:
         """Publish once: the only network round trip of a post (two for a claim check).
 
         A message over Pub/Sub's size cap goes to the claim-check bucket first (an object
@@ -227,9 +229,8 @@ class Ingest:
             digest = envelope.message_digest(message.mime)
         large = self._claims is not None and len(message.mime) > envelope.MAX_DATA_BYTES and not stored
         ref = self._claims.put(message.mime) if self._claims is not None and large else ""
-        data, attributes = envelope.encode(
-            message, datetime.fromtimestamp(now, UTC), claim=ref, digest=digest, stored=stored
-        )
+        received = datetime.fromtimestamp(now, UTC)
+        data, attributes = envelope.encode(message, received, claim=ref, digest=digest, stored=stored, fields=fields)
         try:
             pubsub_id = self._publisher.publish(data, attributes)
         except TransientError:
@@ -239,7 +240,8 @@ class Ingest:
             raise
         return pubsub_id, attributes
 
-    def _check_deliverable(self, message: InboundMessage, stored: str = "") -> None:
+    def _check_deliverable(self, message: InboundMessage, stored: str = "") -> list[Field]:
+        """Raise Undeliverable for the 406s that need no state; return the parsed header fields."""
         recipient, mime = message.recipient, message.mime
         resolved = self.config.routes.resolve(recipient)
         if isinstance(resolved, Reject):
@@ -263,9 +265,10 @@ class Ingest:
                 alias=recipient,
                 outcome="stored message",
             )
-            return
+            return fields
         if len(mime) > envelope.MAX_DATA_BYTES and self._claims is None:
             raise Undeliverable(
                 f"message of {len(mime)} bytes is over the {envelope.MAX_DATA_BYTES} byte Pub/Sub limit "
                 "and no claim-check bucket is set (TAGRELAY_CLAIM_BUCKET)"
             )
+        return fields

@@ -7,6 +7,7 @@ only to Mailgun's hosts."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
@@ -19,6 +20,7 @@ import requests
 from tagrelay.adapters.mailgun import MailgunClient
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import SecretRef
+from tagrelay.core.log import LOGGER_NAME
 from tagrelay_tools import mailgun_posts
 from tagrelay_tools.standin import Standin, make_handler
 from tests.hostile.support import STAMP, mailgun_signature, parse, pipeline
@@ -70,15 +72,33 @@ def client(base: str) -> MailgunClient:
     return MailgunClient(requests.Session(), base, DOMAIN, Secret(SecretRef("MAILGUN_API_KEY", value=API_KEY)), 10)
 
 
-def test_the_stored_message_is_fetched_and_forwarded_whole(standin: str, capsys: pytest.CaptureFixture[str]) -> None:
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """What the tagrelay logger writes (it does not propagate, and its stream is bound at first use)."""
+    handler = Records()
+    logging.getLogger(LOGGER_NAME).addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
+
+
+def test_the_stored_message_is_fetched_and_forwarded_whole(standin: str, logged: list[logging.LogRecord]) -> None:
     requests.post(f"{standin}/_standin/stored/key1", data=STORED, timeout=10)
     p = pipeline(stored=client(standin))
     url = f"{standin}/v3/domains/{DOMAIN}/messages/key1"
     assert p.post(notification(url, "s" * 50)).status == 200
-    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert any(
-        e["severity"] == "ERROR" and "store(notify" in e["message"] and "forward(" in e["message"] for e in logged
-    )
+    errors = [r.getMessage() for r in logged if r.levelno == logging.ERROR]
+    assert any("store(notify" in m and "forward(" in m for m in errors)
     [published] = p.out.published
     assert published.attributes["stored"] == url
     assert [o.status for o in p.deliver()] == ["sent"]
