@@ -277,8 +277,8 @@ class Relay:
                 mailgun_id=detail,
                 **fields,
             )
-        if message.claim:
-            self._drop_claim(message.claim)  # this post's own object: a missing one is fine
+        if message.claim and previous == "sent":
+            self._drop_claim(message.claim)  # this post's own object, no longer needed (a missing one is fine)
         return Outcome("duplicate", detail)
 
     def _refuse_replayed_token(

@@ -19,6 +19,7 @@ from tagrelay.core.errors import BusUnavailable
 from tagrelay.services.relay import Relay
 from tests.fuzz.strategies import ValidPost, valid_signed_posts
 from tests.fuzz.support import (
+    KEY,
     ROUTES,
     Harness,
     Outcome,
@@ -28,6 +29,7 @@ from tests.fuzz.support import (
     clock,
     get,
     harness,
+    mailgun_signature,
     post_and_check,
     text,
 )
@@ -146,3 +148,36 @@ def test_unacknowledged_publish_is_503_and_the_retry_publishes(post: ValidPost, 
     out = Sent()
     assert sorted(_relay(flaky.published, h.ledger, out)) == ["duplicate", "sent"]
     assert len(out.sent) == 1
+
+
+@FUZZ
+@given(
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=30),
+    st.lists(st.binary(min_size=0, max_size=200), min_size=2, max_size=5, unique=True),
+    st.sampled_from(["mime", "parsed"]),
+)
+def test_messages_sharing_a_message_id_are_each_delivered(local: str, bodies: list[bytes], kind: str) -> None:
+    """Delivery identity (issue 15): a Message-ID a sender predicts never makes another message a duplicate."""
+    h = harness()
+    head = f"From: a@bank.example\r\nSubject: s\r\nMessage-ID: <{local}@x.example>\r\n\r\n".encode()
+    for number, body in enumerate(bodies):
+        raw = head + body.replace(b"\r", b"").replace(b"\n", b"\r\n") + b"\r\n"
+        token = f"{number:02d}" + "t" * 48
+        fields = [
+            Part(b"recipient", b"github@example.org"),
+            Part(b"sender", b"a@bank.example"),
+            Part(b"timestamp", str(int(clock())).encode()),
+            Part(b"token", token.encode()),
+            Part(b"signature", mailgun_signature(KEY, str(int(clock())), token).encode()),
+        ]
+        if kind == "mime":
+            fields.append(Part(b"body-mime", raw, b"message.mime", b"message/rfc822"))
+        else:
+            mid = f"<{local}@x.example>".encode()
+            fields += [Part(b"body-plain", raw.partition(b"\r\n\r\n")[2]), Part(b"Message-Id", mid)]
+        content_type, encoded = ValidPost(fields, urlencoded=False, kind=kind).encode()
+        assert _status(post_and_check(content_type, encoded, h)) == 200
+    digests = {p.attributes["digest"] for p in h.publisher.published}
+    out = Sent()
+    statuses = _relay(h.publisher.published, h.ledger, out)
+    assert statuses.count("sent") == len(digests) and statuses.count("duplicate") == len(bodies) - len(digests)

@@ -83,3 +83,20 @@ def test_an_object_that_does_not_match_its_digest_is_not_sent() -> None:
     bucket.objects[name] = LARGE.replace(b"hostile", b"swapped")
     assert [o.status for o in p.deliver()] == ["dead-lettered"]
     assert p.out.sent == [] and "digest" in p.out.letters[0][2]
+
+
+def test_a_redelivery_of_a_dead_lettered_claim_keeps_the_object_for_replay() -> None:
+    from tagrelay.core.errors import MailgunRejected
+
+    bucket = Bucket()
+    p = pipeline(claims=ClaimStore("b", client_factory=lambda: bucket))
+    assert p.post(mime_post(LARGE, "one@example.org", "e" * 50)).status == 200
+    p.out.send_error = MailgunRejected("Mailgun answered 400: no", 400)
+    [published] = p.out.published
+    assert p.push(published).status == "dead-lettered"
+    assert p.push(published).status == "duplicate"  # Pub/Sub redelivers after a lost ack
+    assert len(bucket.objects) == 1  # still there for `tagrelay deadletters replay`
+    p.out.send_error = None
+    data, attributes, _ = p.out.letters[0]
+    assert p.push(type(published)(data, {**attributes, "replay": "1"})).status == "sent"
+    assert bucket.objects == {}
