@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 
 import pytest
 import requests
 
-from tagrelay.adapters.bus import Publisher
 from tagrelay.adapters.ledger import FirestoreLedger
 from tagrelay.core.ports import Record
-from tagrelay_tools import mailgun_posts
+from tagrelay_tools import cli, mailgun_posts
 from tagrelay_tools.localstack import Stack
-from tagrelay_tools.refusals import release
 from tests.integration.conftest import HTTP_TIMEOUT, arrivals, message, post, wait_for_arrival
 
 SETTLE_SECONDS = 6.0  # the push subscription delivers within about a second locally
@@ -55,7 +52,9 @@ def _refusals_for(stack: Stack, alias: str, seconds: float = 20.0) -> list[Recor
     return []
 
 
-def test_replayed_signature_with_another_body_is_not_delivered(emulators: Stack) -> None:
+def test_replayed_signature_with_another_body_is_not_delivered(
+    emulators: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
     stack = emulators
     token, stamp = uuid.uuid4().hex + uuid.uuid4().hex[:18], int(time.time())
     real_id, replay_id = f"real-{uuid.uuid4().hex}@x.example", f"replay-{uuid.uuid4().hex}@x.example"
@@ -69,9 +68,14 @@ def test_replayed_signature_with_another_body_is_not_delivered(emulators: Stack)
     assert arrivals(stack, replay_id) == []  # never delivered
     assert len(arrivals(stack, real_id)) == 1
 
-    # A false positive is never a silent loss: the operator releases it, and it arrives once.
-    publisher = Publisher(stack.project, stack.topic, timeout=10.0)
-    release(_ledger(stack), publisher.publish, refusal.key, datetime.now(UTC))
+    # A false positive is never a silent loss: the operator lists and releases it, and it arrives once.
+    capsys.readouterr()
+    assert cli.main(["refusals", "list", "--project", stack.project]) == 0
+    listed = capsys.readouterr().out
+    assert refusal.key in listed and alias in listed and "token reused" in listed
+    assert cli.main(["refusals", "release", refusal.key, "--project", stack.project]) == 0
+    assert cli.main(["refusals", "release", refusal.key, "--project", stack.project]) == 1  # once only
+    assert "released already" in capsys.readouterr().out
     wait_for_arrival(stack, replay_id)
     time.sleep(SETTLE_SECONDS)
     assert len(arrivals(stack, replay_id)) == 1
