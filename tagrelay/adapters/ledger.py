@@ -20,10 +20,11 @@ uses to delete old records, so the database does not grow without bound:
     else in the claim-check bucket under ``refusals/``), and ``released`` once
     ``tagrelay refusals release`` published it again.
 
-``begin_delivery`` reads the token and delivery records in one call and commits
-its writes in one batch whose every write carries a precondition (create only if
-absent, update only if unchanged since the read): if anything changed in between,
-nothing is written and the decision is taken again. ``FirestoreLedger`` talks to
+``begin_delivery`` first commits the creation of both records (the common case: a
+new message, one round trip and no read); if either exists, it reads both in one
+call and commits its writes in one batch whose every write carries a precondition
+(create only if absent, update only if unchanged since the read): if anything
+changed in between, nothing is written and the decision is taken again. ``FirestoreLedger`` talks to
 Firestore (or its emulator); ``MemoryLedger`` is its in-memory twin with the same
 rules (``tests/contract`` runs one suite against both).
 """
@@ -279,6 +280,20 @@ class FirestoreLedger:
         ref = db.collection(DELIVERIES).document(key)
         check = bool(token) and not ignore_token
         token_ref = db.collection(TOKENS).document(document_id(token)) if check else None
+        # The common case first: neither record exists. Two creates in one commit, no read
+        # (one round trip); if either exists the commit writes nothing and the records are read.
+        now = self._clock()
+        first = _plan(None, None, now, lease_seconds, info, retake_dead, digest, check)
+        assert first.record is not None
+        batch = db.batch()
+        if token_ref is not None:
+            batch.create(token_ref, _token_record(digest, now))
+        batch.create(ref, first.record)
+        try:
+            self._call(batch.commit)
+            return first.begin
+        except (AlreadyExists, FailedPrecondition):
+            pass
         begin = Begin("busy", 0)
         for _ in range(BEGIN_ROUNDS):
             snapshots = self._read([ref] + ([token_ref] if token_ref is not None else []))
