@@ -217,3 +217,39 @@ def test_racing_releases_release_once(make: Callable[[Clock], Ledger]) -> None:
     for t in threads:
         t.join(60)
     assert sum(r is not None for r in results) == 1, results
+
+
+class CountingClient:
+    """A real Firestore client that counts the reads begin_delivery makes."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.reads = 0
+        self.commits = 0
+
+    def get_all(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self._client.get_all(*args, **kwargs)
+
+    def batch(self) -> Any:
+        self.commits += 1
+        return self._client.batch()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_new_message_costs_one_commit_and_no_read_on_firestore(firestore_host: str) -> None:
+    """Issue 11's cost: a new delivery is one Firestore round trip (token binding and lease in one commit)."""
+    from google.cloud import firestore as fs
+
+    os.environ["FIRESTORE_EMULATOR_HOST"] = firestore_host
+    try:
+        counting = CountingClient(fs.Client(project="contract-count-" + uuid.uuid4().hex[:8]))
+        ledger = FirestoreLedger(lambda: counting)
+        assert ledger.begin_delivery(key(), 60, INFO, token="fresh", digest=D1).state == "go"
+        assert (counting.commits, counting.reads) == (1, 0)
+        assert ledger.begin_delivery(key(), 60, INFO, token="fresh", digest=D2).state == "conflict"
+        assert (counting.commits, counting.reads) == (2, 1)  # the failed create, then one read of both records
+    finally:
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
