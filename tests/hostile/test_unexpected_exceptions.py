@@ -5,6 +5,8 @@ ingest never answers 500: a signed post it cannot handle is refused with a refus
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tagrelay.core.envelope import Delivery, Envelope
 from tagrelay_tools import mailgun_posts
@@ -89,3 +91,36 @@ def test_ingest_answers_400_not_500_when_reading_an_unsigned_post_fails() -> Non
     response = p.post(mime_post(make_message("u@x.example"), "x@example.org", "g" * 50))
     assert response.status == 400
     assert p.ledger.refusals == {}  # nothing signed: nothing recorded
+
+
+ERRORS = st.sampled_from(
+    [RecursionError("deep"), KeyError("k"), TypeError("t"), ValueError("v"), IndexError("i"), UnicodeError("u")]
+)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None)
+@given(ERRORS, st.sampled_from(["publish", "send", "refusal"]), st.binary(max_size=200))
+def test_no_collaborator_error_escapes_either_service(error: BaseException, where: str, body: bytes) -> None:
+    """Generator for the class: any exception type, from any collaborator, on any message."""
+    p = pipeline()
+    raw = make_message("gen@x.example", body=body.replace(b"\r", b"").replace(b"\n", b"\r\n") + b"\r\n")
+
+    def explode(*args: object, **kwargs: object) -> str:
+        raise error
+
+    if where == "publish":
+        p.out.publish = explode  # type: ignore[method-assign]
+    elif where == "send":
+        p.out.send_error = error
+    else:
+        p.ledger.record_refusal = explode  # type: ignore[method-assign]
+    recipient = "leaked@example.org" if where == "refusal" else "x@example.org"
+    response = p.post(mime_post(raw, recipient, "h" * 50))
+    assert response.status in {200, 400, 401, 406, 503}
+    if where == "publish":
+        assert response.status == 406 and len(p.ledger.refusals) == 1
+    if where == "refusal":
+        assert response.status == 503  # no record, so no 406: Mailgun retries
+    outcomes = p.deliver()  # raises nothing
+    if where == "send":
+        assert [o.status for o in outcomes] == ["dead-lettered"] and p.out.letters[0][0] == raw
