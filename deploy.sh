@@ -134,7 +134,7 @@ INGEST_SA=tagrelay-ingest@$PROJECT.iam.gserviceaccount.com
 RELAY_SA=tagrelay-relay@$PROJECT.iam.gserviceaccount.com
 BUCKET=${TAGRELAY_CLAIM_BUCKET:-$PROJECT-tagrelay-claims}
 TTL_FIELD=expires_at
-TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries)
+TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries tagrelay_refusals)
 APIS=(cloudfunctions run cloudbuild eventarc pubsub secretmanager firestore artifactregistry storage)
 P=(--project="$PROJECT")
 
@@ -469,7 +469,7 @@ deploy_functions() {
 		--trigger-service-account="$RELAY_SA" \
 		--memory=512Mi --timeout=300s --max-instances=10 \
 		--service-account="$RELAY_SA" \
-		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC$(reply_env)"
+		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC,TAGRELAY_CLAIM_BUCKET=$BUCKET$(reply_env)"
 	# The trigger authenticates as the relay's service account: it may invoke the relay, nothing else.
 	ensure_binding "run services" "$RELAY" "serviceAccount:$RELAY_SA" roles/run.invoker --region="$REGION"
 }

@@ -36,9 +36,12 @@ def build_ingest() -> Ingest:
 
     config = load_ingest(os.environ)
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
-    ledger = FirestoreLedger(default_firestore(config.project))
     claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
-    return Ingest(config, Secret(config.signing_key), publisher, ledger, claims, replies=build_replies(config.project))
+    # Firestore is used only on the 406 path (refusal records), never per published post.
+    refusals = FirestoreLedger(default_firestore(config.project), blobs=claims)
+    return Ingest(
+        config, Secret(config.signing_key), publisher, refusals, claims, replies=build_replies(config.project)
+    )
 
 
 def build_relay() -> Relay:
@@ -53,8 +56,21 @@ def build_relay() -> Relay:
     )
     deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
-    ledger = FirestoreLedger(default_firestore(config.project))
-    return Relay(config.routes, mailgun, deadletters, ledger, None, limits, replies=build_replies(config.project))
+    # A claim reference names its bucket; TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go
+    # (without it a refused message over 512 KiB keeps only its start, and is not releasable).
+    bucket = os.environ.get("TAGRELAY_CLAIM_BUCKET", "").strip()
+    claims = ClaimStore(bucket)
+    ledger = FirestoreLedger(default_firestore(config.project), blobs=claims if bucket else None)
+    return Relay(
+        config.routes,
+        mailgun,
+        deadletters,
+        ledger,
+        claims,
+        limits,
+        stored=mailgun,
+        replies=build_replies(config.project),
+    )
 
 
 def build_replies(project: str) -> ReplyDesk | None:

@@ -30,7 +30,12 @@ ARRIVAL_SECONDS = 60.0
 
 # Modules that add subcommands: each has ``register(commands)``, which adds its
 # parsers and sets ``func`` on them.
-COMMAND_MODULES: tuple[str, ...] = ("tagrelay_tools.mailgun_setup", "tagrelay_tools.ops", "tagrelay_tools.contacts")
+COMMAND_MODULES: tuple[str, ...] = (
+    "tagrelay_tools.mailgun_setup",
+    "tagrelay_tools.ops",
+    "tagrelay_tools.contacts",
+    "tagrelay_tools.refusals",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

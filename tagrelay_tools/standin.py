@@ -11,6 +11,10 @@ For fault tests, ``POST /_standin/faults`` sets a plan of forced answers:
 Mailgun, for the benchmarks; absent means no delay).
 ``GET /_standin/messages`` lists what was accepted.
 
+Stored messages (a ``store(notify=...)`` route): ``POST /_standin/stored/<key>`` keeps a raw
+message; ``GET /v3/domains/<domain>/messages/<key>`` (basic auth, ``Accept: message/rfc2822``)
+answers ``{"body-mime": "..."}`` as Mailgun does, 404 for an unknown key.
+
 :class:`StandinClient` is the one client of this control API (the CLI, the tests, the benchmarks).
 
 Run: ``TAGRELAY_STANDIN_API_KEY=K python -m tagrelay_tools.standin --port P --outbox DIR --domain D``
@@ -126,6 +130,7 @@ class Standin:
         self.queue: list[str] = []
         self.rates: dict[str, float] = {}
         self.delay = 0.0
+        self.stored: dict[str, bytes] = {}
         self.random = random.Random(0)  # noqa: S311 - fault draws, not cryptography
         outbox.mkdir(parents=True, exist_ok=True)
         self.next_number = 1 + max((int(p.stem) for p in outbox.glob("*.eml") if p.stem.isdigit()), default=0)
@@ -187,6 +192,16 @@ def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
                     self._reply(200, {"calls": state.calls, "accepted": list(state.accepted)})
             elif self.path == "/healthz":
                 self._reply(200, {"ok": True})
+            elif self.path.startswith(f"/v3/domains/{state.domain}/messages/"):
+                if not self._authorized():
+                    self._reply(401, {"message": "Invalid private key"})
+                    return
+                with state.lock:
+                    raw = state.stored.get(self.path.rpartition("/")[2])
+                if raw is None:
+                    self._reply(404, {"message": "Message not found"})
+                else:
+                    self._reply(200, {"body-mime": raw.decode("utf-8", "surrogateescape")})
             else:
                 self._reply(404, {"message": "not found"})
 
@@ -199,6 +214,11 @@ def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
                     state.rates = {str(k): float(v) for k, v in plan.get("rates", {}).items()}
                     state.random = random.Random(plan.get("seed", 0))  # noqa: S311
                     state.delay = max(0.0, float(plan.get("delay", 0.0)))
+                self._reply(200, {"ok": True})
+                return
+            if self.path.startswith("/_standin/stored/"):
+                with state.lock:
+                    state.stored[self.path.rpartition("/")[2]] = body
                 self._reply(200, {"ok": True})
                 return
             if self.path != f"/v3/{state.domain}/messages.mime":

@@ -20,7 +20,20 @@ from tagrelay.core.errors import BusUnavailable
 def default_client() -> Any:
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
-    return pubsub_v1.PublisherClient(batch_settings=pubsub_v1.types.BatchSettings(max_messages=1, max_latency=0.0))
+    # Latency first: ingest waits for each acknowledgement. A batch closes at 10 messages (ingest's
+    # concurrency is 8, so the posts in flight on one instance share one request) or after 1 ms;
+    # max_bytes stays at the library's 1 MB, so a batch never nears the 10 MB request cap (a larger
+    # message goes alone). Measured on the Pub/Sub emulator (gcloud 528, 2 shared cores, 4 kB
+    # messages; 300 sequential, then 800 from 8 threads; p50/p99 of publish-to-acknowledged):
+    #   max_messages=1   max_latency=0      sequential 3.3/18 ms   8 concurrent 10.6/41 ms   606/s
+    #   max_messages=10  max_latency=0.001  sequential 4.2/42 ms   8 concurrent  3.2/16 ms  1705/s
+    #   max_messages=100 max_latency=0.001  sequential 3.4/13 ms   8 concurrent  3.0/14 ms  1715/s
+    #   max_messages=10  max_latency=0.005  sequential 7.1/17 ms   8 concurrent  9.2/16 ms   821/s
+    #   library default (100, 0.01)         sequential 12.6/27 ms  8 concurrent 13.0/51 ms   532/s
+    # (sequential p50 is within run-to-run noise for the 1 ms settings; max_messages=10 is kept small
+    # so one slow batch holds few posts.)
+    settings = pubsub_v1.types.BatchSettings(max_messages=10, max_latency=0.001)
+    return pubsub_v1.PublisherClient(batch_settings=settings)
 
 
 class Publisher:

@@ -1,17 +1,21 @@
 """Claim check for messages too large for one Pub/Sub message (10 MB cap; Mailgun takes 25 MB).
 
-Ingest stores the raw message in a Cloud Storage bucket under its SHA-256 (so a
-Mailgun retry writes the same object, not a second one) and publishes only the
-header block with a ``claim`` attribute ``gs://bucket/claims/<sha256>.eml``. The
-relay fetches the object, and deletes it once the message is sent; a dead-lettered
-message keeps its object for ``replay``, and the bucket's lifecycle rule removes
-leftovers (deploy.sh sets 7 days).
+Ingest stores the raw message in a Cloud Storage bucket under a fresh random name
+per post (``gs://bucket/claims/<random>.eml``) and publishes only the header block
+with a ``claim`` attribute and the message's SHA-256 as ``digest``. One object is
+never shared: one large message to two aliases, or a Mailgun retry racing a send,
+each has its own, so a delivery deleting its object never takes another's data.
+The relay fetches the object only once the ledger says the delivery is still to
+do, checks it against the digest, and deletes it once the message is sent (or
+found already sent); a dead-lettered message keeps its object for ``replay``, and
+the bucket's lifecycle rule removes leftovers (deploy.sh sets 7 days). Refused
+messages too large for a Firestore document live under ``refusals/``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +24,7 @@ from tagrelay.core.errors import ClaimMissing, ClaimUnavailable
 
 TIMEOUT_SECONDS = 60.0
 PREFIX = "claims/"
+PREFIXES = (PREFIX, "refusals/")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # a multiple of 256 KiB, as Cloud Storage requires
 
 
@@ -35,7 +40,7 @@ def default_client() -> Any:
 
 def parse_ref(ref: str) -> tuple[str, str]:
     bucket, slash, name = ref.removeprefix("gs://").partition("/")
-    if not ref.startswith("gs://") or not bucket or not slash or not name.startswith(PREFIX):
+    if not ref.startswith("gs://") or not bucket or not slash or not name.startswith(PREFIXES):
         raise ClaimMissing(f"not a claim-check reference: {ref[:100]!r}")
     return bucket, name
 
@@ -48,8 +53,10 @@ class ClaimStore:
     def _blob(self, bucket: str, name: str) -> Any:
         return self._client.get().bucket(bucket).blob(name)
 
-    def put(self, data: bytes) -> str:
-        name = f"{PREFIX}{hashlib.sha256(data).hexdigest()}.eml"
+    def put(self, data: bytes, prefix: str = PREFIX) -> str:
+        if prefix not in PREFIXES:
+            raise ValueError(f"unknown claim-check prefix {prefix!r}")
+        name = f"{prefix}{secrets.token_hex(16)}.eml"  # never shared by two posts
 
         def upload() -> None:
             blob = self._blob(self.bucket, name)

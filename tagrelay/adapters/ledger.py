@@ -1,62 +1,73 @@
-"""Idempotency records: ingest replay records and relay delivery records.
+"""Delivery records, token bindings and refusal records.
 
-Two collections, both with an ``expires_at`` field that a Firestore TTL policy
+Three collections, each with an ``expires_at`` field that a Firestore TTL policy
 uses to delete old records, so the database does not grow without bound:
 
-``tagrelay_tokens`` (one per Mailgun token, kept for the retry horizon)
-    ``hash`` of the posted form, ``state`` ``publishing`` (with ``lease_until``)
-    or ``published``. A Mailgun retry with the same token and the same content
-    is answered 200 without publishing again; the same token with other content
-    is refused. The first claim is a create-if-absent write, so of two
-    concurrent identical posts exactly one publishes.
-
-``tagrelay_deliveries`` (one per alias, targets and Message-ID or body hash)
+``tagrelay_deliveries`` (one per alias, targets and SHA-256 of the message bytes)
     ``state`` ``sending`` (with a lease), ``retry``, ``sent`` (with the Mailgun
     id) or ``dead``, and the number of ``attempts``. A redelivered message that
     is already ``sent`` is acknowledged without sending; an expired lease is
     taken over; a live one means another instance is sending it right now.
 
-Every change after the first write is conditional on the record's
-``update_time`` (optimistic concurrency), so two instances never both take a
-lease. ``FirestoreLedger`` talks to Firestore (or its emulator);
-``MemoryLedger`` is its in-memory twin for unit tests, with the same rules.
+``tagrelay_tokens`` (one per Mailgun token)
+    ``digest``: the message the token was first seen with. Written in the same
+    atomic commit that starts the first delivery of that message, so of two
+    messages racing under one token exactly one is bound; the other is a
+    "conflict" and is never delivered. (Ingest keeps no state: issue 11.)
+
+``tagrelay_refusals`` (one per refused signed message, 7 days)
+    reason, alias, sender, size, time and the message itself (inline when small,
+    else in the claim-check bucket under ``refusals/``), and ``released`` once
+    ``tagrelay refusals release`` published it again.
+
+``begin_delivery`` first commits the creation of both records (the common case: a
+new message, one round trip and no read); if either exists, it reads both in one
+call and commits its writes in one batch whose every write carries a precondition
+(create only if absent, update only if unchanged since the read): if anything
+changed in between, nothing is written and the decision is taken again. ``FirestoreLedger`` talks to
+Firestore (or its emulator); ``MemoryLedger`` is its in-memory twin with the same
+rules (``tests/contract`` runs one suite against both).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tagrelay.adapters.lazy import Lazy
-from tagrelay.core.errors import LedgerUnavailable
-from tagrelay.core.ports import Begin, DeliveryState, Record, TokenClaim
+from tagrelay.core.errors import ClaimMissing, LedgerUnavailable, TransientError
+from tagrelay.core.ports import Begin, ClaimStore, DeliveryState, Record, Refusal
 
 TOKENS = "tagrelay_tokens"
 DELIVERIES = "tagrelay_deliveries"
+REFUSALS = "tagrelay_refusals"
 LEDGER_TIMEOUT_SECONDS = 5.0
 DELIVERY_KEEP_SECONDS = 8 * 24 * 3600  # past Pub/Sub's 7-day retention
+TOKEN_KEEP_SECONDS = DELIVERY_KEEP_SECONDS  # a redelivery within Pub/Sub's retention still finds its binding
+REFUSAL_KEEP_SECONDS = 7 * 24 * 3600
+INLINE_REFUSAL_BYTES = 512 * 1024  # Firestore documents are capped at 1 MiB; bigger messages go to the bucket
+BEGIN_ROUNDS = 4  # read-decide-commit rounds before answering "busy"
+
 
 def document_id(text: str) -> str:
     """A safe Firestore document id for any string (tokens and keys are hashed)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def refusal_id(refusal: Refusal, token: str = "") -> str:
+    """Deterministic: the same refused post (a retry after a 503) is one record, not two."""
+    digest = hashlib.sha256(refusal.message).hexdigest()
+    return document_id(f"{refusal.alias.lower()}\n{token}\n{digest}\n{refusal.reason}")[:32]
+
+
 def _expiry(now: float, keep_seconds: float) -> datetime:
     return datetime.fromtimestamp(now + keep_seconds, UTC)
-
-
-def _decide_token(record: dict[str, Any], digest: str, now: float) -> TokenClaim:
-    if record.get("hash") != digest:
-        return "conflict"
-    if record.get("state") == "published":
-        return "duplicate"
-    if float(record.get("lease_until", 0)) > now:
-        return "busy"
-    return "new"
 
 
 def _decide_delivery(record: dict[str, Any], now: float, retake_dead: bool) -> DeliveryState:
@@ -68,6 +79,63 @@ def _decide_delivery(record: dict[str, Any], now: float, retake_dead: bool) -> D
     return "go"
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one begin_delivery round decided, from the two records it read."""
+
+    begin: Begin
+    write_token: bool = False
+    record: dict[str, Any] | None = None  # the delivery record to write when begin.state == "go"
+
+
+def _plan(
+    token_record: dict[str, Any] | None,
+    delivery: dict[str, Any] | None,
+    now: float,
+    lease_seconds: float,
+    info: dict[str, str],
+    retake_dead: bool,
+    digest: str,
+    check_token: bool,
+) -> _Plan:
+    previous = str(delivery.get("state", "")) if delivery is not None else ""
+    if check_token and token_record is not None and token_record.get("digest") != digest:
+        return _Plan(Begin("conflict", 0, str(token_record.get("digest", "")), previous))
+    write_token = check_token and token_record is None
+    attempts = int(delivery.get("attempts", 0)) if delivery is not None else 0
+    if delivery is not None:
+        decision = _decide_delivery(delivery, now, retake_dead)
+        if decision != "go":
+            return _Plan(Begin(decision, attempts, str(delivery.get("detail", "")), previous), write_token)
+    record = {
+        **info,
+        "state": "sending",
+        "lease_until": now + lease_seconds,
+        "attempts": attempts + 1,
+        "updated_at": now,
+        "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
+    }
+    return _Plan(Begin("go", attempts + 1, "", previous), write_token, record)
+
+
+def _token_record(digest: str, now: float) -> dict[str, Any]:
+    return {"digest": digest, "bound_at": now, "expires_at": _expiry(now, TOKEN_KEEP_SECONDS)}
+
+
+def _refusal_record(refusal: Refusal, now: float) -> dict[str, Any]:
+    return {
+        "reason": refusal.reason[:1000],
+        "alias": refusal.alias[:300],
+        "sender": refusal.sender[:600],
+        "size": len(refusal.message),
+        "kind": refusal.kind,
+        "attributes": dict(refusal.attributes or {}),
+        "at": now,
+        "released": "",
+        "expires_at": _expiry(now, REFUSAL_KEEP_SECONDS),
+    }
+
+
 class MemoryLedger:
     """The in-memory twin of FirestoreLedger (same rules), for unit tests."""
 
@@ -76,51 +144,42 @@ class MemoryLedger:
         self._lock = threading.Lock()
         self.tokens: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, dict[str, Any]] = {}
+        self.refusals: dict[str, dict[str, Any]] = {}
 
-    def claim_token(self, token: str, digest: str, lease_seconds: float, keep_seconds: float) -> TokenClaim:
+    def begin_delivery(
+        self,
+        key: str,
+        lease_seconds: float,
+        info: dict[str, str],
+        retake_dead: bool = False,
+        token: str = "",
+        digest: str = "",
+        ignore_token: bool = False,
+    ) -> Begin:
         with self._lock:
             now = self._clock()
-            record = self.tokens.get(token)
-            claim: TokenClaim = "new" if record is None else _decide_token(record, digest, now)
-            if claim == "new":
-                self.tokens[token] = {
-                    "hash": digest,
-                    "state": "publishing",
-                    "lease_until": now + lease_seconds,
-                    "expires_at": _expiry(now, keep_seconds),
-                }
-            return claim
-
-    def token_published(self, token: str) -> None:
-        with self._lock:
-            self.tokens[token]["state"] = "published"
-
-    def release_token(self, token: str) -> None:
-        with self._lock:
-            self.tokens.pop(token, None)
-
-    def begin_delivery(self, key: str, lease_seconds: float, info: dict[str, str], retake_dead: bool = False) -> Begin:
-        with self._lock:
-            now = self._clock()
-            record = self.deliveries.get(key)
-            if record is not None:
-                decision = _decide_delivery(record, now, retake_dead)
-                if decision != "go":
-                    return Begin(decision, int(record.get("attempts", 0)), str(record.get("detail", "")))
-            attempts = 1 + int(record.get("attempts", 0)) if record else 1
-            self.deliveries[key] = {
-                **info,
-                "state": "sending",
-                "lease_until": now + lease_seconds,
-                "attempts": attempts,
-                "updated_at": now,
-                "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
-            }
-            return Begin("go", attempts)
+            check = bool(token) and not ignore_token
+            plan = _plan(
+                self.tokens.get(token) if check else None,
+                self.deliveries.get(key),
+                now,
+                lease_seconds,
+                info,
+                retake_dead,
+                digest,
+                check,
+            )
+            if plan.begin.state == "go":
+                if plan.write_token:
+                    self.tokens[token] = _token_record(digest, now)
+                assert plan.record is not None
+                self.deliveries[key] = plan.record
+            return plan.begin
 
     def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None:
         with self._lock:
-            self.deliveries[key].update(state=state, detail=detail, lease_until=0, updated_at=self._clock())
+            if key in self.deliveries:
+                self.deliveries[key].update(state=state, detail=detail, lease_until=0, updated_at=self._clock())
 
     def release_delivery(self, key: str) -> None:
         with self._lock:
@@ -132,19 +191,53 @@ class MemoryLedger:
             ordered = sorted(self.deliveries.items(), key=lambda kv: -float(kv[1].get("updated_at", 0)))
             return [Record(k, dict(v)) for k, v in ordered[:limit]]
 
+    def record_refusal(self, refusal: Refusal, token: str = "") -> str:
+        with self._lock:
+            ident = refusal_id(refusal, token)
+            if ident not in self.refusals:
+                self.refusals[ident] = {**_refusal_record(refusal, self._clock()), "message": bytes(refusal.message)}
+            return ident
+
+    def recent_refusals(self, limit: int) -> list[Record]:
+        with self._lock:
+            ordered = sorted(self.refusals.items(), key=lambda kv: -float(kv[1]["at"]))
+            return [Record(k, {n: v for n, v in r.items() if n != "message"}) for k, r in ordered[:limit]]
+
+    def refusal_message(self, ident: str) -> bytes:
+        with self._lock:
+            if ident not in self.refusals:
+                raise KeyError(ident)
+            return bytes(self.refusals[ident]["message"])
+
+    def mark_released(self, ident: str, released: str) -> dict[str, Any] | None:
+        """Mark a refusal released; the record, or None when it is unknown or was released already."""
+        with self._lock:
+            record = self.refusals.get(ident)
+            if record is None or record.get("released"):
+                return None
+            record["released"] = released
+            return {n: v for n, v in record.items() if n != "message"}
+
+    def unmark_released(self, ident: str) -> None:
+        with self._lock:
+            if ident in self.refusals:
+                self.refusals[ident]["released"] = ""
+
 
 class FirestoreLedger:
-    """The ledger on Firestore: single-document writes with preconditions, each with a timeout."""
+    """The ledger on Firestore: reads in one call, writes in one batch with preconditions, each with a timeout."""
 
     def __init__(
         self,
         client_factory: Callable[[], Any],
         timeout: float = LEDGER_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.time,
+        blobs: ClaimStore | None = None,
     ) -> None:
         self._client = Lazy(client_factory)
         self._timeout = timeout
         self._clock = clock
+        self._blobs = blobs  # where refused messages too large for a document go
 
     def _db(self) -> Any:
         return self._client.get()
@@ -166,73 +259,68 @@ class FirestoreLedger:
         except GoogleAPIError as exc:
             raise LedgerUnavailable(f"Firestore failed ({type(exc).__name__})") from None
 
-    def claim_token(self, token: str, digest: str, lease_seconds: float, keep_seconds: float) -> TokenClaim:
+    def _read(self, refs: list[Any]) -> dict[str, Any]:
+        db = self._db()
+        snapshots = self._call(lambda **kw: list(db.get_all(refs, **kw)))
+        return {s.reference.path: s for s in snapshots}
+
+    def begin_delivery(
+        self,
+        key: str,
+        lease_seconds: float,
+        info: dict[str, str],
+        retake_dead: bool = False,
+        token: str = "",
+        digest: str = "",
+        ignore_token: bool = False,
+    ) -> Begin:
         from google.api_core.exceptions import AlreadyExists, FailedPrecondition
 
-        ref = self._db().collection(TOKENS).document(document_id(token))
+        db = self._db()
+        ref = db.collection(DELIVERIES).document(key)
+        check = bool(token) and not ignore_token
+        token_ref = db.collection(TOKENS).document(document_id(token)) if check else None
+        # The common case first: neither record exists. Two creates in one commit, no read
+        # (one round trip); if either exists the commit writes nothing and the records are read.
         now = self._clock()
-        fresh = {
-            "hash": digest,
-            "state": "publishing",
-            "lease_until": now + lease_seconds,
-            "expires_at": _expiry(now, keep_seconds),
-        }
+        first = _plan(None, None, now, lease_seconds, info, retake_dead, digest, check)
+        assert first.record is not None
+        batch = db.batch()
+        if token_ref is not None:
+            batch.create(token_ref, _token_record(digest, now))
+        batch.create(ref, first.record)
         try:
-            self._call(ref.create, fresh)
-            return "new"
-        except AlreadyExists:
+            self._call(batch.commit)
+            return first.begin
+        except (AlreadyExists, FailedPrecondition):
             pass
-        snapshot = self._call(ref.get)
-        if not snapshot.exists:
-            return "busy"  # released between our two calls: the retry will create it
-        claim = _decide_token(snapshot.to_dict() or {}, digest, now)
-        if claim != "new":
-            return claim
-        try:
-            option = self._db().write_option(last_update_time=snapshot.update_time)
-            self._call(ref.update, {"lease_until": now + lease_seconds}, option=option)
-        except (FailedPrecondition, AlreadyExists):
-            return "busy"
-        return "new"
-
-    def token_published(self, token: str) -> None:
-        ref = self._db().collection(TOKENS).document(document_id(token))
-        self._call(ref.update, {"state": "published", "lease_until": 0})
-
-    def release_token(self, token: str) -> None:
-        ref = self._db().collection(TOKENS).document(document_id(token))
-        self._call(ref.delete)
-
-    def begin_delivery(self, key: str, lease_seconds: float, info: dict[str, str], retake_dead: bool = False) -> Begin:
-        from google.api_core.exceptions import AlreadyExists, FailedPrecondition
-
-        ref = self._db().collection(DELIVERIES).document(key)
-        now = self._clock()
-        fresh = {
-            **info,
-            "state": "sending",
-            "lease_until": now + lease_seconds,
-            "attempts": 1,
-            "updated_at": now,
-            "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
-        }
-        try:
-            self._call(ref.create, fresh)
-            return Begin("go", 1)
-        except AlreadyExists:
-            pass
-        snapshot = self._call(ref.get)
-        record = snapshot.to_dict() or {}
-        decision = _decide_delivery(record, now, retake_dead) if snapshot.exists else "busy"
-        attempts = int(record.get("attempts", 0))
-        if decision != "go":
-            return Begin(decision, attempts, str(record.get("detail", "")))
-        try:
-            option = self._db().write_option(last_update_time=snapshot.update_time)
-            self._call(ref.update, {**fresh, "attempts": attempts + 1}, option=option)
-        except (FailedPrecondition, AlreadyExists):
-            return Begin("busy", attempts)
-        return Begin("go", attempts + 1)
+        begin = Begin("busy", 0)
+        for _ in range(BEGIN_ROUNDS):
+            snapshots = self._read([ref] + ([token_ref] if token_ref is not None else []))
+            delivery_snap = snapshots.get(ref.path)
+            token_snap = snapshots.get(token_ref.path) if token_ref is not None else None
+            delivery = delivery_snap.to_dict() if delivery_snap is not None and delivery_snap.exists else None
+            bound = token_snap.to_dict() if token_snap is not None and token_snap.exists else None
+            now = self._clock()
+            plan = _plan(bound, delivery, now, lease_seconds, info, retake_dead, digest, check)
+            begin = plan.begin
+            if begin.state != "go":
+                return begin
+            assert plan.record is not None
+            batch = db.batch()
+            if plan.write_token and token_ref is not None:
+                batch.create(token_ref, _token_record(digest, now))
+            if delivery is None:
+                batch.create(ref, plan.record)
+            else:
+                assert delivery_snap is not None
+                batch.update(ref, plan.record, option=db.write_option(last_update_time=delivery_snap.update_time))
+            try:
+                self._call(batch.commit)
+                return begin
+            except (AlreadyExists, FailedPrecondition):
+                continue  # someone wrote first: decide again on what they wrote
+        return Begin("busy", begin.attempts, "", begin.previous)
 
     def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None:
         ref = self._db().collection(DELIVERIES).document(key)
@@ -248,6 +336,70 @@ class FirestoreLedger:
         query = self._db().collection(DELIVERIES).order_by("updated_at", direction=firestore.Query.DESCENDING)
         documents = self._call(query.limit(limit).get)
         return [Record(d.id, d.to_dict() or {}) for d in documents]
+
+    # -- refusals ----------------------------------------------------------------------
+
+    def record_refusal(self, refusal: Refusal, token: str = "") -> str:
+        """Keep a refusal: metadata and the message (inline, or in the bucket when large). Idempotent."""
+        from google.api_core.exceptions import AlreadyExists
+
+        ident = refusal_id(refusal, token)
+        record = _refusal_record(refusal, self._clock())
+        if len(refusal.message) <= INLINE_REFUSAL_BYTES:
+            record["message"] = bytes(refusal.message)
+        elif self._blobs is not None:
+            try:
+                record["blob"] = self._blobs.put(refusal.message, prefix="refusals/")
+            except TransientError as exc:
+                raise LedgerUnavailable(f"refused message not stored: {exc.reason}") from None
+        else:
+            record["message"] = bytes(refusal.message[:INLINE_REFUSAL_BYTES])
+            record["truncated"] = True
+        ref = self._db().collection(REFUSALS).document(ident)
+        with contextlib.suppress(AlreadyExists):  # the same refused post, recorded by an earlier try
+            self._call(ref.create, record)
+        return ident
+
+    def recent_refusals(self, limit: int) -> list[Record]:
+        from google.cloud import firestore
+
+        query = self._db().collection(REFUSALS).order_by("at", direction=firestore.Query.DESCENDING)
+        documents = self._call(query.limit(limit).get)
+        return [Record(d.id, {n: v for n, v in (d.to_dict() or {}).items() if n != "message"}) for d in documents]
+
+    def refusal_message(self, ident: str) -> bytes:
+        snapshot = self._call(self._db().collection(REFUSALS).document(ident).get)
+        if not snapshot.exists:
+            raise KeyError(ident)
+        record = snapshot.to_dict() or {}
+        if record.get("blob"):
+            if self._blobs is None:
+                raise LedgerUnavailable("the refused message is in the claim-check bucket; no bucket configured")
+            try:
+                return self._blobs.get(str(record["blob"]))
+            except ClaimMissing:
+                raise KeyError(ident) from None
+        return bytes(record.get("message", b""))
+
+    def mark_released(self, ident: str, released: str) -> dict[str, Any] | None:
+        from google.api_core.exceptions import FailedPrecondition
+
+        ref = self._db().collection(REFUSALS).document(ident)
+        snapshot = self._call(ref.get)
+        if not snapshot.exists:
+            return None
+        record = snapshot.to_dict() or {}
+        if record.get("released"):
+            return None
+        try:
+            option = self._db().write_option(last_update_time=snapshot.update_time)
+            self._call(ref.update, {"released": released}, option=option)
+        except FailedPrecondition:
+            return None  # another release got there first
+        return {n: v for n, v in record.items() if n != "message"}
+
+    def unmark_released(self, ident: str) -> None:
+        self._call(self._db().collection(REFUSALS).document(ident).update, {"released": ""})
 
 
 def default_firestore(project: str) -> Callable[[], Any]:

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import requests
 
@@ -27,6 +28,7 @@ class MailgunClient:
         self, session: requests.Session, api_base: str, domain: str, key: Secret, timeout: float = 60.0
     ) -> None:
         self._session = session
+        self._base = api_base.rstrip("/")
         self._url = f"{api_base.rstrip('/')}/v3/{domain}/messages.mime"
         self._key = key
         self._timeout = (CONNECT_TIMEOUT_SECONDS, timeout)
@@ -54,6 +56,51 @@ class MailgunClient:
             raise MailgunTransient("cannot connect to Mailgun") from None
         except requests.RequestException as exc:
             raise MailgunTransient(f"request to Mailgun failed ({type(exc).__name__})") from None
+
+    def fetch_stored(self, url: str) -> bytes:
+        """The raw MIME of a message a ``store(notify=...)`` route kept at Mailgun (its ``message-url``).
+
+        The API key goes only to Mailgun: an https URL on a ``mailgun.net`` host, or on
+        the configured API base (the local stand-in). 404 is permanent (Mailgun keeps
+        stored messages 3 days); 429, 5xx, timeouts are transient; 401 refetches the key once.
+        """
+        if not stored_url_allowed(url, self._base):
+            raise MailgunRejected(f"not a Mailgun storage URL: {url[:120]!r}", 400)
+        response = self._get_stored(url, self._key.get())
+        if response.status_code == 401 and self._key.rotatable:
+            response = self._get_stored(url, self._key.refresh())
+        if response.status_code == 200:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            mime = body.get("body-mime") if isinstance(body, dict) else None
+            if not isinstance(mime, str) or not mime:
+                raise MailgunRejected("Mailgun's stored message has no body-mime", 502)
+            return mime.encode("utf-8", "surrogateescape")
+        _outcome(response)  # raises for every non-2xx status
+        raise MailgunRejected(f"Mailgun answered {response.status_code} for a stored message", response.status_code)
+
+    def _get_stored(self, url: str, key: str) -> requests.Response:
+        try:
+            return self._session.get(
+                url, auth=("api", key), headers={"Accept": "message/rfc2822"}, timeout=self._timeout
+            )
+        except requests.Timeout:
+            raise MailgunTransient("Mailgun did not answer in time") from None
+        except requests.RequestException as exc:
+            raise MailgunTransient(f"request to Mailgun failed ({type(exc).__name__})") from None
+
+
+def stored_url_allowed(url: str, api_base: str) -> bool:
+    """Whether ``url`` may receive the API key: https on a Mailgun host, or the configured API base."""
+    parsed, base = urlsplit(url), urlsplit(api_base)
+    if has_control_chars(url) or parsed.username or parsed.password:
+        return False
+    if (parsed.scheme, parsed.netloc) == (base.scheme, base.netloc) and parsed.path.startswith("/v3/"):
+        return True
+    host = (parsed.hostname or "").lower()
+    return parsed.scheme == "https" and (host == "mailgun.net" or host.endswith(".mailgun.net"))
 
 
 class MultipartBody:

@@ -11,15 +11,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-TokenClaim = Literal["new", "duplicate", "busy", "conflict"]
-DeliveryState = Literal["go", "done", "busy"]
+DeliveryState = Literal["go", "done", "busy", "conflict"]
 
 
 @dataclass(frozen=True)
 class Begin:
-    state: DeliveryState
+    state: DeliveryState  # "conflict": the token is bound to another message's digest (never deliver)
     attempts: int  # including this one, when state is "go"
-    detail: str = ""  # the Mailgun id when done
+    detail: str = ""  # the Mailgun id (or the dead-letter reason) when done; the bound digest on conflict
+    previous: str = ""  # the record's state before this call ("" when new): "sent", "dead", "sending", ...
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A signed message refused (406 at ingest, or never delivered by the relay), kept for review."""
+
+    reason: str
+    alias: str
+    sender: str
+    message: bytes  # the message as received (for a parsed form that could not be rebuilt: a form summary)
+    kind: str = "message"  # "message" (releasable) or "form" (a summary only)
+    attributes: dict[str, str] | None = None  # the Pub/Sub attributes, when the relay refused it
 
 
 @dataclass(frozen=True)
@@ -28,14 +40,30 @@ class Record:
     data: dict[str, Any]
 
 
-class Ledger(Protocol):
-    """Idempotency records: replay records per Mailgun token, delivery records per delivery."""
+class RefusalLog(Protocol):
+    """Where refusals of signed mail are kept (7 days); returns the refusal id (the same post, the same id)."""
 
-    def claim_token(self, token: str, digest: str, lease_seconds: float, keep_seconds: float) -> TokenClaim: ...
-    def token_published(self, token: str) -> None: ...
-    def release_token(self, token: str) -> None: ...
+    def record_refusal(self, refusal: Refusal, token: str = "") -> str: ...
+
+
+class Ledger(RefusalLog, Protocol):
+    """Delivery records (each binding its Mailgun token to the message digest) and refusal records.
+
+    ``begin_delivery`` starts a delivery in one atomic write: the token is bound to
+    ``digest`` if it is not bound yet (first binding wins; a token bound to another
+    digest answers "conflict" and starts nothing, unless ``ignore_token``), and the
+    delivery record takes a lease ("go"), or is already done, or is leased elsewhere.
+    """
+
     def begin_delivery(
-        self, key: str, lease_seconds: float, info: dict[str, str], retake_dead: bool = False
+        self,
+        key: str,
+        lease_seconds: float,
+        info: dict[str, str],
+        retake_dead: bool = False,
+        token: str = "",
+        digest: str = "",
+        ignore_token: bool = False,
     ) -> Begin: ...
     def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None: ...
     def release_delivery(self, key: str) -> None: ...
@@ -55,9 +83,13 @@ class KeySource(Protocol):
 
 
 class ClaimStore(Protocol):
-    """Where messages too large for Pub/Sub wait: ``put`` returns a reference for ``get`` and ``delete``."""
+    """Where messages too large for Pub/Sub wait: ``put`` returns a reference for ``get`` and ``delete``.
 
-    def put(self, data: bytes) -> str: ...
+    Every ``put`` makes a new object (never shared by two posts), so one delivery
+    deleting its object can never take another delivery's data.
+    """
+
+    def put(self, data: bytes, prefix: str = "claims/") -> str: ...
     def get(self, ref: str) -> bytes: ...
     def delete(self, ref: str) -> None: ...
 
@@ -66,6 +98,12 @@ class Sender(Protocol):
     """Sends a complete MIME message; returns the provider's message id."""
 
     def send_mime(self, to: Sequence[str], mime: bytes) -> str: ...
+
+
+class StoredMessages(Protocol):
+    """Fetches a message Mailgun stored (a ``store(notify=...)`` route) by its storage URL."""
+
+    def fetch_stored(self, url: str) -> bytes: ...
 
 
 class DeadLetters(Protocol):

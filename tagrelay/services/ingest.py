@@ -3,13 +3,21 @@
 Statuses (Mailgun treats 200 as done, 406 as "do not retry", anything else as
 a failure it retries for about 8 hours):
 
-- 200 published and acknowledged by Pub/Sub, or a retry of a post already published;
-- 400 not a Mailgun form at all;
-- 401 bad or missing signature, a timestamp outside the window, or a token
-  reused for a different message;
-- 406 signed, but never deliverable (no route, blocked alias, loop, too large);
-- 503 Pub/Sub, the ledger or the key store unavailable, or the same post is
-  being published by another instance right now: Mailgun retries.
+- 200 published and acknowledged by Pub/Sub;
+- 400 not a Mailgun form at all (or an unexpected error before the signature was checked);
+- 401 bad or missing signature, or a timestamp outside the window;
+- 406 signed, but never deliverable (no route, blocked alias, loop, too large), or
+  signed and impossible to handle (an unexpected error): kept as a refusal record;
+- 503 Pub/Sub, the key store, or the refusal record's store unavailable: Mailgun retries.
+
+Ingest does what only ingest can, at the cost of one publish: verify, decide the
+406s that need no state, publish. Replay protection (a token bound to the first
+message seen with it) lives in the relay's delivery write, so a Mailgun retry of a
+post is published again and the relay acknowledges it as the duplicate it is.
+Every 406 of signed mail leaves a refusal record (reason, alias, sender, size and
+the message, 7 days) that ``tagrelay refusals release`` can deliver; when that
+record cannot be written the answer is 503, not 406: a refusal without a record
+would be a silent loss, and Mailgun's retry costs only one more post.
 
 Never a bare 500 for anything a client sent: every failure maps to one of these.
 """
@@ -27,33 +35,64 @@ from tagrelay.core import envelope, spam
 from tagrelay.core.config import IngestConfig
 from tagrelay.core.errors import (
     BadRequest,
-    BadSignature,
     Busy,
+    ClaimMissing,
     LedgerUnavailable,
     RejectedInput,
     TransientError,
     Undeliverable,
 )
-from tagrelay.core.headers import count, header_fields
+from tagrelay.core.headers import Field, count, header_fields
 from tagrelay.core.inbound import (
     Body,
+    Form,
     InboundMessage,
     check_signed,
-    form_digest,
     is_mailgun_form,
     parse_form,
     to_inbound,
 )
 from tagrelay.core.log import event
-from tagrelay.core.ports import ClaimStore, KeySource, Ledger, Publisher
+from tagrelay.core.ports import ClaimStore, KeySource, Publisher, Refusal, RefusalLog
 from tagrelay.core.reply import ReplyDesk
 from tagrelay.core.rewrite import carries_loop_marker
 from tagrelay.core.routes import Reject
 
 MAX_RECEIVED_HEADERS = 25
-TOKEN_KEEP_MARGIN_SECONDS = 3600  # replay records outlive the retry horizon by this much
-PUBLISH_LEASE_MARGIN_SECONDS = 30
-CLAIM_LEASE_SECONDS = 60  # a claim-check upload of 25 MB may take this long
+MAX_SUMMARY_BYTES = 30 * 1024 * 1024  # a form summary is bounded like the post it summarises
+
+
+def stored_message_url(form: Form) -> str:
+    """The ``message-url`` of a ``store(notify=...)`` notification ("" for a forwarded message).
+
+    Mailgun's notification has the parsed fields and ``attachments`` as a JSON list of
+    storage URLs, but no files and no ``body-mime``: forwarded as it is, every attachment
+    would be lost.
+    """
+    if "body-mime" in form.fields or "body-mime" in form.files:
+        return ""
+    return form.text("message-url")
+
+
+def form_summary(form: Form) -> bytes:
+    """What a refused form said, as bytes, when it could not become a message (bounded)."""
+    out: list[bytes] = []
+    size = 0
+    for name in sorted(set(form.fields) | set(form.repeated)):
+        if name in ("signature", "timestamp", "token"):
+            continue
+        for value in form.all(name):
+            out.append(name.encode("utf-8", "replace") + b": " + value + b"\n")
+    for name, upload in sorted(form.files.items()):
+        label = f"--- file {name} ({upload.filename or ''}, {upload.content_type}, {len(upload.data)} bytes)\n"
+        out.append(label.encode("utf-8", "replace") + upload.data + b"\n")
+    kept: list[bytes] = []
+    for piece in out:
+        if size + len(piece) > MAX_SUMMARY_BYTES:
+            break
+        kept.append(piece)
+        size += len(piece)
+    return b"".join(kept)
 
 
 @dataclass(frozen=True)
@@ -68,7 +107,7 @@ class Ingest:
         config: IngestConfig,
         signing_key: KeySource,
         publisher: Publisher,
-        ledger: Ledger,
+        ledger: RefusalLog,
         claims: ClaimStore | None = None,
         clock: Callable[[], float] = time.time,
         replies: ReplyDesk | None = None,
@@ -91,9 +130,7 @@ class Ingest:
             alias = form.text("recipient")[:200]
             now = self._clock()
             stamp = check_signed(form, self._key.get().encode("utf-8"), now, self.config.max_age_seconds)
-            message = to_inbound(form, stamp)
-            self._check_deliverable(message)
-            pubsub_id, attributes = self._publish_once(message, form_digest(form), now)
+            pubsub_id, attributes = self._handle_signed(form, stamp, now)
         except RejectedInput as exc:
             event(
                 logging.WARNING,
@@ -110,73 +147,104 @@ class Ingest:
         except TransientError as exc:
             event(logging.ERROR, f"unavailable: {exc.reason}", stage="ingest", alias=alias, outcome="http 503")
             return Response(503, "temporarily unavailable, retry later")
-        if not pubsub_id:
-            return Response(200, "already queued")
+        except Exception as exc:  # before the signature was checked (after it, _handle_signed keeps the message)
+            event(logging.ERROR, f"unexpected {type(exc).__name__}", stage="ingest", alias=alias, outcome="http 400")
+            return Response(400, "could not read this post")
         event(
             logging.INFO,
             "published",
             stage="ingest",
-            alias=message.recipient,
+            alias=attributes.get("recipient", alias),
             message_id=attributes.get("message_id", ""),
             pubsub_id=pubsub_id,
             outcome="published",
         )
         return Response(200, "queued")
 
-    def _publish_once(self, message: InboundMessage, digest: str, now: float) -> tuple[str, dict[str, str]]:
-        """Publish unless this token was already published ("" for an identical retry).
-
-        A message over Pub/Sub's size cap goes to the claim-check bucket first and
-        only its header block travels through Pub/Sub.
-        """
-        token = message.token
-        lease = self.config.publish_timeout + PUBLISH_LEASE_MARGIN_SECONDS + CLAIM_LEASE_SECONDS
-        keep = self.config.max_age_seconds + TOKEN_KEEP_MARGIN_SECONDS
-        replay_state = self._ledger.claim_token(token, digest, lease, keep)
-        if replay_state == "conflict":
-            raise BadSignature("token reused for a different message")
-        if replay_state == "busy":
-            raise Busy("the same post is being published right now")
-        if replay_state == "duplicate":
-            message_id = envelope.message_id_of(message.mime)
-            event(
-                logging.INFO,
-                "identical retry: already published",
-                stage="ingest",
-                outcome="duplicate",
-                alias=message.recipient,
-                message_id=message_id,
-            )
-            return "", {}
+    def _handle_signed(self, form: Form, stamp: int, now: float) -> tuple[str, dict[str, str]]:
+        """A verified post: decide the stateless 406s, publish. Every 406 from here on leaves a
+        refusal record, and so does an unexpected error (then a 406 too: the record keeps the
+        message, and a deterministic error would fail every one of Mailgun's retries for 8 hours)."""
+        message: InboundMessage | None = None
         try:
-            ref = self._claims.put(message.mime) if self._claims and len(message.mime) > envelope.MAX_DATA_BYTES else ""
-            data, attributes = envelope.encode(message, datetime.fromtimestamp(now, UTC), claim=ref)
+            message = to_inbound(form, stamp)
+            stored = stored_message_url(form)
+            fields = self._check_deliverable(message, stored)
+            return self._publish_once(message, now, stored, fields)
+        except Undeliverable as exc:
+            self._keep_refusal(form, message, exc.reason)
+            raise
+        except (RejectedInput, TransientError):
+            raise
+        except Exception as exc:
+            reason = f"internal error: {type(exc).__name__}"
+            event(
+                logging.CRITICAL,
+                f"unexpected {type(exc).__name__} on a signed post",
+                stage="ingest",
+                alias=form.text("recipient")[:200],
+                outcome="http 406",
+                reason=reason,
+            )
+            self._keep_refusal(form, message, reason)
+            raise Undeliverable(f"{reason}; kept as a refusal record") from None
+
+    def _keep_refusal(self, form: Form, message: InboundMessage | None, reason: str) -> None:
+        """Record a refusal of signed mail; LedgerUnavailable (so 503, and Mailgun retries) when it cannot."""
+        alias, sender, token = form.text("recipient")[:300], form.text("sender")[:600], form.text("token")[:300]
+        upload = form.files.get("body-mime")
+        raw = upload.data if upload is not None else form.fields.get("body-mime")
+        if message is not None:
+            refusal = Refusal(reason, alias, sender, message.mime, "message")
+        elif raw is not None:
+            refusal = Refusal(reason, alias, sender, raw, "message")  # the envelope was refused, not the message
+        else:
+            refusal = Refusal(reason, alias, sender, form_summary(form), "form")
+        try:
+            ident = self._ledger.record_refusal(refusal, token=token)
+        except TransientError as exc:
+            raise LedgerUnavailable(f"refusal not recorded ({exc.reason}); answering 503 so Mailgun retries") from None
+        except Exception as exc:
+            raise LedgerUnavailable(f"refusal not recorded ({type(exc).__name__})") from None
+        event(
+            logging.INFO,
+            "refusal recorded",
+            stage="ingest",
+            alias=alias,
+            outcome="refusal recorded",
+            refusal=ident,
+            reason=reason,
+        )
+
+    def _publish_once(
+        self, message: InboundMessage, now: float, stored: str = "", fields: list[Field] | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """Publish once: the only network round trip of a post (two for a claim check).
+
+        A message over Pub/Sub's size cap goes to the claim-check bucket first (an object
+        of its own, never shared) and only its header block travels through Pub/Sub. The
+        ``digest`` attribute (SHA-256 of the exact bytes) is the relay's delivery identity.
+        A store(notify=...) notification carries the storage URL; the relay fetches the message.
+        """
+        if stored:
+            digest = envelope.message_digest(b"stored:" + stored.encode("utf-8"))
+        else:
+            digest = envelope.message_digest(message.mime)
+        large = self._claims is not None and len(message.mime) > envelope.MAX_DATA_BYTES and not stored
+        ref = self._claims.put(message.mime) if self._claims is not None and large else ""
+        received = datetime.fromtimestamp(now, UTC)
+        data, attributes = envelope.encode(message, received, claim=ref, digest=digest, stored=stored, fields=fields)
+        try:
             pubsub_id = self._publisher.publish(data, attributes)
         except TransientError:
-            self._forget(token)
+            if ref and self._claims is not None:
+                with contextlib.suppress(TransientError, ClaimMissing):
+                    self._claims.delete(ref)  # Mailgun's retry makes its own object
             raise
-        try:
-            self._ledger.token_published(token)
-        except LedgerUnavailable as exc:
-            # Published but not recorded: a retry after the lease may publish again,
-            # and the relay's delivery record keeps the duplicate from being sent.
-            event(
-                logging.WARNING,
-                f"published but not recorded: {exc.reason}",
-                stage="ingest",
-                pubsub_id=pubsub_id,
-                outcome="published",
-                alias=message.recipient,
-                message_id=attributes.get("message_id", ""),
-            )
         return pubsub_id, attributes
 
-    def _forget(self, token: str) -> None:
-        """Drop the claim so Mailgun's retry publishes; if that fails, the lease runs out instead."""
-        with contextlib.suppress(LedgerUnavailable):
-            self._ledger.release_token(token)
-
-    def _check_deliverable(self, message: InboundMessage) -> None:
+    def _check_deliverable(self, message: InboundMessage, stored: str = "") -> list[Field]:
+        """Raise Undeliverable for the 406s that need no state; return the parsed header fields."""
         recipient, mime = message.recipient, message.mime
         resolved = self.config.routes.resolve(self._route_address(recipient))
         if isinstance(resolved, Reject):
@@ -190,11 +258,23 @@ class Ingest:
             raise Undeliverable(f"mail loop: already forwarded for {domain.lower()}")
         if count(fields, "received") > MAX_RECEIVED_HEADERS:
             raise Undeliverable(f"mail loop: more than {MAX_RECEIVED_HEADERS} Received headers")
+        if stored:
+            event(
+                logging.ERROR,
+                "a store(notify=...) notification reached ingest: its message is fetched from Mailgun by the relay; "
+                'fix the route: forward("https://<region>-<project>.cloudfunctions.net/ingest/mime?k=<route key>") '
+                "instead of store(notify=...)",
+                stage="ingest",
+                alias=recipient,
+                outcome="stored message",
+            )
+            return fields
         if len(mime) > envelope.MAX_DATA_BYTES and self._claims is None:
             raise Undeliverable(
                 f"message of {len(mime)} bytes is over the {envelope.MAX_DATA_BYTES} byte Pub/Sub limit "
                 "and no claim-check bucket is set (TAGRELAY_CLAIM_BUCKET)"
             )
+        return fields
 
     def _route_address(self, recipient: str) -> str:
         """The address to route: a reverse address routes as its alias (issue 13).

@@ -2,9 +2,14 @@
 
 The retry idiom of Cloud Functions: raise to be redelivered, return to stop.
 
-- A delivery record in the ledger (alias, targets, Message-ID or body hash)
-  makes a redelivered message that was already sent a no-op, and lets only one
-  instance send a message at a time (a lease that runs out if that instance dies).
+- A delivery record in the ledger (alias, targets and the SHA-256 of the exact
+  message bytes, never the sender-chosen Message-ID) makes a redelivered message
+  that was already sent a no-op, and lets only one instance send a message at a
+  time (a lease that runs out if that instance dies). The same atomic write binds
+  the Mailgun token to the message digest: a different message under a used token
+  is never delivered, and is kept as a refusal record.
+- The message body is fetched (claim check, Mailgun storage) only once the ledger
+  says the delivery is still to do, and is checked against its digest.
 - Transient failures (Mailgun 429/5xx/timeouts, the ledger, the key store)
   raise, so Pub/Sub redelivers with backoff, until the message has used up its
   attempts or is older than the max-age guard; then it is dead-lettered instead
@@ -14,7 +19,9 @@ The retry idiom of Cloud Functions: raise to be redelivered, return to stop.
 - Permanent failures (Mailgun 4xx, no route any more, not a tagrelay message)
   go to the dead-letter topic with the reason and are acknowledged.
 
-Nothing is dropped without a record: a dead-letter publish that fails raises too.
+Nothing is dropped without a record: a dead-letter publish that fails raises too,
+and an exception outside the tree (a programming error) dead-letters the whole
+message with its reason instead of spinning until Pub/Sub gives up.
 """
 
 from __future__ import annotations
@@ -28,7 +35,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tagrelay.core import spam
-from tagrelay.core.envelope import Delivery, delivery_key, from_cloud_event_data
+from tagrelay.core.envelope import (
+    Delivery,
+    Envelope,
+    delivery_key,
+    digest_of,
+    from_cloud_event_data,
+    message_digest,
+)
 from tagrelay.core.errors import (
     Busy,
     ClaimMissing,
@@ -40,7 +54,7 @@ from tagrelay.core.errors import (
 )
 from tagrelay.core.log import event
 from tagrelay.core.notice import build_notice
-from tagrelay.core.ports import ClaimStore, DeadLetters, Ledger, Sender
+from tagrelay.core.ports import ClaimStore, DeadLetters, Ledger, Refusal, Sender, StoredMessages
 from tagrelay.core.reply import ReplyDesk
 from tagrelay.core.rewrite import rewrite
 from tagrelay.core.routes import Reject, Routes, normalize
@@ -51,7 +65,7 @@ LEASE_MARGIN_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "sent", "duplicate" or "dead-lettered"
+    status: str  # "sent", "duplicate", "dead-lettered" or "refused"
     detail: str
 
 
@@ -60,6 +74,13 @@ class Limits:
     max_attempts: int = 10
     max_age_seconds: float = 24 * 3600
     send_timeout_seconds: float = 60.0  # the lease outlives one Mailgun call
+
+
+@dataclass
+class _Progress:
+    """How far one message got: the delivery key once its record was taken (to record it dead)."""
+
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,8 +106,10 @@ class Relay:
         limits: Limits = Limits(),
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        stored: StoredMessages | None = None,
         replies: ReplyDesk | None = None,
     ) -> None:
+        self._stored = stored
         self._routes = routes
         self._sender = sender
         self._deadletters = deadletters
@@ -101,25 +124,48 @@ class Relay:
         """Handle the data of a Pub/Sub CloudEvent; raises TransientError to be redelivered."""
         try:
             delivery = from_cloud_event_data(data)
-        except SchemaError as exc:
+        except Exception as exc:  # SchemaError, or anything else the decoding meets: kept, never spun on
             raw = json.dumps(data, default=str).encode("utf-8")
-            return self._dead_letter(raw, {}, f"not a tagrelay message: {exc}", "")
+            why = exc.reason if isinstance(exc, SchemaError) else f"{type(exc).__name__}: {str(exc)[:200]}"
+            return self._dead_letter(raw, {}, f"not a tagrelay message: {why}", "")
         return self.handle(delivery)
 
     def handle(self, delivery: Delivery) -> Outcome:
+        """Deliver one message. Raises only TransientError (to be redelivered): anything else,
+        a programming error included, ends in a dead letter with the whole message and the reason."""
+        progress = _Progress()
+        try:
+            return self._handle(delivery, progress)
+        except TransientError:
+            raise
+        except Exception as exc:  # the one place an unexpected error becomes a dead letter
+            return self._unexpected(delivery, progress, exc)
+
+    def _unexpected(self, delivery: Delivery, progress: _Progress, exc: Exception) -> Outcome:
+        reason = f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
+        message = delivery.envelope
+        attributes = {**message.attributes(), "original_pubsub_id": delivery.pubsub_id}
+        event(
+            logging.CRITICAL,
+            f"unexpected {type(exc).__name__} while handling a message",
+            stage="relay",
+            outcome="dead-lettered",
+            alias=message.recipient,
+            pubsub_id=delivery.pubsub_id,
+            reason=reason,
+        )
+        outcome = self._dead_letter(message.mime, attributes, reason, delivery.pubsub_id)
+        if progress.key:
+            self._record(progress.key, "dead", reason)
+        return outcome
+
+    def _handle(self, delivery: Delivery, progress: _Progress) -> Outcome:
         message = delivery.envelope
         fields = {"alias": message.recipient, "message_id": message.message_id, "pubsub_id": delivery.pubsub_id}
         attributes = {**message.attributes(), "original_pubsub_id": delivery.pubsub_id}
         # Dead letters carry what came through Pub/Sub: for a claim check, the header block
         # and the claim attribute (the object stays for replay), never the 25 MB message.
         carried = message.mime
-        if message.claim:
-            try:
-                if self._claims is None:
-                    raise ClaimMissing("a claim-checked message, and no claim store is configured")
-                message = replace(message, mime=self._claims.get(message.claim))
-            except ClaimMissing as exc:
-                return self._dead_letter(carried, attributes, exc.reason, delivery.pubsub_id)
         # A reverse address routes as its alias; the owner's reply goes to the correspondent (issue 13).
         found = self._replies.identify(message.recipient) if self._replies is not None else None
         route_to = message.recipient if found is None else found.alias
@@ -127,42 +173,56 @@ class Relay:
         if isinstance(resolved, Reject):
             reason = f"no route any more: {resolved.reason}"
             return self._dead_letter(carried, attributes, reason, delivery.pubsub_id)
+        try:
+            digest = digest_of(message)
+        except SchemaError as exc:
+            return self._dead_letter(carried, attributes, exc.reason, delivery.pubsub_id)
+        if not (message.claim or message.stored) and message_digest(carried) != digest:
+            reason = "the message bytes do not match their digest attribute"
+            return self._dead_letter(carried, attributes, reason, delivery.pubsub_id)
+        # The reply plan reads only the header block (Mailgun's verdicts and From), which is
+        # what travels through Pub/Sub even for a claim-checked message.
         plan = None
         if found is not None and self._replies is not None:
             plan = self._replies.plan(found, message.mime, message.sender, resolved.targets)
         targets = (plan.correspondent,) if plan is not None and plan.correspondent else resolved.targets
 
-        key = delivery_key(message.recipient, targets, message.message_id, message.mime)
+        key = delivery_key(message.recipient, targets, digest)
         info = {"alias": message.recipient, "message_id": message.message_id, "targets": ",".join(targets)}
         lease = self._limits.send_timeout_seconds + LEASE_MARGIN_SECONDS
-        begin = self._ledger.begin_delivery(key, lease, info, retake_dead=bool(message.replay))
+        begin = self._ledger.begin_delivery(
+            key,
+            lease,
+            info,
+            retake_dead=bool(message.replay or message.release),
+            token=message.token,
+            digest=digest,
+            ignore_token=bool(message.release),
+        )
+        if begin.state == "conflict":
+            return self._refuse_replayed_token(message, carried, attributes, begin.detail, fields)
         if begin.state == "done":
-            event(
-                logging.INFO,
-                "already handled: not sent again",
-                stage="relay",
-                outcome="duplicate",
-                mailgun_id=begin.detail,
-                **fields,
-            )
-            return Outcome("duplicate", begin.detail)
+            return self._already_done(message, begin.detail, begin.previous, fields)
         if begin.state == "busy":
             event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
             raise Busy("delivery in progress elsewhere")
+        progress.key = key
 
-        failed = Failure(key, carried, message.mime, attributes, delivery.pubsub_id, resolved.rule.notify)
+        failed = Failure(key, carried, carried, attributes, delivery.pubsub_id, resolved.rule.notify)
         try:
+            mime = self._message_bytes(message, digest)
+            failed = replace(failed, original=mime)
             seen = spam.verdict(message.spam_flag, message.spam_score)
             tag = seen.describe() if spam.decide(resolved.rule.spam, seen) == "tag" else ""
             alias = normalize(route_to) or route_to
             if self._replies is not None:
-                mime = self._replies.compose(
-                    plan, message.mime, alias, message.sender, resolved.targets,
+                outgoing = self._replies.compose(
+                    plan, mime, alias, message.sender, resolved.targets,
                     resolved.rule.reply_name, self._routes.domains, spam_tag=tag,
                 )  # fmt: skip
             else:
-                mime = rewrite(message.mime, alias, message.sender, spam_tag=tag).mime
-            mailgun_id = self._sender.send_mime(targets, mime)
+                outgoing = rewrite(mime, alias, message.sender, spam_tag=tag).mime
+            mailgun_id = self._sender.send_mime(targets, outgoing)
         except Unrewritable as exc:
             return self._give_up(failed, f"cannot rewrite: {exc.reason}")
         except PermanentError as exc:
@@ -197,6 +257,69 @@ class Relay:
         )
         return Outcome("sent", mailgun_id)
 
+    def _message_bytes(self, message: Envelope, digest: str) -> bytes:
+        """The message to send: carried, fetched from the claim check (checked against its digest),
+        or fetched from Mailgun's storage for a store(notify=...) route. Only called once the ledger
+        said this delivery is still to do."""
+        if message.claim:
+            if self._claims is None:
+                raise ClaimMissing("a claim-checked message, and no claim store is configured")
+            mime = self._claims.get(message.claim)
+            if message_digest(mime) != digest:
+                raise ClaimMissing("the claim-check object does not match the message digest")
+            return mime
+        if message.stored:
+            if self._stored is None:
+                raise ClaimMissing("a store(notify=...) message, and no way to fetch it is configured")
+            return self._stored.fetch_stored(message.stored)
+        return message.mime
+
+    def _already_done(self, message: Envelope, detail: str, previous: str, fields: dict[str, str]) -> Outcome:
+        """A record says this exact message was handled for these targets: not sent again, and said so."""
+        if message.replay or message.release:
+            # A replay is never swallowed silently: it was already sent (or dead-lettered and
+            # not retaken, which cannot happen with retake_dead), so say which.
+            event(
+                logging.WARNING,
+                f"replay not sent: these exact bytes were already {previous or 'handled'} for these targets "
+                f"({detail or 'no detail'})",
+                stage="relay",
+                outcome="duplicate",
+                reason=f"already {previous}",
+                **fields,
+            )
+        else:
+            event(
+                logging.INFO,
+                "already handled: not sent again",
+                stage="relay",
+                outcome="duplicate",
+                mailgun_id=detail,
+                **fields,
+            )
+        if message.claim and previous == "sent":
+            self._drop_claim(message.claim)  # this post's own object, no longer needed (a missing one is fine)
+        return Outcome("duplicate", detail)
+
+    def _refuse_replayed_token(
+        self, message: Envelope, carried: bytes, attributes: dict[str, str], bound: str, fields: dict[str, str]
+    ) -> Outcome:
+        """A token already bound to another message: never delivered, kept as a refusal (raises to retry
+        if the refusal cannot be written, so nothing goes unrecorded)."""
+        reason = f"token reused for a different message (the token is bound to sha256 {bound[:16]}...)"
+        refusal = Refusal(reason, message.recipient, message.sender, carried, "message", attributes)
+        ident = self._ledger.record_refusal(refusal, token=message.token)  # LedgerUnavailable: redelivered
+        event(
+            logging.ERROR,
+            f"refused: {reason}",
+            stage="relay",
+            outcome="refused",
+            reason=reason,
+            refusal=ident,
+            **fields,
+        )
+        return Outcome("refused", ident)
+
     def _age(self, delivery: Delivery) -> float | None:
         if delivery.publish_time is None:
             return None
@@ -218,10 +341,9 @@ class Relay:
         alias = failed.attributes.get("recipient", "")
         try:
             self._sender.send_mime([failed.notify], build_notice(failed.original, alias, reason, failed.notify))
-        except (TransientError, PermanentError) as exc:
-            event(
-                logging.WARNING, f"notice not sent: {exc.reason}", stage="relay", alias=alias, outcome="notice failed"
-            )
+        except Exception as exc:  # the dead letter exists; a notice must not undo that
+            why = exc.reason if isinstance(exc, (TransientError, PermanentError)) else type(exc).__name__
+            event(logging.WARNING, f"notice not sent: {why}", stage="relay", alias=alias, outcome="notice failed")
             return
         event(logging.INFO, "owner notified", stage="relay", alias=alias, outcome="notified", targets=[failed.notify])
 

@@ -286,7 +286,7 @@ def test_first_run_creates_service_accounts_firestore_ttl_and_bucket(first: Firs
     database = run.one("firestore", "databases", "create")
     assert flag(database, "type") == "firestore-native"
     assert flag(database, "location") == REGION
-    for group in ("tagrelay_tokens", "tagrelay_deliveries"):
+    for group in ("tagrelay_tokens", "tagrelay_deliveries", "tagrelay_refusals"):
         ttl = run.one("ttls", "update", "expires_at", f"--collection-group={group}")
         assert "--enable-ttl" in ttl
     bucket = run.one("buckets", "create", f"gs://{PROJECT}-tagrelay-claims")
@@ -331,6 +331,7 @@ def test_relay_is_a_private_retrying_topic_function(first: FirstDeploy) -> None:
     assert variables["MAILGUN_API_BASE"] == first.box.standin.url
     assert variables["MAILGUN_API_KEY_SECRET"] == API_KEY_VERSION
     assert variables["TAGRELAY_DEADLETTER_TOPIC"] == "tagrelay-deadletter"
+    assert variables["TAGRELAY_CLAIM_BUCKET"] == f"{PROJECT}-tagrelay-claims"  # large refusal records
     assert variables["TAGRELAY_ROUTES"] == "routes.toml"
     assert variables["TAGRELAY_REPLY_KEY_SECRET"] == REPLY_KEY_VERSION
 

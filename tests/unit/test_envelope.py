@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,8 @@ from tagrelay.core.envelope import (
     SCHEMA,
     Envelope,
     decode,
+    delivery_key,
+    digest_of,
     encode,
     from_cloud_event_data,
 )
@@ -53,6 +56,7 @@ def test_encode_gives_the_raw_bytes_and_the_schema_attributes() -> None:
         "received_at": "2023-11-14T22:13:30+00:00",
         "spam_flag": "No",
         "spam_score": "0.2",
+        "digest": hashlib.sha256(corpus("12-shift-jis.eml")).hexdigest(),
     }
 
 
@@ -67,7 +71,7 @@ def test_received_at_is_written_in_utc() -> None:
 
 def test_empty_attributes_are_left_out() -> None:
     _, attributes = encode(inbound("26-no-message-id.eml", sender="", spam_flag="", spam_score=""), RECEIVED)
-    assert set(attributes) == {"schema", "recipient", "token", "received_at"}
+    assert set(attributes) == {"schema", "recipient", "token", "received_at", "digest"}
 
 
 def test_folded_message_id_is_unfolded() -> None:
@@ -88,6 +92,7 @@ def test_encode_decode_round_trip(name: str) -> None:
         received_at="2023-11-14T22:13:30+00:00",
         spam_flag="No",
         spam_score="0.2",
+        digest=hashlib.sha256(corpus(name)).hexdigest(),
     )
     assert envelope.attributes() == attributes
 
@@ -238,3 +243,39 @@ def test_missing_publish_time_is_none() -> None:
 def test_anything_else_is_a_schema_error(event_data: Any) -> None:
     with pytest.raises(SchemaError):
         from_cloud_event_data(event_data)
+
+
+# -- delivery identity (issue 15: never the sender-chosen Message-ID) ----------------------------
+
+
+def _key(alias: str, targets: tuple[str, ...], mime: bytes) -> str:
+    return delivery_key(alias, targets, hashlib.sha256(mime).hexdigest())
+
+
+def test_two_messages_with_the_same_message_id_have_different_identities() -> None:
+    real = b"Message-ID: <pr-1@github.example>\r\nSubject: real\r\n\r\nbody\r\n"
+    forged = b"Message-ID: <pr-1@github.example>\r\nSubject: forged\r\n\r\nbody\r\n"
+    assert _key("a@example.org", ("o@gmail.com",), real) != _key("a@example.org", ("o@gmail.com",), forged)
+
+
+def test_identity_covers_alias_and_targets_and_ignores_their_case_and_order() -> None:
+    mime = b"Subject: x\r\n\r\nbody\r\n"
+    base = _key("A@example.org", ("x@gmail.com", "y@gmail.com"), mime)
+    assert base == _key("a@example.org", ("y@gmail.com", "X@gmail.com"), mime)
+    assert base != _key("b@example.org", ("x@gmail.com", "y@gmail.com"), mime)
+    assert base != _key("a@example.org", ("x@gmail.com",), mime)
+
+
+@pytest.mark.parametrize("digest", ["", "abc", "G" * 64, "a" * 63, "A" * 64])
+def test_delivery_key_refuses_anything_but_a_sha256_hex_digest(digest: str) -> None:
+    with pytest.raises(SchemaError):
+        delivery_key("a@example.org", ("o@gmail.com",), digest)
+
+
+def test_digest_attribute_round_trips_and_claims_need_one() -> None:
+    data, attributes = encode(inbound(), RECEIVED, claim="gs://b/claims/x.eml")
+    envelope = decode(data, attributes)
+    assert digest_of(envelope) == hashlib.sha256(corpus("12-shift-jis.eml")).hexdigest()
+    without = {k: v for k, v in attributes.items() if k != "digest"}
+    with pytest.raises(SchemaError):
+        digest_of(decode(data, without))

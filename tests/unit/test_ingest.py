@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,7 +13,7 @@ from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import IngestConfig, SecretRef
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable
-from tagrelay.core.ports import TokenClaim
+from tagrelay.core.ports import Refusal
 from tagrelay.core.routes import load
 from tagrelay.services.ingest import Ingest, Response
 from tagrelay_tools import mailgun_posts
@@ -44,7 +45,7 @@ class RecordingPublisher:
 
 
 class DownLedger(MemoryLedger):
-    def claim_token(self, token: str, digest: str, lease_seconds: float, keep_seconds: float) -> TokenClaim:
+    def record_refusal(self, refusal: Refusal, token: str = "") -> str:
         raise LedgerUnavailable("Firestore failed (ServiceUnavailable)")
 
 
@@ -96,6 +97,7 @@ def test_signed_routable_post_is_published_once(publisher: RecordingPublisher) -
                 "token": "a" * 50,
                 "message_id": "<menu.1@cafe.example.fr>",
                 "received_at": RECEIVED_AT,
+                "digest": hashlib.sha256(raw).hexdigest(),
             },
         )
     ]
@@ -125,12 +127,24 @@ def test_every_sample_post_is_accepted(publisher: RecordingPublisher, name: str)
     assert publisher.published[0][1]["recipient"] == info["recipient"]
 
 
-def test_identical_retry_is_200_without_a_second_publish(publisher: RecordingPublisher) -> None:
+def test_identical_retry_is_published_again_with_the_same_identity(publisher: RecordingPublisher) -> None:
+    """Ingest keeps no state (issue 11): the relay's delivery record makes the second copy a duplicate."""
     ingest = make_ingest(publisher)
     post = mime_post(corpus("01-plain-ascii.eml"))
     assert handle(ingest, post).status == 200
     assert handle(ingest, post).status == 200
-    assert len(publisher.published) == 1
+    assert len(publisher.published) == 2
+    assert publisher.published[0] == publisher.published[1]
+
+
+def test_parsed_post_retry_rebuilds_to_the_same_digest(publisher: RecordingPublisher) -> None:
+    info = json.loads((POSTS / "handwritten-parsed-multipart.json").read_text())
+    body = (POSTS / "handwritten-parsed-multipart.body").read_bytes()
+    ingest = make_ingest(publisher)
+    assert ingest.handle(info["content_type"], body).status == 200
+    assert ingest.handle(info["content_type"], body).status == 200
+    [(first, a1), (second, a2)] = publisher.published
+    assert first == second and a1["digest"] == a2["digest"] == hashlib.sha256(first).hexdigest()
 
 
 def test_loop_marker_of_another_domain_is_not_a_loop(publisher: RecordingPublisher) -> None:
@@ -176,11 +190,13 @@ def test_timestamp_outside_the_window_is_401(publisher: RecordingPublisher, time
     assert publisher.published == []
 
 
-def test_token_reused_for_another_message_is_401(publisher: RecordingPublisher) -> None:
+def test_token_reused_for_another_message_is_published_with_its_own_digest(publisher: RecordingPublisher) -> None:
+    """The relay binds the token to the first digest and refuses the other (tests/unit/test_relay.py)."""
     ingest = make_ingest(publisher)
     assert handle(ingest, mime_post(corpus("01-plain-ascii.eml"))).status == 200
-    assert handle(ingest, mime_post(corpus("02-plain-utf8-8bit.eml"))).status == 401
-    assert len(publisher.published) == 1
+    assert handle(ingest, mime_post(corpus("02-plain-utf8-8bit.eml"))).status == 200
+    [(_, a1), (_, a2)] = publisher.published
+    assert a1["token"] == a2["token"] and a1["digest"] != a2["digest"]
 
 
 # -- 400 -------------------------------------------------------------------------------------
@@ -241,8 +257,13 @@ def test_non_mailgun_body_is_400(publisher: RecordingPublisher, content_type: st
     ],
 )
 def test_undeliverable_post_is_406(publisher: RecordingPublisher, recipient: str, raw: bytes) -> None:
-    assert handle(make_ingest(publisher), mime_post(raw, recipient)).status == 406
+    ledger = MemoryLedger(clock=lambda: NOW)
+    assert handle(make_ingest(publisher, ledger=ledger), mime_post(raw, recipient)).status == 406
     assert publisher.published == []
+    [record] = ledger.refusals.values()  # a signed 406 leaves a record with the message
+    assert record["alias"] == recipient and record["size"] == len(raw)
+    if record["kind"] == "message":
+        assert record["message"] == raw
 
 
 def test_parsed_post_of_a_looping_message_is_406(publisher: RecordingPublisher) -> None:
@@ -282,9 +303,15 @@ def test_bus_unavailable_is_503_and_the_retry_publishes(publisher: RecordingPubl
     assert len(publisher.published) == 1
 
 
-def test_ledger_unavailable_is_503(publisher: RecordingPublisher) -> None:
+def test_ledger_unavailable_does_not_touch_a_routable_post(publisher: RecordingPublisher) -> None:
     ingest = make_ingest(publisher, ledger=DownLedger())
-    assert handle(ingest, mime_post(corpus("01-plain-ascii.eml"))).status == 503
+    assert handle(ingest, mime_post(corpus("01-plain-ascii.eml"))).status == 200
+    assert len(publisher.published) == 1
+
+
+def test_refusal_that_cannot_be_recorded_is_503_not_a_silent_406(publisher: RecordingPublisher) -> None:
+    ingest = make_ingest(publisher, ledger=DownLedger())
+    assert handle(ingest, mime_post(corpus("01-plain-ascii.eml"), "leaked@example.org")).status == 503
     assert publisher.published == []
 
 

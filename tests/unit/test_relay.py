@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -293,6 +294,7 @@ def claim_event(raw: bytes) -> dict[str, Any]:
         mime=head,
         message_id="<big@example>",
         claim="gs://tagrelay-claims/claims/big.eml",
+        digest=hashlib.sha256(raw).hexdigest(),
     )
     data = {"data": base64.b64encode(head).decode(), "attributes": envelope.attributes(), "messageId": "9"}
     return {"message": {**data, "publishTime": PUBLISHED}}
@@ -318,3 +320,47 @@ def test_a_claimed_message_is_dead_lettered_as_it_came_not_whole() -> None:
     assert attributes["claim"] == "gs://tagrelay-claims/claims/big.eml"
     assert "400" in reason
     assert "claims/big.eml" in objects  # kept for replay
+
+
+# -- issue 15 / 11: identity, token binding, stored messages, unexpected errors ------------------
+
+
+def with_attributes(data: dict[str, Any], **extra: str) -> dict[str, Any]:
+    message = data["message"]
+    return {"message": {**message, "attributes": {**message["attributes"], **extra}}}
+
+
+def test_a_message_under_a_token_bound_to_another_digest_is_refused_not_sent() -> None:
+    h = harness()
+    assert h.relay.handle_event_data(event_data("01-plain-ascii.eml")).status == "sent"
+    outcome = h.relay.handle_event_data(event_data("02-plain-utf8-8bit.eml"))  # the same token "t" * 50
+    assert outcome.status == "refused"
+    assert len(h.sender.sent) == 1 and h.deadletters.letters == []
+
+
+def test_a_stored_message_without_a_fetcher_is_dead_lettered_with_the_notification() -> None:
+    h = harness()
+    data = with_attributes(
+        event_data(), stored="https://storage.api.mailgun.net/v3/domains/x/messages/k", digest="a" * 64
+    )
+    assert h.relay.handle_event_data(data).status == "dead-lettered"
+    [(letter, attributes, reason)] = h.deadletters.letters
+    assert letter == corpus("11-iso-8859-1-8bit.eml") and attributes["stored"].endswith("/k")
+    assert "store(notify" in reason and h.sender.sent == []
+
+
+def test_a_claim_without_a_digest_attribute_is_dead_lettered() -> None:
+    h = harness()
+    data = with_attributes(event_data(), claim="gs://tagrelay-claims/claims/x.eml")
+    assert h.relay.handle_event_data(data).status == "dead-lettered"
+    assert "digest" in h.deadletters.letters[0][2]
+
+
+def test_an_unexpected_error_while_decoding_is_a_dead_letter() -> None:
+    class Weird(dict[str, Any]):
+        def get(self, *args: Any) -> Any:
+            raise RuntimeError("boom")
+
+    h = harness()
+    assert h.relay.handle_event_data({"message": Weird()}).status == "dead-lettered"
+    assert "RuntimeError" in h.deadletters.letters[0][2]

@@ -1,0 +1,255 @@
+"""One contract for both ledgers: MemoryLedger (unit tests) and FirestoreLedger (on the Firestore
+emulator) answer every method the same way, including the races that production only meets by chance:
+two instances starting the same delivery, or two messages binding the same token, concurrently."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tagrelay.adapters.ledger import FirestoreLedger, MemoryLedger
+from tagrelay.core.ports import Begin, Refusal
+
+Ledger = MemoryLedger | FirestoreLedger
+D1, D2 = "1" * 64, "2" * 64
+INFO = {"alias": "a@example.org", "targets": "o@gmail.com"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "firestore"])
+def make(request: pytest.FixtureRequest) -> Iterator[Callable[[Clock], Ledger]]:
+    """A factory of ledger instances sharing one store (two instances = two function instances)."""
+    if request.param == "memory":
+        shared: dict[int, MemoryLedger] = {}
+
+        def memory(clock: Clock) -> Ledger:
+            return shared.setdefault(0, MemoryLedger(clock=clock))
+
+        yield memory
+        return
+    host = request.getfixturevalue("firestore_host")
+    project = "contract-" + uuid.uuid4().hex[:8]  # a fresh database per test
+    previous = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    os.environ["FIRESTORE_EMULATOR_HOST"] = host
+
+    def firestore(clock: Clock) -> Ledger:
+        from google.cloud import firestore as fs
+
+        return FirestoreLedger(lambda: fs.Client(project=project), clock=clock)
+
+    try:
+        yield firestore
+    finally:
+        if previous is None:
+            os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        else:
+            os.environ["FIRESTORE_EMULATOR_HOST"] = previous
+
+
+def key() -> str:
+    return uuid.uuid4().hex * 2
+
+
+def test_a_new_delivery_goes_then_is_busy_then_done(make: Callable[[Clock], Ledger]) -> None:
+    clock = Clock()
+    ledger, k = make(clock), key()
+    assert ledger.begin_delivery(k, 60, INFO, token="t1", digest=D1) == Begin("go", 1, "", "")
+    assert ledger.begin_delivery(k, 60, INFO, token="t1", digest=D1).state == "busy"
+    ledger.delivery_done(k, "sent", "<id@mailgun>")
+    assert ledger.begin_delivery(k, 60, INFO, token="t1", digest=D1) == Begin("done", 1, "<id@mailgun>", "sent")
+    [record] = [r for r in ledger.recent_deliveries(10) if r.key == k]
+    assert record.data["state"] == "sent" and record.data["alias"] == "a@example.org"
+    assert record.data["expires_at"].timestamp() > clock.now + 7 * 24 * 3600
+
+
+def test_an_expired_lease_is_taken_over_and_counts_an_attempt(make: Callable[[Clock], Ledger]) -> None:
+    clock = Clock()
+    ledger, k = make(clock), key()
+    assert ledger.begin_delivery(k, 60, INFO).attempts == 1
+    clock.now += 61
+    assert ledger.begin_delivery(k, 60, INFO) == Begin("go", 2, "", "sending")
+
+
+def test_a_released_delivery_goes_again_at_once(make: Callable[[Clock], Ledger]) -> None:
+    ledger, k = make(Clock()), key()
+    ledger.begin_delivery(k, 60, INFO)
+    ledger.release_delivery(k)
+    assert ledger.begin_delivery(k, 60, INFO) == Begin("go", 2, "", "retry")
+
+
+def test_dead_is_done_unless_retaken(make: Callable[[Clock], Ledger]) -> None:
+    ledger, k = make(Clock()), key()
+    ledger.begin_delivery(k, 60, INFO)
+    ledger.delivery_done(k, "dead", "Mailgun answered 400")
+    assert ledger.begin_delivery(k, 60, INFO) == Begin("done", 1, "Mailgun answered 400", "dead")
+    assert ledger.begin_delivery(k, 60, INFO, retake_dead=True) == Begin("go", 2, "", "dead")
+
+
+def test_sent_is_done_even_for_a_replay(make: Callable[[Clock], Ledger]) -> None:
+    ledger, k = make(Clock()), key()
+    ledger.begin_delivery(k, 60, INFO)
+    ledger.delivery_done(k, "sent", "<id>")
+    assert ledger.begin_delivery(k, 60, INFO, retake_dead=True).state == "done"
+
+
+def test_first_binding_of_a_token_wins(make: Callable[[Clock], Ledger]) -> None:
+    ledger = make(Clock())
+    k1, k2, k3 = key(), key(), key()
+    assert ledger.begin_delivery(k1, 60, INFO, token="tok", digest=D1).state == "go"
+    assert ledger.begin_delivery(k2, 60, INFO, token="tok", digest=D2) == Begin("conflict", 0, D1, "")
+    assert ledger.begin_delivery(k2, 60, INFO, token="tok", digest=D2).state == "conflict"  # and stays so
+    # The same digest under the same token (another alias, a retry) is not a conflict.
+    assert ledger.begin_delivery(k3, 60, INFO, token="tok", digest=D1).state == "go"
+    # A release ignores the binding (the operator decided).
+    assert ledger.begin_delivery(k2, 60, INFO, token="tok", digest=D2, ignore_token=True).state == "go"
+
+
+def test_a_conflict_writes_nothing(make: Callable[[Clock], Ledger]) -> None:
+    ledger = make(Clock())
+    k1, k2 = key(), key()
+    ledger.begin_delivery(k1, 60, INFO, token="tok2", digest=D1)
+    ledger.begin_delivery(k2, 60, INFO, token="tok2", digest=D2)
+    assert all(r.key != k2 for r in ledger.recent_deliveries(50))
+
+
+def test_a_busy_delivery_does_not_bind_its_token(make: Callable[[Clock], Ledger]) -> None:
+    """A binding is written only with a delivery that goes: never half of the atomic write."""
+    ledger = make(Clock())
+    k = key()
+    ledger.begin_delivery(k, 60, INFO)  # leased, no token
+    assert ledger.begin_delivery(k, 60, INFO, token="tok3", digest=D1).state == "busy"
+    assert ledger.begin_delivery(key(), 60, INFO, token="tok3", digest=D2).state == "go"
+
+
+def begin(k: str, token: str, digest: str) -> Callable[[Ledger], Begin]:
+    return lambda ledger: ledger.begin_delivery(k, 60, INFO, token=token, digest=digest)
+
+
+def _race(make: Callable[[Clock], Ledger], calls: list[Callable[[Ledger], Begin]]) -> list[Begin]:
+    """Run each call on its own ledger instance (a separate client), all released at once."""
+    clock = Clock()
+    instances = [make(clock) for _ in calls]
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = calls[index](instances[index])
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return results
+
+
+@pytest.mark.parametrize("racers", [2, 4])
+def test_racing_for_the_same_delivery_exactly_one_goes(make: Callable[[Clock], Ledger], racers: int) -> None:
+    for _ in range(3):
+        k = key()
+        results = _race(make, [begin(k, "", D1)] * racers)
+        assert sorted(r.state for r in results) == ["busy"] * (racers - 1) + ["go"], results
+
+
+def test_racing_two_messages_under_one_token_exactly_one_is_bound(make: Callable[[Clock], Ledger]) -> None:
+    for round_ in range(3):
+        token = f"race-{uuid.uuid4().hex}"
+        k1, k2 = key(), key()
+        results = _race(
+            make,
+            [
+                begin(k1, token, D1),
+                begin(k2, token, D2),
+            ],
+        )
+        assert sorted(r.state for r in results) == ["conflict", "go"], (round_, results)
+        winner = D1 if results[0].state == "go" else D2
+        assert next(r for r in results if r.state == "conflict").detail == winner
+
+
+def test_refusals_are_recorded_once_listed_and_released_once(make: Callable[[Clock], Ledger]) -> None:
+    clock = Clock()
+    ledger = make(clock)
+    refusal = Refusal("mail loop: more than 25 Received headers", "a@example.org", "s@bank.example", b"raw\r\n")
+    ident = ledger.record_refusal(refusal, token="t")
+    assert ledger.record_refusal(refusal, token="t") == ident  # a retry of the same post: one record
+    [record] = [r for r in ledger.recent_refusals(10) if r.key == ident]
+    assert record.data["reason"] == refusal.reason and record.data["size"] == 5 and record.data["kind"] == "message"
+    assert record.data["expires_at"].timestamp() == pytest.approx(clock.now + 7 * 24 * 3600)
+    assert "message" not in record.data
+    assert ledger.refusal_message(ident) == b"raw\r\n"
+    assert ledger.mark_released(ident, "now") is not None
+    assert ledger.mark_released(ident, "again") is None
+    ledger.unmark_released(ident)
+    assert ledger.mark_released(ident, "after a failed publish") is not None
+    with pytest.raises(KeyError):
+        ledger.refusal_message("no-such-refusal")
+    assert ledger.mark_released("no-such-refusal", "x") is None
+
+
+def test_racing_releases_release_once(make: Callable[[Clock], Ledger]) -> None:
+    ledger = make(Clock())
+    ident = ledger.record_refusal(Refusal("blocked", "a@example.org", "s@x.example", b"m"), token=uuid.uuid4().hex)
+    instances = [make(Clock()) for _ in range(4)]
+    barrier = threading.Barrier(4)
+    results: list[Any] = [None] * 4
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = instances[i].mark_released(ident, f"r{i}")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(r is not None for r in results) == 1, results
+
+
+class CountingClient:
+    """A real Firestore client that counts the reads begin_delivery makes."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.reads = 0
+        self.commits = 0
+
+    def get_all(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        return self._client.get_all(*args, **kwargs)
+
+    def batch(self) -> Any:
+        self.commits += 1
+        return self._client.batch()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_new_message_costs_one_commit_and_no_read_on_firestore(firestore_host: str) -> None:
+    """Issue 11's cost: a new delivery is one Firestore round trip (token binding and lease in one commit)."""
+    from google.cloud import firestore as fs
+
+    os.environ["FIRESTORE_EMULATOR_HOST"] = firestore_host
+    try:
+        counting = CountingClient(fs.Client(project="contract-count-" + uuid.uuid4().hex[:8]))
+        ledger = FirestoreLedger(lambda: counting)
+        assert ledger.begin_delivery(key(), 60, INFO, token="fresh", digest=D1).state == "go"
+        assert (counting.commits, counting.reads) == (1, 0)
+        assert ledger.begin_delivery(key(), 60, INFO, token="fresh", digest=D2).state == "conflict"
+        assert (counting.commits, counting.reads) == (2, 1)  # the failed create, then one read of both records
+    finally:
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
