@@ -20,6 +20,7 @@ from tagrelay.core.errors import Undeliverable
 # what one post may cost to parse (linear: about 10 ms per MiB).
 MAX_HEADER_BLOCK_BYTES = 1 << 20
 MAX_LINE_OCTETS = 998  # RFC 5322 2.1.1, without the CRLF
+MAX_DECODE_CHARS = 8192  # of a value decoded for display, logs and comparisons (see decode_words)
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"([!-9;-~]+)[ \t]*:")  # printable ASCII but the colon (RFC 5322 3.6.8)
@@ -124,9 +125,16 @@ def unfold(text: str) -> str:
 
 
 def decode_words(text: str) -> str:
-    """Decode RFC 2047 encoded words; on a malformed one keep the text as it is."""
+    """Decode RFC 2047 encoded words; on a malformed one keep the text as it is.
+
+    Never raises. The stdlib decoder is slower than linear on long runs of encoded
+    words, so only the first MAX_DECODE_CHARS are decoded; the rest (nothing in real
+    mail, whose fields are shown, logged or compared, never stored decoded) stays as it is.
+    """
     if "=?" not in text:
         return text
+    if len(text) > MAX_DECODE_CHARS:
+        return decode_words(text[:MAX_DECODE_CHARS]) + text[MAX_DECODE_CHARS:]
     try:
         return str(make_header(decode_header(text)))
     except Exception:  # any header value may trip any stdlib helper; keep the text as it is

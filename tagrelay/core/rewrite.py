@@ -26,6 +26,7 @@ from email.header import Header
 
 from tagrelay.core.errors import Unrewritable
 from tagrelay.core.headers import (
+    MAX_DECODE_CHARS,
     Field,
     body_offset,
     clean_text,
@@ -198,7 +199,7 @@ def carries_loop_marker(fields: list[Field], domain: str) -> bool:
     """has_loop_marker for a header block already parsed (IDNA or Unicode, in any case, match alike)."""
     marker = LOOP_HEADER.lower()
     wanted = loop_domain(domain)
-    return any(f.name == marker and loop_domain(f.value) == wanted for f in fields)
+    return any(f.name == marker and len(f.raw) < 1024 and loop_domain(f.value) == wanted for f in fields)
 
 
 def _display_name(from_field: Field | None, sender: str) -> tuple[str, str]:
@@ -210,7 +211,7 @@ def _display_name(from_field: Field | None, sender: str) -> tuple[str, str]:
     if from_field is None:
         return _shorten(clean_text(sender)) or "unknown sender", ""
     original = from_field.value
-    unfolded = from_field.unfolded
+    unfolded = from_field.unfolded[:MAX_DECODE_CHARS]  # the name is in the first address; parsing is not linear
     try:
         # Split the addresses before decoding: an encoded word may hide a comma or quotes.
         pairs = email.utils.getaddresses([unfolded])
