@@ -125,7 +125,7 @@ blocked = ["leaked@example.net", "x+y@example.net"]
 
 [[route]]
 match = "{first}.{last}@example.net"
-forward = ["{first}+{last}@gmail.com", "archive@gmail.com"]
+forward = ["owner+{first}.{last}@gmail.com", "archive@gmail.com"]
 
 [[route]]
 match = "shop-*@example.net"
