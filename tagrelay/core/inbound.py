@@ -13,7 +13,6 @@ they are). Mailgun posts either form:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -21,10 +20,11 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from email.errors import HeaderParseError
+from email.header import Header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import SMTP
+from email.utils import formataddr, getaddresses
 from typing import Any
 
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -37,6 +37,7 @@ from tagrelay.core.headers import (
     check_header_block,
     clean_text,
     fits_8bit,
+    fold_field,
     has_control_chars,
     header_fields,
     mailgun_prepended,
@@ -429,16 +430,68 @@ def rebuild_mime(form: Form) -> bytes:
             _attach_parsed(msg, upload.data, options)  # e.g. message/delivery-status in a bounce
         else:
             msg.add_attachment(upload.data, **options)
-    for name, value in headers:
-        if _renderable(name, value):
-            with contextlib.suppress(ValueError):  # a second Subject, Date, ...: the first one stays
-                msg[name] = value
     # Boundaries derived from the content: the same form always rebuilds to the same bytes.
     seed = form_digest(form)[:24]
     for number, part in enumerate(p for p in msg.walk() if p.is_multipart()):
         part.set_boundary(f"tagrelay-{seed}-{number}")
     _check_counts(form, len(uploads), msg)
-    return msg.as_bytes(policy=_REBUILD_POLICY)
+    # The message's own headers are written here, not by the email package: its folder takes
+    # seconds for a few hundred non-ASCII characters in an address field (quadratic, or worse).
+    return _header_block(headers) + msg.as_bytes(policy=_REBUILD_POLICY)
+
+
+_ADDRESS_FIELDS = frozenset(
+    {"from", "to", "cc", "bcc", "reply-to", "sender", "resent-from", "resent-to", "resent-cc", "resent-sender"}
+)
+
+
+def _header_block(headers: list[tuple[str, str]]) -> bytes:
+    """The message headers as CRLF lines, in order, in linear time.
+
+    A field that may appear once (Subject, Date, From...) keeps its first value. ASCII values
+    are written as posted and folded at a blank past 998 octets; other values as RFC 2047
+    words (in address fields, only the names), or as UTF-8 (RFC 6532) when that cannot be done.
+    """
+    seen: dict[str, int] = {}
+    lines: list[bytes] = []
+    for name, value in headers:
+        key = name.lower()
+        limit = SMTP.header_max_count(key)
+        if limit is not None and seen.get(key, 0) >= limit:
+            continue
+        seen[key] = seen.get(key, 0) + 1
+        line = f"{name}: {_encoded(key, value.strip())}".encode("utf-8", "surrogateescape") + b"\r\n"
+        lines.append(fold_field(line, b"\r\n") or line)  # an unfoldable line is the rewrite's to drop and record
+    return b"".join(lines)
+
+
+def _encoded(key: str, value: str) -> str:
+    if value.isascii():
+        return value
+    try:
+        if key in _ADDRESS_FIELDS:
+            return _encoded_addresses(value) or value
+        return Header(value, "utf-8", header_name=key).encode(linesep="\r\n")
+    except Exception:  # any odd value: keep it as UTF-8 rather than lose the field
+        return value
+
+
+def _encoded_addresses(value: str) -> str:
+    """``Jürgen <j@x>, b@y`` with the names as RFC 2047 words; "" when the value is not a plain address list."""
+    if ";" in value:  # a group: keep it as it is
+        return ""
+    pairs = [(n, a) for n, a in getaddresses([value]) if n or a]
+    if not pairs or any(not a or not a.isascii() for _, a in pairs):
+        return ""
+    out = []
+    for name, address in pairs:
+        if not name:
+            out.append(address)
+        elif name.isascii():
+            out.append(formataddr((name, address)))
+        else:
+            out.append(Header(name, "utf-8").encode(linesep="\r\n") + f" <{address}>")
+    return ", ".join(out)
 
 
 def _leaves(part: Message) -> Iterator[Message]:
@@ -475,15 +528,6 @@ def _check_counts(form: Form, posted: int, msg: EmailMessage) -> None:
     stated = form.text("attachment-count")
     if stated.isdigit() and int(stated) != posted:
         raise Undeliverable(f"attachment-count says {stated}, the post carries {posted}")
-
-
-def _renderable(name: str, value: str) -> bool:
-    """Whether the email package can write this header; one it cannot is dropped, not fatal to the message."""
-    try:
-        _REBUILD_POLICY.fold(name, _REBUILD_POLICY.header_factory(name, value))
-    except (ValueError, TypeError, LookupError, IndexError, AttributeError, HeaderParseError):
-        return False
-    return True
 
 
 def _part_options(upload: Upload, name: str, cid: str) -> dict[str, Any]:

@@ -139,17 +139,19 @@ def _rewrite(raw: bytes, alias: str, sender: str, spam_tag: str) -> RewriteResul
     safe_sender = sender.strip() if sender.strip() and not has_control_chars(sender.strip()) else ""
 
     added: list[bytes] = [_from_line(f"{name} via {domain}", _ascii_address(alias), eol)]
-    reply = _copied("Reply-To", reply_field, eol) or _copied("Reply-To", from_field, eol)
-    if reply is None and (reply_field is not None or from_field is not None) and safe_sender:
-        dropped.append("reply-to")
+    source = next((f for f in (reply_field, from_field) if f is not None and f.raw_value.strip()), None)
+    reply = _copied("Reply-To", source, eol)
     if reply is not None:
         added.append(reply)
-    elif safe_sender:
-        added.append(_field("Reply-To", safe_sender, eol))
+    else:
+        if source is not None:
+            dropped.append("reply-to")
+        if safe_sender:
+            added.append(_field("Reply-To", safe_sender, eol))
     original_from = _copied("X-Original-From", from_field, eol)
     if original_from is not None:
         added.append(original_from)
-    elif from_field is not None and from_field.raw_value:
+    elif from_field is not None and from_field.raw_value.strip():
         dropped.append("x-original-from")
     added.append(_field("X-Original-To", alias, eol))
     added.append(_field(LOOP_HEADER, loop_domain(domain), eol))
