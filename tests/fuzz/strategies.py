@@ -620,9 +620,7 @@ HOSTILE_NAMES = (
 def hostile_messages(draw: st.DrawFn) -> bytes:
     """A message whose header block is made of hostile values under real and steering field names."""
     eol = draw(st.sampled_from((b"\r\n", b"\n")))
-    fields = draw(
-        st.lists(st.tuples(st.sampled_from(HOSTILE_NAMES), hostile_header_values()), min_size=1, max_size=6)
-    )
+    fields = draw(st.lists(st.tuples(st.sampled_from(HOSTILE_NAMES), hostile_header_values()), min_size=1, max_size=6))
     block = b"".join(name + b": " + value + eol for name, value in fields)
     return block + eol + draw(st.binary(max_size=40))
 
@@ -670,7 +668,7 @@ ODD_FILENAMES = (
     b"../../etc/passwd",
     b"a/b/",
     b"C:\\dir\\",
-    b"name\\\"quoted",
+    b'name\\"quoted',
     b" ",
     b"\xc3\xa9t\xc3\xa9.txt",
     b"%2e%2e",

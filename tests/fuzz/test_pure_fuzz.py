@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tagrelay.core import envelope, routes
-from tagrelay.core.errors import RoutesError, SchemaError, Undeliverable, Unrewritable
+from tagrelay.core.errors import BadRequest, RoutesError, SchemaError, Undeliverable, Unrewritable
 from tagrelay.core.headers import decode_words, line_ending, split_message
 from tagrelay.core.inbound import Form, InboundMessage, parse_form, rebuild_or_refuse, to_inbound
 from tagrelay.core.notice import build_notice
@@ -233,7 +233,7 @@ def test_cloud_event_data_raises_only_schema_error(data: Any) -> None:
 
 
 # Ingest refuses control characters in the envelope before encoding (to_inbound), so they are not generated here.
-ENVELOPE_TEXT = st.characters(blacklist_categories=("Cc",))
+ENVELOPE_TEXT = st.characters(blacklist_categories=["Cc"])
 
 
 @settings(FUZZ, max_examples=200)
@@ -295,9 +295,11 @@ def test_owner_notice_builds_for_anything_the_relay_can_dead_letter(raw: bytes, 
 
 
 @settings(FUZZ, max_examples=300)
-@given(st.lists(st.tuples(st.sampled_from(HOSTILE_NAMES) | st.binary(max_size=12), hostile_header_values()), max_size=5))
+@given(
+    st.lists(st.tuples(st.sampled_from(HOSTILE_NAMES) | st.binary(max_size=12), hostile_header_values()), max_size=5)
+)
 def test_rebuild_of_hostile_parsed_headers_raises_only_undeliverable(pairs: list[tuple[bytes, bytes]]) -> None:
-    """Classes 1, 4, 5 on the parsed-form path: rebuild refuses (406) or writes a block that parses to its own fields."""
+    """Classes 1, 4, 5 on the parsed-form path: rebuild refuses (406) or writes a block parsing to its own fields."""
     headers = [[n.decode("utf-8", "replace"), v.decode("utf-8", "replace")] for n, v in pairs]
     form = Form(fields={"body-plain": b"x", "message-headers": json.dumps(headers).encode()})
     try:
@@ -313,7 +315,9 @@ def test_rebuild_of_hostile_parsed_headers_raises_only_undeliverable(pairs: list
 
 @settings(FUZZ, max_examples=300)
 @given(verdict_posts())
-def test_spam_verdict_comes_only_from_what_mailgun_prepended(case: tuple[bytes, tuple[str, str], tuple[str, str]]) -> None:
+def test_spam_verdict_comes_only_from_what_mailgun_prepended(
+    case: tuple[bytes, tuple[str, str], tuple[str, str]],
+) -> None:
     """Class 3: a sender's X-Mailgun-Sflag/Sscore further down never becomes the verdict."""
     mime, ours, _ = case
     form = Form(fields={"recipient": b"shop@example.org", "sender": b"a@b.example", "token": b"t", "body-mime": mime})
@@ -353,6 +357,8 @@ def test_loop_marker_is_seen_in_either_form_of_the_domain(domain: str, idna_alia
     except UnicodeError:
         return
     alias = f"shop@{ascii_domain if idna_alias else domain}"
+    if routes.normalize(alias) is None or alias.strip() != alias:  # the relay only sees aliases a route matched
+        return
     out = rewrite(b"From: a@b.example\r\nSubject: s\r\n\r\nx", alias).mime
     assert has_loop_marker(out, domain)
     assert has_loop_marker(out, ascii_domain)
@@ -371,12 +377,17 @@ def test_every_posted_attachment_reaches_the_rebuilt_message(names: list[bytes],
             else Part(b"attachment-%d" % number, b"data%d" % number, content_type=b"text/plain", params=raw_param)
         )
         parts.append(part)
-    form = parse_form(multipart_type(), encode_multipart(parts))
+    try:
+        form = parse_form(multipart_type(), encode_multipart(parts))
+    except BadRequest:  # a part header that is not UTF-8: the form parser's call (the ingest perimeter)
+        event("unreadable form")
+        return
     try:
         out = rebuild_or_refuse(form)
     except Undeliverable as exc:
         event(f"refused: {exc.reason[:30]}")
         return
     message = oracle.parsed(out, "default")
-    attached = [p for p in message.walk() if p.get_content_disposition() == "attachment"]
-    assert sorted(p.get_payload(decode=True) for p in attached) == sorted(b"data%d" % n for n in range(1, len(names) + 1))
+    payloads = [p.get_payload(decode=True) for p in message.walk() if p.get_content_disposition() == "attachment"]
+    assert all(isinstance(data, bytes) for data in payloads)
+    assert sorted(map(bytes, payloads)) == sorted(b"data%d" % n for n in range(1, len(names) + 1))

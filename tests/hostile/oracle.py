@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from email import policy
-from email.message import Message
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
 POLICIES = {"default": policy.default, "compat32": policy.compat32}
@@ -19,9 +19,16 @@ def parsed(raw: bytes, policy_name: str) -> Message:
     return BytesParser(policy=POLICIES[policy_name]).parsebytes(raw)
 
 
+def parsed_default(raw: bytes) -> EmailMessage:
+    """The message under policy ``default`` (the modern API: get_body, iter_attachments)."""
+    message = parsed(raw, "default")
+    assert isinstance(message, EmailMessage)
+    return message
+
+
 def field_names(raw: bytes, policy_name: str) -> list[str]:
     """The header field names a standard parser finds, in order, lower case."""
-    return [name.lower() for name in parsed(raw, policy_name).keys()]
+    return [name.lower() for name in parsed(raw, policy_name)]
 
 
 def header_block_of(raw: bytes) -> bytes:
@@ -49,3 +56,17 @@ def controls_in_block(raw: bytes) -> list[bytes]:
     """C0 controls (TAB aside) and DEL in the header block that are not part of a CRLF/LF line ending."""
     block = header_block_of(raw).replace(b"\r\n", b"\n").replace(b"\n", b"")
     return re.findall(rb"[\x00-\x08\x0a-\x1f\x7f]", block)
+
+
+def display_name(raw: bytes, name: str = "From") -> tuple[str, str]:
+    """(decoded display name, address) of the first address in a field, decoded the RFC 2047 way
+    (compat32: whitespace between adjacent encoded words is dropped, as RFC 2047 6.2 says)."""
+    from email.header import decode_header, make_header
+    from email.utils import getaddresses
+
+    value = parsed(raw, "compat32")[name]
+    shown, address = getaddresses([str(value)])[0]
+    try:
+        return str(make_header(decode_header(shown))), address
+    except LookupError:  # an unknown charset named inside a quoted name: not an encoded word to decode
+        return shown, address
