@@ -323,7 +323,7 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
         check_header_block(mime)  # before anything parses it
         prepended = [(f.name, f.value) for f in mailgun_prepended(header_fields(mime))]
     else:
-        mime = rebuild_or_refuse(form)
+        mime = rebuild_mime(form)
         kind = "parsed"
         prepended = _prepended_pairs(form)
     return InboundMessage(
@@ -338,13 +338,18 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
     )
 
 
-def rebuild_or_refuse(form: Form) -> bytes:
-    """rebuild_mime, raising nothing but Undeliverable (406: Mailgun stops, never a 500 it retries)."""
+def rebuild_mime(form: Form) -> bytes:
+    """Rebuild one MIME message from Mailgun's parsed form (see _rebuild).
+
+    Raises nothing but Undeliverable (406: Mailgun stops; never a bare 500 it retries for
+    8 hours): an oversized header list, a part the email package cannot write, a count of
+    attachments that does not add up.
+    """
     raw = form.fields.get("message-headers", b"")
     if len(raw) > MAX_HEADER_BLOCK_BYTES:
         raise Undeliverable(f"message-headers over {MAX_HEADER_BLOCK_BYTES} bytes (real mail stays far below)")
     try:
-        mime = rebuild_mime(form)
+        mime = _rebuild(form)
     except Undeliverable:
         raise
     except Exception as exc:  # any odd part may trip the email package: refuse, never crash
@@ -388,7 +393,7 @@ _STRUCTURE_HEADERS = frozenset(
 )
 
 
-def rebuild_mime(form: Form) -> bytes:
+def _rebuild(form: Form) -> bytes:
     """Rebuild one MIME message from Mailgun's parsed form.
 
     Layout: text and HTML as multipart/alternative; attachments named in

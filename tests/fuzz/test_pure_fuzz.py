@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from tagrelay.core import envelope, routes
 from tagrelay.core.errors import BadRequest, RoutesError, SchemaError, Undeliverable, Unrewritable
 from tagrelay.core.headers import decode_words, line_ending, split_message
-from tagrelay.core.inbound import Form, InboundMessage, parse_form, rebuild_or_refuse, to_inbound
+from tagrelay.core.inbound import Form, InboundMessage, parse_form, rebuild_mime, to_inbound
 from tagrelay.core.notice import build_notice
 from tagrelay.core.rewrite import has_loop_marker, rewrite
 from tagrelay.core.routes import Forward, Reject, is_valid_address
@@ -303,7 +303,7 @@ def test_rebuild_of_hostile_parsed_headers_raises_only_undeliverable(pairs: list
     headers = [[n.decode("utf-8", "replace"), v.decode("utf-8", "replace")] for n, v in pairs]
     form = Form(fields={"body-plain": b"x", "message-headers": json.dumps(headers).encode()})
     try:
-        out = rebuild_or_refuse(form)
+        out = rebuild_mime(form)
     except Undeliverable:
         event("Undeliverable")
         return
@@ -383,7 +383,7 @@ def test_every_posted_attachment_reaches_the_rebuilt_message(names: list[bytes],
         event("unreadable form")
         return
     try:
-        out = rebuild_or_refuse(form)
+        out = rebuild_mime(form)
     except Undeliverable as exc:
         event(f"refused: {exc.reason[:30]}")
         return

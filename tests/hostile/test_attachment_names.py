@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tagrelay.core.errors import Undeliverable
-from tagrelay.core.inbound import parse_form, rebuild_or_refuse
+from tagrelay.core.inbound import parse_form, rebuild_mime
 from tests.fuzz.support import (
     BOUNDARY,
     TIMESTAMP,
@@ -51,7 +51,7 @@ def attachments(raw: bytes) -> list[tuple[str | None, bytes]]:
 
 def test_every_attachment_is_kept_under_a_safe_name() -> None:
     form = parse_form(*post(ODD))
-    sent = attachments(rebuild_or_refuse(form))
+    sent = attachments(rebuild_mime(form))
     assert [data for _, data in sent] == [b"data-%d" % n for n in range(1, len(ODD) + 1)]
     assert [name for name, _ in sent] == [
         "attachment-1",  # empty
@@ -68,7 +68,7 @@ def test_every_attachment_is_kept_under_a_safe_name() -> None:
 
 def test_a_post_with_fewer_parts_than_mailgun_counted_is_refused_not_forwarded_short() -> None:
     with pytest.raises(Undeliverable, match="attachment-count says 3, the post carries 2"):
-        rebuild_or_refuse(parse_form(*post([b"a.txt", b"b.txt"], count=3)))
+        rebuild_mime(parse_form(*post([b"a.txt", b"b.txt"], count=3)))
     response, published = ingest().post(*signed(post([b"a.txt", b"b.txt"], count=3)))
     assert (response.status, published) == (406, [])
 

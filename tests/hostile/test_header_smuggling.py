@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tagrelay.core.inbound import Form, rebuild_or_refuse
+from tagrelay.core.inbound import Form, rebuild_mime
 from tagrelay.core.rewrite import rewrite
 from tests.hostile import oracle
 
@@ -52,7 +52,7 @@ def test_a_line_that_is_no_field_does_not_end_the_block_early(policy_name: str) 
 @pytest.mark.parametrize("policy_name", sorted(oracle.POLICIES))
 def test_the_parsed_form_path_cannot_smuggle_either(policy_name: str) -> None:
     headers = b'[["Subject", "hi\\rBcc: spy@evil.example\\u0000\\rFrom: x@y"], ["To", "a@b\\u000bc"]]'
-    out = rebuild_or_refuse(Form(fields={"body-plain": b"x", "message-headers": headers}))
+    out = rebuild_mime(Form(fields={"body-plain": b"x", "message-headers": headers}))
     assert oracle.field_names(out, policy_name) == [
         "subject",
         "to",
