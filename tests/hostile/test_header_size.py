@@ -32,10 +32,12 @@ def best_of(runs: int, raw: bytes) -> float:
     return min(times)
 
 
-def test_parsing_2_mb_takes_about_twice_as_long_as_1_mb() -> None:
-    one, two = best_of(3, folded_subject(1 << 20)), best_of(3, folded_subject(2 << 20))
-    assert two / one < 3.0, (one, two)  # quadratic would be 4; main took 18 s for 1.6 MB
-    assert one < 2.0, one
+def test_parsing_time_grows_linearly_with_the_block() -> None:
+    # 1 MiB against 4 MiB: linear is 4x, quadratic 16x; a wide margin keeps a busy machine from
+    # failing it (bench/header_parse.py prints the 1 MiB / 2 MiB ratio: about 2).
+    one, four = best_of(5, folded_subject(1 << 20)), best_of(3, folded_subject(4 << 20))
+    assert four / one < 8.0, (one, four)
+    assert one < 2.0, one  # main took 8 s for 1 MiB
 
 
 def test_the_issue_s_400000_line_subject_parses_in_well_under_a_second_per_mb() -> None:
