@@ -34,10 +34,13 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")  # unfolding removes the line break, keeps
 #   them, and the Unicode line separators, replaced by one space;
 # - scrub_field: a raw header field we pass on keeps its folding and line ending, and
 #   every other control (bare CR, NUL, ESC ...; TAB is whitespace) becomes a space, so
-#   no parser can split it into more fields than we meant.
+#   no parser can split it into more fields than we meant; scrub_value does the same to
+#   a decoded value (the parsed form's message-headers).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DISPLAY_BREAKS = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]+")
 _FIELD_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_FIELD_NAME_TEXT = re.compile(r"[!-9;-~]+")
 _LINE_END = re.compile(rb"\r?\n\Z")
 
 
@@ -49,6 +52,17 @@ def has_control_chars(value: str) -> bool:
 def clean_text(text: str) -> str:
     """One line of printable text: each run of control characters or line separators becomes a space."""
     return _DISPLAY_BREAKS.sub(" ", text).strip()
+
+
+def scrub_value(text: str) -> str:
+    """A decoded header value (the parsed form's) with each control character but TAB, and each
+    Unicode line separator, replaced by a space: what scrub_field does to raw bytes."""
+    return _VALUE_CONTROL.sub(" ", text)
+
+
+def is_field_name(name: str) -> bool:
+    """A header field name: printable ASCII but the colon (RFC 5322 3.6.8)."""
+    return _FIELD_NAME_TEXT.fullmatch(name) is not None
 
 
 def scrub_field(raw: bytes) -> bytes:

@@ -40,7 +40,9 @@ from tagrelay.core.headers import (
     fold_field,
     has_control_chars,
     header_fields,
+    is_field_name,
     mailgun_prepended,
+    scrub_value,
     unfold,
 )
 
@@ -50,8 +52,6 @@ MAX_FORM_PARTS = 1000
 CHUNK_BYTES = 1 << 20
 _REBUILD_POLICY = SMTP.clone(max_line_length=998)  # keep header lines as posted; fold only past 998
 _NOT_URLENCODED = re.compile(rb"[^\x21-\x7e]")
-_HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but the colon (RFC 5322 3.6.8)
-_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")  # TAB is whitespace
 _PATH_SEPARATORS = re.compile(r"[/\\]+")
 
 
@@ -592,12 +592,12 @@ def _message_headers(form: Form) -> list[tuple[str, str]]:
                     and all(isinstance(part, str) for part in item)
                     and item[0].lower() not in _STRUCTURE_HEADERS
                 ):
-                    value = _VALUE_CONTROL.sub(" ", unfold(item[1]))  # a bare CR or NUL cannot split a field
-                    if _HEADER_NAME.fullmatch(item[0]):
+                    value = scrub_value(unfold(item[1]))  # a bare CR or NUL cannot split a field
+                    if is_field_name(item[0]):
                         pairs.append((item[0], value))
     if not pairs:  # no usable header list: take the single fields Mailgun also posts
         for name in ("From", "To", "Cc", "Subject", "Date", "Message-Id", "Reply-To"):
-            value = _VALUE_CONTROL.sub(" ", form.text(name) or form.text(name.lower())).strip()
+            value = scrub_value(form.text(name) or form.text(name.lower())).strip()
             if value:
                 pairs.append((name, value))
     return pairs
