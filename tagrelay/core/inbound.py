@@ -577,24 +577,16 @@ def _attach_parsed(msg: EmailMessage, data: bytes, options: dict[str, Any]) -> N
 
 
 def _message_headers(form: Form) -> list[tuple[str, str]]:
-    raw = form.fields.get("message-headers")
     pairs: list[tuple[str, str]] = []
-    if raw:
-        try:
-            decoded = json.loads(raw)
-        except (ValueError, RecursionError):
-            decoded = []
-        if isinstance(decoded, list):
-            for item in decoded:
-                if (
-                    isinstance(item, list)
-                    and len(item) == 2
-                    and all(isinstance(part, str) for part in item)
-                    and item[0].lower() not in _STRUCTURE_HEADERS
-                ):
-                    value = scrub_value(unfold(item[1]))  # a bare CR or NUL cannot split a field
-                    if is_field_name(item[0]):
-                        pairs.append((item[0], value))
+    for item in _header_list(form):
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+            and item[0].lower() not in _STRUCTURE_HEADERS
+            and is_field_name(item[0])
+        ):
+            pairs.append((item[0], scrub_value(unfold(item[1]))))  # a bare CR or NUL cannot split a field
     if not pairs:  # no usable header list: take the single fields Mailgun also posts
         for name in ("From", "To", "Cc", "Subject", "Date", "Message-Id", "Reply-To"):
             value = scrub_value(form.text(name) or form.text(name.lower())).strip()
