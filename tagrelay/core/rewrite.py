@@ -235,11 +235,11 @@ def _shorten(name: str) -> str:
 
 def _from_line(display: str, address: str, eol: bytes) -> bytes:
     """``From: "<name> via <domain>" <alias>``: quoted when ASCII, else RFC 2047 words folded at 76."""
-    if display.isascii():
-        value = email.utils.formataddr((display, address))
-    else:
-        words = Header(display, "utf-8", header_name="From").encode(linesep=eol.decode("ascii"))
-        value = f"{words} <{address}>"
+    try:
+        words = "" if display.isascii() else Header(display, "utf-8", header_name="From").encode(linesep=eol.decode())
+    except (UnicodeError, ValueError):  # e.g. a lone surrogate from an odd charset: show it as "?"
+        display, words = display.encode("ascii", "replace").decode("ascii"), ""
+    value = f"{words} <{address}>" if words else email.utils.formataddr((display, address))
     line = f"From: {value}".encode("ascii") + eol
     folded = fold_field(line, eol)
     if folded is None:  # cannot happen with a bounded name; never send it over-long
