@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -27,9 +26,10 @@ from tagrelay.core.config import DEFAULT_TOPIC
 from tagrelay.core.envelope import MAX_DATA_BYTES, SCHEMA
 from tagrelay.core.headers import header_block
 from tagrelay.core.ports import ClaimStore, Record
+from tagrelay_tools import terminal
+from tagrelay_tools.terminal import say, warn
 
 DROPPED_ATTRIBUTES = ("deadletter_reason", "deadlettered_at", "original_pubsub_id", "replay", "release")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ReleaseError(Exception):
@@ -44,8 +44,8 @@ class RefusalStore(Protocol):
 
 
 def printable(value: object, width: int = 0) -> str:
-    """A value safe to print on a terminal: control characters (escape sequences) shown escaped."""
-    text = _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], str(value))
+    """A sender-controlled value for a table cell: escaped (tagrelay_tools.terminal), cut to ``width``."""
+    text = terminal.printable(value)
     return text[:width] if width else text
 
 
@@ -135,11 +135,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     store, _ = _store(_project(args))
     records = store.recent_refusals(args.limit)
     if not records:
-        print("no refusals in the last 7 days")
+        say("no refusals in the last 7 days")
         return 0
-    print(f"{len(records)} refusal(s), newest first:")
+    say(f"{len(records)} refusal(s), newest first:")
     for line in rows(records, datetime.now(UTC).timestamp()):
-        print(line)
+        say(line)
     return 0
 
 
@@ -154,7 +154,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     try:
         pubsub_id = release(store, publisher.publish, args.id, datetime.now(UTC), blobs)
     except ReleaseError as exc:
-        print(f"error: {exc}")
+        warn(f"error: {exc}")
         return 1
-    print(f"released {printable(args.id)} to {topic} (Pub/Sub id {pubsub_id}); the relay delivers it once")
+    say(f"released {printable(args.id)} to {topic} (Pub/Sub id {pubsub_id}); the relay delivers it once")
     return 0

@@ -147,13 +147,14 @@ class Standin:
                 draw -= rate
             return ""
 
-    def store(self, to: list[str], mime: bytes) -> dict[str, Any]:
+    def store(self, to: list[str], mime: bytes, options: dict[str, list[str]] | None = None) -> dict[str, Any]:
         with self.lock:
             number = self.next_number
             self.next_number += 1
             record = {
                 "n": number,
                 "to": to,
+                "options": options or {},  # the o:/h:/v: parameters of the send, for tests to assert
                 "id": f"<{number}.{int(time.time())}@standin.{self.domain}>",
                 "message_id": message_id_of(mime),
             }
@@ -249,7 +250,12 @@ def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
             if upload is None or not to:
                 self._reply(400, {"message": "'to' and 'message' are required"})
                 return
-            record = state.store(to, upload.data)
+            options = {
+                name: [v.decode("utf-8", "replace") for v in form.all(name)]
+                for name in form.fields
+                if name.startswith(("o:", "h:", "v:"))
+            }
+            record = state.store(to, upload.data, options)
             self._reply(200, {"id": record["id"], "message": "Queued. Thank you."})
 
         def _authorized(self) -> bool:

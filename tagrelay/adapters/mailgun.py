@@ -4,6 +4,15 @@
 5xx, timeouts and connection errors → transient. 401 → the key may have
 rotated: refetch it once and try again, then transient (a bad key must not lose
 mail). Any other 4xx → MailgunRejected, permanent. Every call has a timeout.
+
+Sending options go as API parameters on every send (SENDING_OPTIONS), never as
+``X-Mailgun-*`` headers in the MIME (the rewrite drops every such header a sender
+wrote): Mailgun documents each ``o:`` parameter next to the SMTP header it stands
+for, and says the parameter has priority over the domain setting
+(https://documentation.mailgun.com/docs/mailgun/user-manual/sending-messages/pass-sending-options).
+Tracking is off (it would rewrite links and add a pixel: the body must stay as the
+sender wrote it, and the owner's reading is nobody's business); DKIM signing is on
+(the forwarded copy passes DMARC at Gmail through our domain's signature).
 """
 
 from __future__ import annotations
@@ -21,6 +30,12 @@ from tagrelay.core.errors import MailgunRejected, MailgunTransient
 from tagrelay.core.headers import has_control_chars
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+SENDING_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("o:tracking", "no"),
+    ("o:tracking-clicks", "no"),
+    ("o:tracking-opens", "no"),
+    ("o:dkim", "yes"),
+)
 
 
 class MailgunClient:
@@ -41,7 +56,7 @@ class MailgunClient:
         return _outcome(response)
 
     def _post(self, to: Sequence[str], mime: bytes, key: str) -> requests.Response:
-        body = MultipartBody([("to", address) for address in to], "message", mime)
+        body = MultipartBody([*(("to", address) for address in to), *SENDING_OPTIONS], "message", mime)
         try:
             return self._session.post(
                 self._url,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from tagrelay.core.errors import ConfigError, RoutesError
@@ -18,6 +18,7 @@ DEFAULT_TOPIC = "tagrelay-inbound"
 DEFAULT_DEADLETTER_TOPIC = "tagrelay-deadletter"
 DEFAULT_API_BASE = "https://api.mailgun.net"  # Mailgun's US region
 EU_API_BASE = "https://api.eu.mailgun.net"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
@@ -31,11 +32,21 @@ def _plain(number: float) -> str:
 
 @dataclass(frozen=True)
 class SecretRef:
-    """A key given directly (``value``) or as a Secret Manager version name."""
+    """A key given directly (``value``) or as a Secret Manager version name.
+
+    The value never appears in repr() or str() (a config object printed in a log or a
+    traceback must not carry the key); they say only whether one is set.
+    """
 
     variable: str
-    value: str = ""
+    value: str = field(default="", repr=False)
     version_name: str = ""
+
+    def __repr__(self) -> str:
+        shown = "'***'" if self.value else "''"
+        return f"SecretRef(variable={self.variable!r}, value={shown}, version_name={self.version_name!r})"
+
+    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -134,10 +145,20 @@ class _Reader:
             return None
 
     def url(self, name: str, default: str) -> str:
+        """An https URL; http only to this machine (the local stand-in), or the API key would travel in clear."""
         value = self.env.get(name, default).strip().rstrip("/")
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        try:
+            parsed = urlparse(value)
+            host = parsed.hostname or ""
+        except ValueError:  # e.g. "http://[bad": one line naming the variable, not a traceback
+            parsed, host = urlparse(""), ""
+        if parsed.scheme not in ("http", "https") or not parsed.netloc or not host:
             self.problems.append(f"{name}={value!r} is not a URL: put {DEFAULT_API_BASE} or {EU_API_BASE}")
+        elif parsed.scheme == "http" and host.lower() not in LOCAL_HOSTS:
+            self.problems.append(
+                f"{name}={value!r} uses http: the API key would travel in clear; put https://{parsed.netloc} "
+                f"(http is only for {', '.join(sorted(LOCAL_HOSTS))})"
+            )
         return value
 
     def done(self) -> None:

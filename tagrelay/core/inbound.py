@@ -13,7 +13,6 @@ they are). Mailgun posts either form:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -21,10 +20,11 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from email.errors import HeaderParseError
-from email.message import EmailMessage
+from email.header import Header
+from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.policy import SMTP
+from email.utils import formataddr, getaddresses
 from typing import Any
 
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -32,8 +32,19 @@ from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
 from tagrelay.core.errors import BadRequest, BadSignature, Undeliverable
-from tagrelay.core.headers import Field as HeaderField
-from tagrelay.core.headers import first, fits_8bit, has_control_chars, header_fields, unfold
+from tagrelay.core.headers import (
+    MAX_HEADER_BLOCK_BYTES,
+    check_header_block,
+    clean_text,
+    fits_8bit,
+    fold_field,
+    has_control_chars,
+    header_fields,
+    is_field_name,
+    mailgun_prepended,
+    scrub_value,
+    unfold,
+)
 
 SIGNATURE_FIELDS = ("timestamp", "token", "signature")
 FUTURE_SKEW_SECONDS = 300
@@ -41,7 +52,7 @@ MAX_FORM_PARTS = 1000
 CHUNK_BYTES = 1 << 20
 _REBUILD_POLICY = SMTP.clone(max_line_length=998)  # keep header lines as posted; fold only past 998
 _NOT_URLENCODED = re.compile(rb"[^\x21-\x7e]")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH_SEPARATORS = re.compile(r"[/\\]+")
 
 
 @dataclass(frozen=True)
@@ -309,13 +320,12 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
         upload = form.files.get("body-mime")
         mime = upload.data if upload is not None else form.fields["body-mime"]
         kind = "mime"
+        check_header_block(mime)  # before anything parses it
+        prepended = [(f.name, f.value) for f in mailgun_prepended(header_fields(mime))]
     else:
-        try:
-            mime = rebuild_mime(form)
-        except (ValueError, TypeError, LookupError) as exc:  # what the email package raises on odd parts
-            raise Undeliverable(f"cannot rebuild the parsed form ({type(exc).__name__})") from None
+        mime = rebuild_mime(form)
         kind = "parsed"
-    fields = header_fields(mime)  # parsed once for both spam headers
+        prepended = _prepended_pairs(form)
     return InboundMessage(
         recipient=recipient,
         sender=sender,
@@ -323,14 +333,58 @@ def to_inbound(form: Form, timestamp: int) -> InboundMessage:
         token=form.text("token"),
         timestamp=timestamp,
         form_kind=kind,
-        spam_flag=form.text("X-Mailgun-Sflag") or _value(fields, "x-mailgun-sflag"),
-        spam_score=form.text("X-Mailgun-Sscore") or _value(fields, "x-mailgun-sscore"),
+        spam_flag=_verdict(prepended, "x-mailgun-sflag"),
+        spam_score=_verdict(prepended, "x-mailgun-sscore"),
     )
 
 
-def _value(fields: list[HeaderField], name: str) -> str:
-    found = first(fields, name)
-    return found.value.strip() if found is not None else ""
+def rebuild_mime(form: Form) -> bytes:
+    """Rebuild one MIME message from Mailgun's parsed form (see _rebuild).
+
+    Raises nothing but Undeliverable (406: Mailgun stops; never a bare 500 it retries for
+    8 hours): an oversized header list, a part the email package cannot write, a count of
+    attachments that does not add up.
+    """
+    raw = form.fields.get("message-headers", b"")
+    if len(raw) > MAX_HEADER_BLOCK_BYTES:
+        raise Undeliverable(f"message-headers over {MAX_HEADER_BLOCK_BYTES} bytes (real mail stays far below)")
+    try:
+        mime = _rebuild(form)
+    except Undeliverable:
+        raise
+    except Exception as exc:  # any odd part may trip the email package: refuse, never crash
+        raise Undeliverable(f"cannot rebuild the parsed form ({type(exc).__name__})") from None
+    check_header_block(mime)
+    return mime
+
+
+def _verdict(prepended: list[tuple[str, str]], name: str) -> str:
+    """Mailgun's verdict field, from the fields Mailgun prepended only ("" when it added none)."""
+    value = next((v for n, v in prepended if n == name), "")
+    return clean_text(value)[:64]
+
+
+def _prepended_pairs(form: Form) -> list[tuple[str, str]]:
+    """The parsed form's counterpart of headers.mailgun_prepended: the run of X-Mailgun-* and
+    X-Envelope-From at the top of ``message-headers`` (which keeps the message's order)."""
+    run: list[tuple[str, str]] = []
+    for item in _header_list(form):
+        name = item[0].lower() if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) else ""
+        if not (name.startswith("x-mailgun-") or name == "x-envelope-from") or not isinstance(item[1], str):
+            break
+        run.append((name, item[1]))
+    return run
+
+
+def _header_list(form: Form) -> list[Any]:
+    raw = form.fields.get("message-headers")
+    if not raw or len(raw) > MAX_HEADER_BLOCK_BYTES:
+        return []
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, RecursionError):
+        return []
+    return decoded if isinstance(decoded, list) else []
 
 
 # Headers that describe the old body structure; the rebuilt message has its own.
@@ -339,22 +393,28 @@ _STRUCTURE_HEADERS = frozenset(
 )
 
 
-def rebuild_mime(form: Form) -> bytes:
+def _rebuild(form: Form) -> bytes:
     """Rebuild one MIME message from Mailgun's parsed form.
 
     Layout: text and HTML as multipart/alternative; attachments named in
     ``content-id-map`` go with the HTML in multipart/related (keeping their
     Content-ID); the other attachments make the message multipart/mixed.
+
+    Every ``attachment-N`` part is kept, under a safe file name: one whose file name
+    the form parser could not read (``path\\``) arrives as a plain field and is attached
+    as ``attachment-N``. The parts are counted in and out (and against Mailgun's
+    ``attachment-count``); a difference raises Undeliverable instead of losing a file.
     """
     headers = _message_headers(form)
     # Line endings are normalised here; the SMTP policy writes CRLF on output.
     text = form.fields.get("body-plain", b"").decode("utf-8", "replace").replace("\r\n", "\n")
     html = form.fields.get("body-html", b"").decode("utf-8", "replace").replace("\r\n", "\n")
+    uploads = _attachments(form)
     cid_of = _content_ids(form)
     # Inline parts go with the HTML that shows them; without HTML they are attachments
     # that keep their Content-ID.
-    inline = {name: cid for name, cid in cid_of.items() if name in form.files} if html else {}
-    attachments = [name for name in _attachment_names(form) if name not in inline]
+    inline = {name: cid for name, cid in cid_of.items() if name in uploads} if html else {}
+    attachments = [name for name in uploads if name not in inline]
 
     msg = EmailMessage(policy=_REBUILD_POLICY)
     if html:
@@ -364,35 +424,115 @@ def rebuild_mime(form: Form) -> bytes:
             html_part = list(msg.iter_parts())[-1]
             assert isinstance(html_part, EmailMessage)
             for name, cid in inline.items():
-                upload = form.files[name]
+                upload = uploads[name]
                 html_part.add_related(upload.data, **_part_options(upload, name, cid), disposition="inline")
     else:
         msg.set_content(text, subtype="plain", charset="utf-8")
     for name in attachments:
-        upload = form.files[name]
+        upload = uploads[name]
         options = _part_options(upload, name, cid_of.get(name, ""))
         if options["maintype"] == "message" and options["subtype"] != "rfc822":
             _attach_parsed(msg, upload.data, options)  # e.g. message/delivery-status in a bounce
         else:
             msg.add_attachment(upload.data, **options)
-    for name, value in headers:
-        if _renderable(name, value):
-            with contextlib.suppress(ValueError):  # a second Subject, Date, ...: the first one stays
-                msg[name] = value
     # Boundaries derived from the content: the same form always rebuilds to the same bytes.
     seed = form_digest(form)[:24]
     for number, part in enumerate(p for p in msg.walk() if p.is_multipart()):
         part.set_boundary(f"tagrelay-{seed}-{number}")
-    return msg.as_bytes(policy=_REBUILD_POLICY)
+    _check_counts(form, len(uploads), msg)
+    # The message's own headers are written here, not by the email package: its folder takes
+    # seconds for a few hundred non-ASCII characters in an address field (quadratic, or worse).
+    return _header_block(headers) + msg.as_bytes(policy=_REBUILD_POLICY)
 
 
-def _renderable(name: str, value: str) -> bool:
-    """Whether the email package can write this header; one it cannot is dropped, not fatal to the message."""
+_ADDRESS_FIELDS = frozenset(
+    {"from", "to", "cc", "bcc", "reply-to", "sender", "resent-from", "resent-to", "resent-cc", "resent-sender"}
+)
+
+
+def _header_block(headers: list[tuple[str, str]]) -> bytes:
+    """The message headers as CRLF lines, in order, in linear time.
+
+    A field that may appear once (Subject, Date, From...) keeps its first value. ASCII values
+    are written as posted and folded at a blank past 998 octets; other values as RFC 2047
+    words (in address fields, only the names), or as UTF-8 (RFC 6532) when that cannot be done.
+    """
+    seen: dict[str, int] = {}
+    lines: list[bytes] = []
+    for name, value in headers:
+        key = name.lower()
+        limit = SMTP.header_max_count(key)
+        if limit is not None and seen.get(key, 0) >= limit:
+            continue
+        seen[key] = seen.get(key, 0) + 1
+        line = f"{name}: {_encoded(key, value.strip())}".encode("utf-8", "surrogateescape") + b"\r\n"
+        lines.append(fold_field(line, b"\r\n") or line)  # an unfoldable line is the rewrite's to drop and record
+    return b"".join(lines)
+
+
+def _encoded(key: str, value: str) -> str:
+    if value.isascii():
+        return value
     try:
-        _REBUILD_POLICY.fold(name, _REBUILD_POLICY.header_factory(name, value))
-    except (ValueError, TypeError, LookupError, IndexError, AttributeError, HeaderParseError):
-        return False
-    return True
+        if key in _ADDRESS_FIELDS:
+            return _encoded_addresses(value) or value
+        return Header(value, "utf-8", header_name=key).encode(linesep="\r\n")
+    except Exception:  # any odd value: keep it as UTF-8 rather than lose the field
+        return value
+
+
+def _encoded_addresses(value: str) -> str:
+    """``Jürgen <j@x>, b@y`` with the names as RFC 2047 words; "" when the value is not a plain address list."""
+    if ";" in value:  # a group: keep it as it is
+        return ""
+    pairs = [(n, a) for n, a in getaddresses([value]) if n or a]
+    if not pairs or any(not a or not a.isascii() for _, a in pairs):
+        return ""
+    out = []
+    for name, address in pairs:
+        if not name:
+            out.append(address)
+        elif name.isascii():
+            out.append(formataddr((name, address)))
+        else:
+            out.append(Header(name, "utf-8").encode(linesep="\r\n") + f" <{address}>")
+    return ", ".join(out)
+
+
+def _leaves(part: Message) -> Iterator[Message]:
+    """The leaf parts of the MIME tree (not descending into attached messages)."""
+    payload = part.get_payload()
+    if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+        for sub in payload:
+            if isinstance(sub, Message):
+                yield from _leaves(sub)
+    else:
+        yield part
+
+
+def _attachments(form: Form) -> dict[str, Upload]:
+    """Every ``attachment-N`` part, in order: files, and fields the form parser took for text
+    because their file name was unreadable (they are attached as application/octet-stream)."""
+    found = {name: upload for name, upload in form.files.items() if name.startswith("attachment-")}
+    for name, value in form.fields.items():
+        if name.startswith("attachment-") and name != "attachment-count" and name not in found:
+            found[name] = Upload(None, "application/octet-stream", value)
+
+    def number(name: str) -> int:
+        suffix = name.removeprefix("attachment-")
+        return int(suffix) if suffix.isdigit() else 1 << 30
+
+    return {name: found[name] for name in sorted(found, key=number)}
+
+
+def _check_counts(form: Form, posted: int, msg: EmailMessage) -> None:
+    """Parts in = parts out, and as many as Mailgun said it sent: never lose an attachment silently."""
+    built = sum(1 for part in _leaves(msg) if part.get_content_disposition() in ("attachment", "inline"))
+    if built != posted:
+        raise Undeliverable(f"rebuilt {built} attachment(s) from {posted} posted")
+    stated = form.text("attachment-count")
+    if stated.isdigit() and int(stated) != posted:
+        raise Undeliverable(f"attachment-count says {stated}, the post carries {posted}")
 
 
 def _part_options(upload: Upload, name: str, cid: str) -> dict[str, Any]:
@@ -400,12 +540,12 @@ def _part_options(upload: Upload, name: str, cid: str) -> dict[str, Any]:
 
     message/rfc822 may not be base64-encoded (RFC 2046), so it travels 8bit when it
     can and as a plain file otherwise; other message/* and multipart/* types cannot
-    be built from bytes and become application/octet-stream. Control characters are
-    taken out of filenames (they would end up in a header).
+    be built from bytes and become application/octet-stream. File names are made safe
+    (safe_filename).
     """
     maintype, _, subtype = upload.content_type.lower().partition("/")
     maintype, subtype = maintype.strip() or "application", subtype.split(";")[0].strip() or "octet-stream"
-    options: dict[str, Any] = {"filename": _CONTROL.sub("", upload.filename or name) or name}
+    options: dict[str, Any] = {"filename": safe_filename(upload.filename or "", name)}
     if maintype == "message" and fits_8bit(upload.data):
         options["cte"] = "8bit"
     elif maintype in ("message", "multipart"):
@@ -413,6 +553,15 @@ def _part_options(upload: Upload, name: str, cid: str) -> dict[str, Any]:
     if cid:
         options["cid"] = f"<{cid}>"
     return {"maintype": maintype, "subtype": subtype, **options}
+
+
+def safe_filename(filename: str, fallback: str) -> str:
+    """The sender's file name without control characters, or ``fallback`` (``attachment-N``) when
+    it names no file: empty, or its last path component empty or only dots (``path/.``, ``..``).
+    Path separators stay, as they do on the raw MIME path: mail clients keep the last component."""
+    name = clean_text(filename)[:255]
+    last = _PATH_SEPARATORS.split(name)[-1]
+    return name if last.strip(". ") else fallback
 
 
 def _attach_parsed(msg: EmailMessage, data: bytes, options: dict[str, Any]) -> None:
@@ -428,28 +577,20 @@ def _attach_parsed(msg: EmailMessage, data: bytes, options: dict[str, Any]) -> N
 
 
 def _message_headers(form: Form) -> list[tuple[str, str]]:
-    raw = form.fields.get("message-headers")
     pairs: list[tuple[str, str]] = []
-    if raw:
-        try:
-            decoded = json.loads(raw)
-        except (ValueError, RecursionError):
-            decoded = []
-        if isinstance(decoded, list):
-            for item in decoded:
-                if (
-                    isinstance(item, list)
-                    and len(item) == 2
-                    and all(isinstance(part, str) for part in item)
-                    and item[0].lower() not in _STRUCTURE_HEADERS
-                ):
-                    value = unfold(item[1])
-                    if not has_control_chars(item[0] + value):
-                        pairs.append((item[0], value))
+    for item in _header_list(form):
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(part, str) for part in item)
+            and item[0].lower() not in _STRUCTURE_HEADERS
+            and is_field_name(item[0])
+        ):
+            pairs.append((item[0], scrub_value(unfold(item[1]))))  # a bare CR or NUL cannot split a field
     if not pairs:  # no usable header list: take the single fields Mailgun also posts
         for name in ("From", "To", "Cc", "Subject", "Date", "Message-Id", "Reply-To"):
-            value = form.text(name) or form.text(name.lower())
-            if value and not has_control_chars(value):
+            value = scrub_value(form.text(name) or form.text(name.lower())).strip()
+            if value:
                 pairs.append((name, value))
     return pairs
 
@@ -469,13 +610,3 @@ def _content_ids(form: Form) -> dict[str, str]:
         for cid, name in decoded.items()
         if isinstance(name, str) and not has_control_chars(str(cid))
     }
-
-
-def _attachment_names(form: Form) -> list[str]:
-    names = [name for name in form.files if name.startswith("attachment-")]
-
-    def number(name: str) -> int:
-        suffix = name.removeprefix("attachment-")
-        return int(suffix) if suffix.isdigit() else 1 << 30
-
-    return sorted(names, key=number)

@@ -234,6 +234,7 @@ def _rule(
         sample = _PLACEHOLDER.sub("x", template)
         if not is_valid_address(sample):
             raise RoutesError(f"{where}: forward {template!r} is not a valid address")
+        _check_not_open(template, where)
         _check_not_ours(sample, domains, where, "forward")
     fallback_raw = raw.get("fallback", top_fallback) or _derived_fallback(forward[0])
     fallback = str(fallback_raw)
@@ -278,6 +279,28 @@ def _notify(value: object, fallback: str, domains: frozenset[str], where: str) -
         _check_not_ours(value, domains, where, "notify")
         return value.lower()
     raise RoutesError(f"{where}: notify must be true, false or an address")
+
+
+def _check_not_open(template: str, where: str) -> None:
+    """Refuse a forward template that lets whoever writes to the alias choose where the copy goes.
+
+    A placeholder in the domain (``owner@{tag}.com``) picks the domain; a mailbox made only of
+    placeholders and separators (``{detail}@gmail.com``, ``{first}.{last}@gmail.com``,
+    ``{a}+{b}@gmail.com``) picks any address there. The mailbox is the local part before its
+    first literal ``+`` (the sub-address): it must hold a literal letter or digit.
+    """
+    local, _, domain = template.rpartition("@")
+    if _PLACEHOLDER.search(domain) or "{" in domain or "}" in domain:
+        raise RoutesError(
+            f"{where}: forward {template!r} has a placeholder in its domain: a sender could choose the "
+            "destination (an open relay); write the domain literally"
+        )
+    mailbox = local.partition("+")[0]  # placeholder names hold no "+"
+    if not any(c.isalnum() for c in _PLACEHOLDER.sub("", mailbox)):
+        raise RoutesError(
+            f"{where}: forward {template!r} has a mailbox made only of placeholders: a sender could choose the "
+            'destination (an open relay); put placeholders after a fixed mailbox, e.g. "owner+{tag}@gmail.com"'
+        )
 
 
 def _check_not_ours(address: str, domains: frozenset[str], where: str, key: str) -> None:

@@ -549,3 +549,128 @@ def valid_signed_posts(draw: st.DrawFn) -> ValidPost:
     parts.extend(Part(name, value) for name, value in spam)
     order = draw(st.permutations(range(len(parts))))
     return ValidPost(resign([parts[i] for i in order]), urlencoded=draw(st.booleans()), kind=kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile header values (issue 15): one generator per class the pure core must survive
+
+CHARSETS = ("utf-8", "iso-8859-1", "x-unknown", "utf-7", "unknown-8bit", "", "utf-16", "cp1252", "gb2312", "idna")
+C0 = tuple(bytes([c]) for c in (*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F))  # every C0 control but TAB and LF
+
+
+@st.composite
+def encoded_words(draw: st.DrawFn) -> bytes:
+    """An RFC 2047 word with a drawn charset and encoding, often broken, sometimes huge."""
+    charset = draw(st.sampled_from(CHARSETS))
+    kind = draw(st.sampled_from((b"q", b"b", b"Q", b"x")))
+    text = draw(st.binary(max_size=40) | st.sampled_from((b"=0D=0A", b"=00", b"=FF=FE", b"!!!", b"w6Q=", b"")))
+    times = draw(st.sampled_from((1, 1, 1, 50, 2000)))
+    return b"=?" + charset.encode() + b"?" + kind + b"?" + text * times + b"?="
+
+
+@st.composite
+def nested(draw: st.DrawFn) -> bytes:
+    """Deep nesting of comments, quotes, angle brackets and groups: what recursive parsers choke on."""
+    depth = draw(st.sampled_from((10, 100, 600, 2000)))
+    opener, closer = draw(st.sampled_from(((b"(", b")"), (b'"', b'"'), (b"<", b">"), (b"(\\", b")"), (b"g:", b";"))))
+    close = draw(st.booleans())
+    return opener * depth + b"x" + (closer * depth if close else b"")
+
+
+@st.composite
+def hostile_header_values(draw: st.DrawFn) -> bytes:
+    """One header value as a sender could write it: any mix of the pieces above, controls, raw 8-bit, long runs."""
+    pieces = st.one_of(
+        encoded_words(),
+        nested(),
+        st.sampled_from(C0),
+        st.sampled_from((b"\r", b"\r\r", b"\x00", b"\r\n ", b"\n\t", b" ", b",", b"<a@b.example>", b"@", b'"')),
+        st.binary(max_size=30),
+        st.sampled_from(("J\u00fcrgen M\u00fcller".encode(), "\u2028".encode(), b"\xff\xfe", b"\xc3")),
+        st.integers(990, 2600).map(lambda n: b"x" * n),
+        st.integers(100, 1200).map(lambda n: b"ab " * n),
+    )
+    return b"".join(draw(st.lists(pieces, min_size=1, max_size=6)))
+
+
+HOSTILE_NAMES = (
+    b"From",
+    b"Subject",
+    b"Reply-To",
+    b"To",
+    b"Cc",
+    b"Bcc",
+    b"Message-ID",
+    b"X-Tagrelay-Loop",
+    b"X-Tagrelay-Spam",
+    b"X-Tagrelay-Whatever",
+    b"X-Mailgun-Drop-Message",
+    b"X-Mailgun-Track",
+    b"X-Mailgun-Sflag",
+    b"Disposition-Notification-To",
+    b"Return-Receipt-To",
+    b"X-Confirm-Reading-To",
+    b"References",
+    b"Content-Type",
+    b"X-Long",
+)
+
+
+@st.composite
+def hostile_messages(draw: st.DrawFn) -> bytes:
+    """A message whose header block is made of hostile values under real and steering field names."""
+    eol = draw(st.sampled_from((b"\r\n", b"\n")))
+    fields = draw(st.lists(st.tuples(st.sampled_from(HOSTILE_NAMES), hostile_header_values()), min_size=1, max_size=6))
+    block = b"".join(name + b": " + value + eol for name, value in fields)
+    return block + eol + draw(st.binary(max_size=40))
+
+
+@st.composite
+def verdict_posts(draw: st.DrawFn) -> tuple[bytes, tuple[str, str], tuple[str, str]]:
+    """A message with Mailgun's verdict on top (or none) and the sender's own verdict further down.
+
+    Returns (mime, what Mailgun prepended, what the sender wrote).
+    """
+    flags = st.sampled_from(("Yes", "No", "yes", ""))
+    scores = st.sampled_from(("9.5", "0.1", "-1", "", "nan"))
+    ours = (draw(flags), draw(scores))
+    theirs = (draw(flags), draw(scores))
+    top = b"X-Mailgun-Incoming: Yes\r\n"
+    if ours[0]:
+        top += f"X-Mailgun-Sflag: {ours[0]}\r\n".encode()
+    if ours[1]:
+        top += f"X-Mailgun-Sscore: {ours[1]}\r\n".encode()
+    middle = draw(st.sampled_from((b"Received: from a by b\r\n", b"From: a@b.example\r\n", b"Subject: x\r\n")))
+    low = f"X-Mailgun-Sflag: {theirs[0]}\r\nX-Mailgun-Sscore: {theirs[1]}\r\n".encode()
+    return top + middle + low + b"Subject: s\r\n\r\nbody\r\n", ours, theirs
+
+
+PLACEHOLDERS = ("{tag}", "{detail}", "{a}", "{b}")
+
+
+@st.composite
+def forward_templates(draw: st.DrawFn) -> str:
+    """A forward address made of literals, separators and placeholders, in the local part and the domain."""
+    atoms = st.sampled_from(("owner", "x", "", "1", *PLACEHOLDERS))
+    seps = st.sampled_from(("", ".", "+", "-", "_"))
+    local = "".join(draw(atoms) + draw(seps) for _ in range(draw(st.integers(1, 3)))).strip(".") or "{tag}"
+    label = draw(st.sampled_from(("gmail", "{tag}", "mail-{a}", "example")))
+    tld = draw(st.sampled_from(("com", "{b}", "org")))
+    return f"{local}@{label}.{tld}"
+
+
+ODD_FILENAMES = (
+    b"",
+    b"path\\",
+    b"path/.",
+    b"..",
+    b".",
+    b"../../etc/passwd",
+    b"a/b/",
+    b"C:\\dir\\",
+    b'name\\"quoted',
+    b" ",
+    b"\xc3\xa9t\xc3\xa9.txt",
+    b"%2e%2e",
+    b"a;b=c",
+)

@@ -1,7 +1,13 @@
-"""The hostile tier's own local stack (real Pub/Sub, Firestore and storage emulators, ingest and relay
-under functions-framework, the Mailgun stand-in), started only by the tests that need it and stopped,
-every child by its pid, when the session ends. The in-process tests use tests/hostile/support.py."""
+"""The hostile tier (issue 15): one regression test per class of hostile or unusual mail.
 
+Tests here run in-process against the pure core, the services with in-memory twins,
+and the Mailgun client against the real local stand-in; their expected values come
+from the stdlib ``email`` parser (tests/hostile/oracle.py) or are written out by hand.
+
+The tests that need the real local stack use the session's ``hostile_stack``: real Pub/Sub,
+Firestore and storage emulators, ingest and relay under functions-framework and the Mailgun
+stand-in, started only when a test asks for it and stopped, every child by its pid, at the end.
+"""
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -75,7 +75,7 @@ def test_replayed_signature_with_another_body_is_not_delivered(
     assert refusal.key in listed and alias in listed and "token reused" in listed
     assert cli.main(["refusals", "release", refusal.key, "--project", stack.project]) == 0
     assert cli.main(["refusals", "release", refusal.key, "--project", stack.project]) == 1  # once only
-    assert "released already" in capsys.readouterr().out
+    assert "released already" in capsys.readouterr().err
     wait_for_arrival(stack, replay_id)
     time.sleep(SETTLE_SECONDS)
     assert len(arrivals(stack, replay_id)) == 1

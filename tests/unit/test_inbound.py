@@ -273,11 +273,16 @@ def mime_form(recipient: bytes, sender: bytes = b"alice@bank.example", **extra: 
 
 
 def test_to_inbound_keeps_the_envelope_apart_from_the_message() -> None:
-    form = mime_form(b"bank@example.org", **{"X-Mailgun-Sflag": b"No", "X-Mailgun-Sscore": b"0.5"})
+    # Mailgun's verdict is read from the fields it prepended to the message (issue 15), not from form fields.
+    verdict = b"X-Mailgun-Sflag: No\r\nX-Mailgun-Sscore: 0.5\r\n"
+    form = mime_form(
+        b"bank@example.org",
+        **{"body-mime": verdict + corpus("01-plain-ascii.eml"), "X-Mailgun-Sflag": b"Yes", "X-Mailgun-Sscore": b"9"},
+    )
     message = to_inbound(form, 1700000000)
     assert message.recipient == "bank@example.org"
     assert message.sender == "alice@bank.example"
-    assert message.mime == corpus("01-plain-ascii.eml")
+    assert message.mime == verdict + corpus("01-plain-ascii.eml")
     assert message.token == VECTOR_TOKEN
     assert message.timestamp == 1700000000
     assert message.form_kind == "mime"

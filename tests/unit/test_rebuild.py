@@ -101,7 +101,8 @@ def test_a_header_value_with_a_line_break_cannot_inject_a_header() -> None:
     raw = rebuild_mime(form)
     message = parse(raw)
     assert message["Bcc"] is None
-    assert b"victim@example.com" not in raw
+    # The break becomes blanks (issue 15: normalise, never let it through): one Subject, nothing injected.
+    assert message.get_all("Subject") == ["hi  Bcc: victim@example.com"]
     assert message["X-Folded"] == "a b"
 
 

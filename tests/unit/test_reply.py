@@ -234,13 +234,13 @@ def test_correspondent_prefers_reply_to_then_from_then_envelope() -> None:
 
 
 def test_verdicts_are_read_from_a_message_rebuilt_from_the_parsed_form() -> None:
-    """Mailgun's parsed form (route URL without /mime): the rebuilt message starts with its own MIME fields."""
+    """Mailgun's parsed form (route URL without /mime): the rebuilt message keeps Mailgun's verdicts on top."""
     from tagrelay.core.inbound import parse_form, to_inbound
     from tagrelay_tools import mailgun_posts
 
     post = mailgun_posts.parsed_post(reply(), REVERSE, OWNER, "key")
     rebuilt = to_inbound(parse_form(post.content_type, post.body), 1).mime
-    assert header_fields(rebuilt)[0].name == "mime-version"
+    assert header_fields(rebuilt)[0].name == "x-mailgun-spam-rules"
     assert owner_problem(rebuilt, OWNER, TARGETS) == ""
     failing = mailgun_posts.parsed_post(reply(dkim="Fail"), REVERSE, OWNER, "key")
     assert "DKIM" in owner_problem(to_inbound(parse_form(failing.content_type, failing.body), 1).mime, OWNER, TARGETS)

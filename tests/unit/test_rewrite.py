@@ -119,10 +119,20 @@ def test_kept_headers_are_byte_for_byte_and_in_order(name: str) -> None:
     for header in KEPT:
         assert header_lines(new, header) == header_lines(raw, header), header
     # Every header neither dropped nor replaced survives, in its original order.
+    # A field with a line over 998 octets and no blank to fold at cannot be sent as it is:
+    # it is left out and named in X-Tagrelay-Dropped (corpus 21 has one).
+    unsendable = set(rewrite(raw, ALIAS, SENDER).dropped)
+    for field, line in raw_fields(raw):
+        if field in unsendable:
+            assert max(len(part.rstrip(b"\r")) for part in line.split(b"\n")) > 998
     replaced = {"from", "reply-to", "x-original-from", "x-original-to"}
-    gone = replaced | set(DROPPED) | MAY_DROP
-    before = [line for field, line in raw_fields(raw) if field and field not in gone]
-    after = [line for field, line in raw_fields(new) if field not in replaced | {"x-tagrelay-loop"}]
+    gone = replaced | set(DROPPED) | MAY_DROP | unsendable
+    # X-Mailgun-* would steer our own send through Mailgun (issue 15): always left out.
+    before = [
+        line for field, line in raw_fields(raw) if field and field not in gone and not field.startswith("x-mailgun-")
+    ]
+    ours = replaced | {"x-tagrelay-loop", "x-tagrelay-dropped"}
+    after = [line for field, line in raw_fields(new) if field not in ours]
     assert after == before
 
 

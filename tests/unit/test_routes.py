@@ -282,7 +282,7 @@ def test_forward_into_a_routed_domain_names_the_loop_and_its_line() -> None:
 
 
 def test_fallback_in_a_routed_domain_would_loop() -> None:
-    message = load_error('fallback = "postmaster@example.org"\n' + MINIMAL.replace("owner+{tag}", "{tag}"))
+    message = load_error('fallback = "postmaster@example.org"\n' + MINIMAL.replace("owner+{tag}", "owner-{tag}"))
     assert "line 2" in message and "loop" in message
 
 

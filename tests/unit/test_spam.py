@@ -87,7 +87,8 @@ def test_the_tag_prefixes_the_subject_and_adds_the_verdict_header_only() -> None
 
 
 def spammy(raw: bytes, score: str) -> bytes:
-    return raw.replace(b"\r\n\r\n", f"\r\nX-Mailgun-Sflag: No\r\nX-Mailgun-Sscore: {score}\r\n\r\n".encode(), 1)
+    # Mailgun prepends its verdict; only those fields count (issue 15).
+    return f"X-Mailgun-Sflag: No\r\nX-Mailgun-Sscore: {score}\r\n".encode() + raw
 
 
 def test_ingest_refuses_spam_for_a_route_that_says_refuse() -> None:

@@ -256,8 +256,11 @@ def parsed_multipart() -> Post:
         "by mxa.mailgun.org with ESMTP id 6553f1e1.7f0c2a3b4c5d-smtp-in-n03; Tue, 14 Nov 2023 22:13:05 -0000 (UTC)",
         "by mail-out.shop.example.com with SMTP id q7so1042; Tue, 14 Nov 2023 14:13:04 -0800 (PST)",
     ]
-    headers = [
+    headers = [  # Mailgun prepends its own fields (verdicts included) above the message's header block
         ["X-Mailgun-Incoming", "Yes"],
+        ["X-Mailgun-Sflag", "No"],
+        ["X-Mailgun-Sscore", "0.3"],
+        ["X-Mailgun-Spf", "Pass"],
         ["X-Envelope-From", "<bounce+1042@shop.example.com>"],
         ["Received", received[0]],
         ["Received", received[1]],
@@ -268,9 +271,6 @@ def parsed_multipart() -> Post:
         ["Date", date],
         ["Message-Id", message_id],
         ["Content-Type", content_type],
-        ["X-Mailgun-Sflag", "No"],
-        ["X-Mailgun-Sscore", "0.3"],
-        ["X-Mailgun-Spf", "Pass"],
     ]
     plain = (
         "Hello Alice,\r\n\r\nyour order #1042 is on its way.\r\n"
