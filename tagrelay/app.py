@@ -37,7 +37,8 @@ def build_ingest() -> Ingest:
     publisher = Publisher(config.project, config.topic, config.publish_timeout)
     ledger = FirestoreLedger(default_firestore(config.project))
     claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
-    return Ingest(config, Secret(config.signing_key), publisher, ledger, claims)
+    route_keys = [Secret(ref) for ref in (config.route_key, config.route_key_previous) if ref is not None]
+    return Ingest(config, Secret(config.signing_key), publisher, ledger, claims, route_keys=route_keys)
 
 
 def build_relay() -> Relay:
