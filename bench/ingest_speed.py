@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.load import Client, LoopResult, Outcome, Request, closed_loop
-from bench.messages import PostFactory, small_message
+from bench.messages import PostFactory, mime_path, small_message
 from bench.procs import CpuMeter, describe_cpu
 from bench.results import Result, compare, percentile
 from tagrelay_tools.localstack import Stack
@@ -36,7 +36,7 @@ class Latencies:
     failures: int
 
 
-def ack_latency(ingest_url: str, sync_url: str, key: str, pairs: int, warmup: int) -> Latencies:
+def ack_latency(ingest_url: str, sync_url: str, key: str, pairs: int, warmup: int, route_key: str = "") -> Latencies:
     factory = PostFactory(small_message("latency@bench.example"), RECIPIENT, key)
     ours, theirs = Client(ingest_url), Client(sync_url)
     samples: tuple[list[Outcome], list[Outcome]] = ([], [])
@@ -44,7 +44,7 @@ def ack_latency(ingest_url: str, sync_url: str, key: str, pairs: int, warmup: in
         for number in range(warmup + pairs):
             sides = [(ours, samples[0]), (theirs, samples[1])]
             for client, into in sides if number % 2 == 0 else reversed(sides):
-                outcome = client.timed(Request("/mime", factory.next(), factory.content_type))
+                outcome = client.timed(Request(mime_path(route_key), factory.next(), factory.content_type))
                 if number >= warmup:
                     into.append(outcome)
     finally:
@@ -90,7 +90,7 @@ def throughput(stack: Stack, ingest: str, hello: str, key: str, rounds: int, sec
     factory = PostFactory(small_message("throughput@bench.example"), RECIPIENT, key)
 
     def make(number: int) -> tuple[Request, str]:
-        return Request("/mime", factory.next(), factory.content_type), ""
+        return Request(mime_path(stack.route_key), factory.next(), factory.content_type), ""
 
     sides: dict[str, list[LoopResult]] = {"ingest": [], "hello": []}
     for url in urls.values():  # warm both

@@ -13,6 +13,7 @@ import random
 import secrets
 import time
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 
 from tagrelay.core import envelope
 from tagrelay.core.inbound import InboundMessage, sign
@@ -61,6 +62,11 @@ def sized_message(size: int, message_id: str = "sized@bench.example", seed: int 
     raw_bytes = room * 76 // 78 * 3 // 4  # 76 base64 characters and CRLF per line
     encoded = base64.encodebytes(random.Random(seed).randbytes(raw_bytes)).replace(b"\n", b"\r\n")
     return head + encoded.rstrip(b"\r\n") + tail
+
+
+def mime_path(route_key: str) -> str:
+    """The path Mailgun's route posts to: ``/mime`` and the route key (``?k=``) when the stack has one."""
+    return f"/mime?{urlencode({'k': route_key})}" if route_key else "/mime"
 
 
 class PostFactory:

@@ -195,7 +195,7 @@ def run(plan: Plan) -> tuple[Runner, dict[str, list[float]], dict[str, list[floa
 
         def latency() -> list[Result]:
             found = ingest_speed.ack_latency(
-                ingest.url, sync.url, stack.signing_key, plan.latency_pairs, plan.latency_warmup
+                ingest.url, sync.url, stack.signing_key, plan.latency_pairs, plan.latency_warmup, stack.route_key
             )
             ack["ingest (queue: publish acked)"] = [s * 1000 for s in found.ingest]
             ack["synchronous baseline (Mailgun 300 ms)"] = [s * 1000 for s in found.baseline]

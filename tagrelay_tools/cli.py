@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -25,6 +26,7 @@ from tagrelay.core.routes import Forward, load_file
 from tagrelay_tools import mailgun_posts
 
 STATE_FILE = Path(".tagrelay") / "local.json"
+ROUTE_KEY_VARIABLE = "TAGRELAY_ROUTE_KEY"
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.eml"
 POST_TIMEOUT = 30.0
 ARRIVAL_SECONDS = 60.0
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--form", choices=("mime", "parsed"), default="mime", help="Mailgun's raw or parsed form")
     send.add_argument("--url", default="", help="ingest URL (default: the running local stack)")
     send.add_argument("--key", default="", help="signing key (default: the running local stack's)")
+    # The route key (?k=) comes from $TAGRELAY_ROUTE_KEY, else the running local stack: never an argument.
 
     route = commands.add_parser("route", help="show which rule matches an address and where its mail goes")
     route.add_argument("address")
@@ -89,6 +92,7 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     url, key = args.url, args.key
+    route_key = os.environ.get(ROUTE_KEY_VARIABLE, "").strip()  # never an argument: it is a secret
     if not url or not key:
         try:
             state = json.loads(STATE_FILE.read_text())
@@ -99,20 +103,25 @@ def cmd_send(args: argparse.Namespace) -> int:
             )
             return 2
         url, key = url or state["ingest_url"], key or state["signing_key"]
+        route_key = route_key or state.get("route_key", "")
     try:
         raw = args.file.read_bytes()
     except OSError as exc:
         print(f"error: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    status, text = post_message(url, key, raw, args.to, args.sender or _from_address(raw), args.form)
+    status, text = post_message(url, key, raw, args.to, args.sender or _from_address(raw), args.form, route_key)
     print(f"ingest answered {status}: {text.strip()}")
     return 0 if status == 200 else 1
 
 
-def post_message(url: str, key: str, raw: bytes, recipient: str, sender: str, form: str = "mime") -> tuple[int, str]:
+def post_message(
+    url: str, key: str, raw: bytes, recipient: str, sender: str, form: str = "mime", route_key: str = ""
+) -> tuple[int, str]:
     build = mailgun_posts.mime_post if form == "mime" else mailgun_posts.parsed_post
     post = build(raw, recipient, sender, key)
     target = url.rstrip("/") + ("/mime" if form == "mime" else "/")
+    if route_key:  # the route URL's second factor, as deploy.sh's route carries it
+        target += "?" + urlencode({"k": route_key})
     response = requests.post(target, data=post.body, headers={"Content-Type": post.content_type}, timeout=POST_TIMEOUT)
     return response.status_code, response.text
 
@@ -153,6 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.sample.read_bytes(),
             args.to,
             _from_address(args.sample.read_bytes()),
+            route_key=stack.route_key,
         )
         print(f"posted {args.sample.name} to {args.to}: ingest answered {status} {text.strip()}")
         arrived = _wait_for_arrival(stack.standin_url, before)

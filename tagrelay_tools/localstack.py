@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import requests
 
@@ -129,6 +130,7 @@ class Stack:
     ingest_env: dict[str, str] = field(default_factory=dict)
     signing_key: str = field(default_factory=lambda: "local-" + secrets.token_hex(16))
     api_key: str = field(default_factory=lambda: "key-" + secrets.token_hex(16))
+    route_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # "" runs ingest without one
     children: dict[str, Child] = field(default_factory=dict)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -194,6 +196,15 @@ class Stack:
     @property
     def ingest_url(self) -> str:
         return self.children["ingest"].url
+
+    def ingest_target(self, path: str = "/mime", base: str | None = None, route_key: str | None = None) -> str:
+        """Where Mailgun's route would post: the ingest URL, ``path`` and the route key as ``?k=``.
+
+        ``route_key`` overrides the stack's own ("" for none), to post as someone who does not know it.
+        """
+        key = self.route_key if route_key is None else route_key
+        target = (base or self.ingest_url).rstrip("/") + path
+        return f"{target}?{urlencode({'k': key})}" if key else target
 
     @property
     def standin_url(self) -> str:
@@ -274,6 +285,7 @@ class Stack:
             {
                 "MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key,
                 "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
+                "TAGRELAY_ROUTE_KEY": self.route_key,
                 **self.ingest_env,
                 **(extra or {}),
             }
@@ -376,6 +388,7 @@ class Stack:
         state = {
             "ingest_url": self.ingest_url,
             "signing_key": self.signing_key,
+            "route_key": self.route_key,
             "outbox": str(self.outbox),
             "standin_url": self.standin_url,
             "pubsub_host": self.pubsub_host,

@@ -48,7 +48,7 @@ def mailgun_post(stack: Stack, made: mailgun_posts.Post) -> int:
     for _ in range(MAILGUN_RETRIES):
         try:
             status = requests.post(
-                stack.ingest_url + "/mime", data=made.body, headers={"Content-Type": made.content_type}, timeout=30
+                stack.ingest_target("/mime"), data=made.body, headers={"Content-Type": made.content_type}, timeout=30
             ).status_code
         except requests.RequestException:
             status = 0

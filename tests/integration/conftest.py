@@ -55,11 +55,12 @@ def post(
     form: str = "mime",
     key: str | None = None,
     url: str | None = None,
+    route_key: str | None = None,
     **kwargs: Any,
 ) -> requests.Response:
     build = mailgun_posts.mime_post if form == "mime" else mailgun_posts.parsed_post
     made = build(raw, recipient, kwargs.pop("sender", "sender@bank.example"), key or stack.signing_key, **kwargs)
-    target = (url or stack.ingest_url) + ("/mime" if form == "mime" else "/")
+    target = stack.ingest_target("/mime" if form == "mime" else "/", base=url, route_key=route_key)
     return requests.post(target, data=made.body, headers={"Content-Type": made.content_type}, timeout=HTTP_TIMEOUT)
 
 

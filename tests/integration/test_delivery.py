@@ -29,7 +29,7 @@ def unique(tag: str) -> str:
 
 def send(stack: Stack, made: mailgun_posts.Post) -> int:
     response = requests.post(
-        stack.ingest_url + "/mime", data=made.body, headers={"Content-Type": made.content_type}, timeout=30
+        stack.ingest_target("/mime"), data=made.body, headers={"Content-Type": made.content_type}, timeout=30
     )
     return response.status_code
 
