@@ -8,13 +8,18 @@ Real Pub/Sub and Firestore emulators, ingest and relay under functions-framework
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tagrelay_tools.localstack import Stack
+from tagrelay_tools.localstack import REPO, Stack
 from tests.integration.conftest import arrivals, message, post, pull, running_stack, wait_for_arrival
 
 TAP = "route-key-tap"
@@ -49,4 +54,26 @@ def test_the_same_post_with_the_route_key_is_delivered(stack: Stack) -> None:
     mid = f"route-key-ok-{uuid.uuid4().hex}@test.example"
     response = post(stack, message(mid), "github@example.org")
     assert response.status_code == 200, response.text
+    assert wait_for_arrival(stack, mid)["to"]
+
+
+def test_tagrelay_send_posts_with_the_stacks_route_key(stack: Stack, tmp_path: Path) -> None:
+    """``tagrelay send`` finds the route key in the running stack's state file (never on its command line)."""
+    (tmp_path / ".tagrelay").mkdir()
+    shutil.copy(stack.write_state(), tmp_path / ".tagrelay" / "local.json")
+    mid = f"route-key-send-{uuid.uuid4().hex}@test.example"
+    (tmp_path / "m.eml").write_bytes(message(mid))
+    env = {k: v for k, v in os.environ.items() if k != "TAGRELAY_ROUTE_KEY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tagrelay_tools.cli", "send", "m.eml", "--to", "github@example.org"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "ingest answered 200: queued"
+    assert stack.route_key not in done.stdout + done.stderr
     assert wait_for_arrival(stack, mid)["to"]
