@@ -45,7 +45,7 @@ MAX_NAME_BYTES = 4096  # a field name, percent-encoded (Mailgun's are header nam
 UNQUOTE_WINDOW = 1 << 16
 EVENT_SNIFF_BYTES = 1 << 16  # event webhooks are small JSON documents
 _REBUILD_POLICY = SMTP.clone(max_line_length=998)  # keep header lines as posted; fold only past 998
-_NOT_URLENCODED = re.compile(rb"[^\x21-\x7e]")
+_URLENCODED_OCTETS = bytes(range(0x21, 0x7F))  # printable ASCII: all a urlencoded body may hold
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -133,7 +133,7 @@ def _parse_urlencoded(body: bytes, authenticate: Authenticate | None = None) -> 
     only then are the values decoded, window by window, so that a value of
     millions of ``%41`` costs its decoded size, not a list of millions of pieces.
     """
-    if _NOT_URLENCODED.search(body):
+    if not _is_urlencoded_text(body):
         raise BadRequest("urlencoded form with raw octets outside printable ASCII")
     if body.count(b"&") >= MAX_FORM_PARTS:
         raise BadRequest(f"more than {MAX_FORM_PARTS} form fields")
@@ -166,6 +166,14 @@ def _parse_urlencoded(body: bytes, authenticate: Authenticate | None = None) -> 
     for name, value_start, value_end in spans:
         _add(name, _unquote(body, value_start, value_end), fields, repeated)
     return Form(fields=fields, repeated=repeated)
+
+
+def _is_urlencoded_text(body: bytes) -> bool:
+    """Only printable ASCII, checked a window at a time (``translate`` runs in C, ten times a regex)."""
+    return not any(
+        body[start : start + CHUNK_BYTES].translate(None, _URLENCODED_OCTETS)
+        for start in range(0, len(body), CHUNK_BYTES)
+    )
 
 
 def _unquote(body: bytes, start: int, end: int) -> bytes:

@@ -324,3 +324,57 @@ def test_body_mime_may_arrive_as_a_file_part() -> None:
     )
     form = parse_form("multipart/form-data; boundary=bnd", body)
     assert to_inbound(form, 1700000000).mime == raw
+
+
+# -- the perimeter: what parse_form does before and after authenticate --------------------------
+
+
+@pytest.mark.parametrize("shift", [-3, -2, -1, 0, 1, 2])
+def test_windowed_unquoting_matches_the_standard_library_at_every_window_edge(shift: int) -> None:
+    from tagrelay.core.inbound import UNQUOTE_WINDOW
+
+    value = b"A" * (UNQUOTE_WINDOW + shift) + b"%41%e9%2B+%" * 3 + b"B" * UNQUOTE_WINDOW + b"%4"
+    form = parse_form("application/x-www-form-urlencoded", b"body-mime=" + value)
+    assert form.fields["body-mime"] == urllib.parse.unquote_to_bytes(value.replace(b"+", b" "))
+
+
+@pytest.mark.parametrize("octet", [b" ", b"\x00", b"\x7f", b"\xff", b"\n"])
+def test_urlencoded_body_with_raw_octets_is_400(octet: bytes) -> None:
+    with pytest.raises(BadRequest, match="outside printable ASCII"):
+        parse_form("application/x-www-form-urlencoded", b"a=" + b"b" * (3 << 20) + octet)
+
+
+def test_authenticate_sees_only_the_signature_fields_before_anything_is_decoded() -> None:
+    seen: list[dict[str, str]] = []
+    body = b"recipient=a%40example.org&body-mime=%41%42&timestamp=1&token=t%20t&signature=s&timestamp=2"
+    form = parse_form("application/x-www-form-urlencoded", body, authenticate=lambda f: seen.append(dict(f)))
+    assert seen == [{"timestamp": "1", "token": "t t", "signature": "s"}]  # the first value of each
+    assert form.fields["body-mime"] == b"AB"
+
+
+def test_authenticate_refusing_stops_the_parse() -> None:
+    def refuse(fields: object) -> None:
+        raise BadSignature("signature does not match")
+
+    with pytest.raises(BadSignature):
+        parse_form("application/x-www-form-urlencoded", b"recipient=a&body-mime=x&signature=s", authenticate=refuse)
+
+
+def test_a_form_that_is_not_a_route_post_is_400_before_the_signature() -> None:
+    def never(fields: object) -> None:
+        raise AssertionError("not a route post: the signature is not even looked at")
+
+    with pytest.raises(BadRequest, match="not a Mailgun route post"):
+        parse_form("application/x-www-form-urlencoded", b"hello=world", authenticate=never)
+
+
+def test_route_key_comparison() -> None:
+    from tagrelay.core.inbound import check_route_key
+
+    check_route_key("current-key", ["current-key", "previous-key"])
+    check_route_key("previous-key", ["current-key", "previous-key"])
+    for given in (None, "", "current-ke", "current-keyy", "CURRENT-KEY", "\u00e9"):
+        with pytest.raises(BadSignature, match="route key"):
+            check_route_key(given, ["current-key", "previous-key"])
+    with pytest.raises(BadSignature):
+        check_route_key("", ["", ""])  # an empty configured key never matches an empty k
