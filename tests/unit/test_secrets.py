@@ -6,7 +6,10 @@ seam): a tiny fake with ``access_secret_version`` that records its calls.
 
 from __future__ import annotations
 
+import io
 import itertools
+import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -18,6 +21,7 @@ from google.api_core.exceptions import GoogleAPIError, PermissionDenied, Service
 from tagrelay.adapters.secrets import BACKOFF_FIRST_SECONDS, BACKOFF_MAX_SECONDS, Secret
 from tagrelay.core.config import SecretRef
 from tagrelay.core.errors import SecretUnavailable
+from tagrelay.core.log import JsonFormatter, logger
 
 VERSION = "projects/demo/secrets/mailgun-key/versions/latest"
 
@@ -167,9 +171,18 @@ def test_a_failed_first_fetch_is_503_and_retried_after_the_backoff() -> None:
     assert len(client.requests) == 2
 
 
-def test_an_outage_serves_the_last_good_key_with_capped_exponential_backoff(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_an_outage_serves_the_last_good_key_with_capped_exponential_backoff() -> None:
+    logged = io.StringIO()
+    handler = logging.StreamHandler(logged)
+    handler.setFormatter(JsonFormatter())
+    logger().addHandler(handler)
+    try:
+        outage(logged)
+    finally:
+        logger().removeHandler(handler)
+
+
+def outage(logged: io.StringIO) -> None:
     down = google_error(ServiceUnavailable, "down")
     client = FakeSecretManager([b"key-good", down])
     clock = Clock()
@@ -188,7 +201,9 @@ def test_an_outage_serves_the_last_good_key_with_capped_exponential_backoff(
     assert gaps[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0]
     assert set(gaps[6:]) == {BACKOFF_MAX_SECONDS}
     assert len(attempts_at) < 30
-    assert "serving the last good key" in capsys.readouterr().out
+    warnings = [json.loads(line) for line in logged.getvalue().splitlines()]
+    assert warnings and {line["severity"] for line in warnings} == {"WARNING"}
+    assert "serving the last good key, next attempt in 1s" in warnings[0]["message"]
     client.values[:] = [b"key-rotated"]  # Secret Manager is back
     clock.now += BACKOFF_MAX_SECONDS
     assert secret.get() == "key-rotated"
