@@ -182,14 +182,15 @@ def _unquote(body: bytes, start: int, end: int) -> bytes:
     ``urllib.parse.unquote_to_bytes`` splits its whole input at every ``%``; on a
     window the transient pieces stay bounded (a window never ends inside ``%XX``).
     """
-    if end - start <= UNQUOTE_WINDOW:
+    window = max(UNQUOTE_WINDOW, 3)  # a window holds at least one whole escape, so each step advances
+    if end - start <= window:
         return urllib.parse.unquote_to_bytes(body[start:end].replace(b"+", b" "))
     out = bytearray()
     while start < end:
-        stop = min(start + UNQUOTE_WINDOW, end)
+        stop = min(start + window, end)
         if stop < end:
-            percent = body.rfind(b"%", max(start, stop - 2), stop)
-            if percent >= 0:
+            percent = body.rfind(b"%", stop - 2, stop)
+            if percent > start:
                 stop = percent  # the escape starts the next window whole
         out += urllib.parse.unquote_to_bytes(body[start:stop].replace(b"+", b" "))
         start = stop

@@ -5,6 +5,8 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tagrelay.core.errors import BadRequest, BadSignature, Undeliverable
 from tagrelay.core.inbound import Form, check_signed, parse_form, sign, to_inbound, verify_signature
@@ -373,8 +375,45 @@ def test_route_key_comparison() -> None:
 
     check_route_key("current-key", ["current-key", "previous-key"])
     check_route_key("previous-key", ["current-key", "previous-key"])
-    for given in (None, "", "current-ke", "current-keyy", "CURRENT-KEY", "\u00e9"):
+    for offered in (None, "", "current-ke", "current-keyy", "CURRENT-KEY", "\u00e9"):
         with pytest.raises(BadSignature, match="route key"):
-            check_route_key(given, ["current-key", "previous-key"])
+            check_route_key(offered, ["current-key", "previous-key"])
     with pytest.raises(BadSignature):
         check_route_key("", ["", ""])  # an empty configured key never matches an empty k
+
+
+_NAMES = st.sampled_from(["recipient", "sender", "body-mime", "timestamp", "token", "signature", "x", "b y", "é"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(_NAMES, st.binary(max_size=300)), max_size=12),
+    window=st.sampled_from([1, 3, 4, 5, 64]),
+)
+def test_urlencoded_parse_agrees_with_the_standard_library(pairs: list[tuple[str, bytes]], window: int) -> None:
+    """Any form, any window size: parse_form decodes what urllib encoded, and authenticate sees the first
+    signature value of each name before parse_form returns."""
+    import tagrelay.core.inbound as inbound
+
+    body = "&".join(
+        f"{urllib.parse.quote_plus(name)}={urllib.parse.quote_from_bytes(value).replace('%20', '+')}"
+        for name, value in pairs
+    ).encode("ascii")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inbound, "UNQUOTE_WINDOW", window)  # tiny windows put every escape on an edge
+        seen: list[dict[str, str]] = []
+        if any(n == "recipient" for n, _ in pairs) and any(n == "body-mime" for n, _ in pairs):
+            form = parse_form("application/x-www-form-urlencoded", body, authenticate=lambda f: seen.append(dict(f)))
+            expected_seen = {}
+            for name, value in pairs:
+                if name in ("timestamp", "token", "signature") and name not in expected_seen:
+                    expected_seen[name] = value.decode("utf-8", "replace").strip()
+            assert seen == [expected_seen]
+        else:
+            form = parse_form("application/x-www-form-urlencoded", body)
+    first: dict[str, bytes] = {}
+    for name, value in pairs:
+        first.setdefault(name, value)
+    assert form.fields == first
+    for name in first:
+        assert form.all(name) == [value for n, value in pairs if n == name]
