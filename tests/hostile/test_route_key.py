@@ -124,3 +124,16 @@ def test_configuration_reads_the_route_keys_like_the_other_keys(tmp_path: object
     ]
     with pytest.raises(ConfigError, match="TAGRELAY_ROUTE_KEY_PREVIOUS is set without TAGRELAY_ROUTE_KEY"):
         load_ingest({**base, "TAGRELAY_ROUTE_KEY_PREVIOUS": "x" * 20})
+
+
+def test_the_mailgun_route_carries_the_key_as_k() -> None:
+    from tagrelay_tools.mailgun_setup import InvalidRoute, route_spec
+
+    url = "https://europe-west1-p.cloudfunctions.net/tagrelay-ingest/mime"
+    spec = route_spec("example.org", url, route_key=ROUTE_KEY)
+    assert spec.actions == (f'forward("{url}?k={ROUTE_KEY}")', "stop()")
+    odd = route_spec("example.org", url, route_key="a+b/c=d&e")  # quoted, so it cannot end the URL or the action
+    assert odd.actions[0] == f'forward("{url}?k=a%2Bb%2Fc%3Dd%26e")'
+    assert route_spec("example.org", url).actions[0] == f'forward("{url}")'
+    with pytest.raises(InvalidRoute, match="already has a query"):
+        route_spec("example.org", url + "?x=1", route_key=ROUTE_KEY)
