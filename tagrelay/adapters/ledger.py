@@ -40,7 +40,6 @@ DELIVERIES = "tagrelay_deliveries"
 LEDGER_TIMEOUT_SECONDS = 5.0
 DELIVERY_KEEP_SECONDS = 8 * 24 * 3600  # past Pub/Sub's 7-day retention
 
-
 def document_id(text: str) -> str:
     """A safe Firestore document id for any string (tokens and keys are hashed)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
