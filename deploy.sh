@@ -37,11 +37,18 @@ Secrets (environment only, never flags; prompted without echo when missing and n
   which adds a new version (key rotation). While rotating the reply key, set
   TAGRELAY_REPLY_KEY_PREVIOUS_VERSION to the old version number: addresses made under
   it keep working until a deploy without it.
+  The route key (secret tagrelay-route-key) is generated here: 32 random bytes,
+  url-safe, created once. It travels in the Mailgun route URL as ?k=, and ingest
+  refuses posts without it. --rotate-route-key makes a new one; ingest accepts
+  the previous one too until the next rotation.
 
 Modes:
   --dry-run         print every command it would run (lookups included, resources
                     assumed absent) and run none
   --redeploy        deploy both functions even when their fingerprint is unchanged
+  --rotate-route-key
+                    add a new route key version, redeploy ingest accepting the new
+                    and the previous key, then point the Mailgun route at the new one
   --teardown        delete what this script creates (asks first); the Firestore
                     database and enabled APIs are kept
   --yes             do not ask before --teardown
@@ -71,6 +78,7 @@ DRY_RUN=0
 TEARDOWN=0
 ASSUME_YES=0
 REDEPLOY=0
+ROTATE_ROUTE_KEY=0
 
 need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
@@ -90,6 +98,7 @@ while [[ $# -gt 0 ]]; do
 	--eu) MAILGUN_BASE=https://api.eu.mailgun.net ;;
 	--dry-run) DRY_RUN=1 ;;
 	--redeploy) REDEPLOY=1 ;;
+	--rotate-route-key) ROTATE_ROUTE_KEY=1 ;;
 	--teardown) TEARDOWN=1 ;;
 	--yes | -y) ASSUME_YES=1 ;;
 	-h | --help)
@@ -128,6 +137,7 @@ DL_HOLD=tagrelay-deadletter-hold
 SECRET_API=tagrelay-mailgun-api-key
 SECRET_SIGNING=tagrelay-webhook-signing-key
 SECRET_REPLY=tagrelay-reply-key
+SECRET_ROUTE=tagrelay-route-key
 INGEST=tagrelay-ingest
 RELAY=tagrelay-relay
 INGEST_SA=tagrelay-ingest@$PROJECT.iam.gserviceaccount.com
@@ -277,6 +287,49 @@ ensure_secret() {
 		[[ $DRY_RUN == 1 ]] || ask_secret "$var" "$prompt"
 		run gcloud secrets create "$name" --replication-policy=automatic --labels=app=tagrelay "${P[@]}"
 		add_secret_version "$name" "$var"
+	fi
+}
+
+# new_route_key VAR: 32 random bytes, url-safe (43 characters), into $VAR; never printed.
+new_route_key() {
+	printf -v "$1" '%s' "$(py_stdlib -c 'import secrets; print(secrets.token_urlsafe(32))')"
+}
+
+# secret_version_number NAME: the number of NAME's newest enabled version (gcloud lists the newest first).
+secret_version_number() {
+	local name
+	name=$(look gcloud secrets versions list "$1" --filter=state:ENABLED --limit=1 "${P[@]}" --format='value(name)') || return 1
+	[[ -n $name ]] || return 1
+	printf '%s' "${name##*/}"
+}
+
+# ensure_route_key: the route key secret exists (generated, never asked for) and TAGRELAY_ROUTE_KEY
+# holds its newest value for the Mailgun route. Sets ROUTE_KEY_VERSION (pinned: an instance keeps
+# its key until ingest is redeployed) and ROUTE_KEY_PREVIOUS_VERSION (the one before, accepted
+# during a rotation; empty when there is none).
+ensure_route_key() {
+	local name=$SECRET_ROUTE current number
+	ROUTE_KEY_PREVIOUS_VERSION=""
+	if current=$(look gcloud secrets versions access latest --secret="$name" "${P[@]}"); then
+		number=$(secret_version_number "$name") || die "cannot list the versions of secret $name"
+		if [[ $ROTATE_ROUTE_KEY == 1 ]]; then
+			note "secret $name: rotating; version $number stays accepted by ingest"
+			new_route_key TAGRELAY_ROUTE_KEY
+			add_secret_version "$name" TAGRELAY_ROUTE_KEY
+			number=$(secret_version_number "$name") || die "cannot list the versions of secret $name"
+		else
+			note "secret $name: exists (kept; --rotate-route-key replaces it)"
+			TAGRELAY_ROUTE_KEY=$current
+		fi
+		if ((number > 1)); then ROUTE_KEY_PREVIOUS_VERSION=$((number - 1)); fi
+		ROUTE_KEY_VERSION=$number
+	elif look gcloud secrets describe "$name" "${P[@]}" --format='value(name)' >/dev/null; then
+		die "secret $name exists but its value cannot be read with your account, and the Mailgun route needs it: grant yourself roles/secretmanager.secretAccessor on it, or delete it to make a new key"
+	else
+		run gcloud secrets create "$name" --replication-policy=automatic --labels=app=tagrelay "${P[@]}"
+		new_route_key TAGRELAY_ROUTE_KEY
+		add_secret_version "$name" TAGRELAY_ROUTE_KEY
+		ROUTE_KEY_VERSION=1
 	fi
 }
 
@@ -430,7 +483,15 @@ function_field() { # NAME FIELD
 	look gcloud functions describe "$1" --gen2 --region="$REGION" "${P[@]}" --format="value($2)"
 }
 
-secret_version() { printf 'projects/%s/secrets/%s/versions/latest' "$PROJECT" "$1"; }
+secret_version() { printf 'projects/%s/secrets/%s/versions/%s' "$PROJECT" "$1" "${2:-latest}"; }
+
+# The route key variables for ingest: the current version, and the previous one during a rotation.
+route_key_env() {
+	printf 'TAGRELAY_ROUTE_KEY_SECRET=%s' "$(secret_version "$SECRET_ROUTE" "$ROUTE_KEY_VERSION")"
+	if [[ -n $ROUTE_KEY_PREVIOUS_VERSION ]]; then
+		printf ',TAGRELAY_ROUTE_KEY_PREVIOUS_SECRET=%s' "$(secret_version "$SECRET_ROUTE" "$ROUTE_KEY_PREVIOUS_VERSION")"
+	fi
+}
 
 # ------------------------------------------------ reply as the alias (issue 13) ---
 # The reply key signs reverse addresses. It is created once with a random value (never
@@ -462,7 +523,7 @@ deploy_functions() {
 		--entry-point=ingest --trigger-http --allow-unauthenticated \
 		--memory=512Mi --cpu=1 --concurrency=8 --timeout=60s --max-instances=10 \
 		--service-account="$INGEST_SA" \
-		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_TOPIC=$TOPIC,TAGRELAY_ROUTES=routes.toml,MAILGUN_WEBHOOK_SIGNING_KEY_SECRET=$(secret_version "$SECRET_SIGNING"),TAGRELAY_CLAIM_BUCKET=$BUCKET$(reply_env)"
+		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_TOPIC=$TOPIC,TAGRELAY_ROUTES=routes.toml,MAILGUN_WEBHOOK_SIGNING_KEY_SECRET=$(secret_version "$SECRET_SIGNING"),TAGRELAY_CLAIM_BUCKET=$BUCKET,$(route_key_env)$(reply_env)"
 	# relay: invoked only by its Eventarc trigger (authenticated as its own service account).
 	deploy_function "$RELAY" relay \
 		--entry-point=relay --trigger-topic="$TOPIC" --retry --no-allow-unauthenticated \
@@ -507,11 +568,12 @@ ensure_mailgun_route() {
 	else
 		die "cannot read $INGEST's URL (gcloud functions describe $INGEST --gen2 --region=$REGION)"
 	fi
-	# The key reaches the command through its environment, never its arguments.
-	printf '+ MAILGUN_API_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay_tools.cli mailgun ensure-route --domain="$DOMAIN" --url="$url" --api-base="${MAILGUN_BASE%/}")" >&3
+	# The keys reach the command through its environment, never its arguments; it adds ?k=<route key>.
+	printf '+ MAILGUN_API_KEY=... TAGRELAY_ROUTE_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay_tools.cli mailgun ensure-route --domain="$DOMAIN" --url="$url" --api-base="${MAILGUN_BASE%/}")" >&3
 	[[ $DRY_RUN == 1 ]] && return 0
 	[[ -n ${MAILGUN_API_KEY:-} ]] || die "no Mailgun API key: set MAILGUN_API_KEY"
-	MAILGUN_API_KEY=$MAILGUN_API_KEY PYTHONPATH=$ROOT "$PYTHON" -m tagrelay_tools.cli mailgun ensure-route \
+	[[ -n ${TAGRELAY_ROUTE_KEY:-} ]] || die "no route key (secret $SECRET_ROUTE); run again"
+	MAILGUN_API_KEY=$MAILGUN_API_KEY TAGRELAY_ROUTE_KEY=$TAGRELAY_ROUTE_KEY PYTHONPATH=$ROOT "$PYTHON" -m tagrelay_tools.cli mailgun ensure-route \
 		--domain="$DOMAIN" --url="$url" --api-base="${MAILGUN_BASE%/}"
 	INGEST_URL=$url
 }
@@ -555,6 +617,7 @@ deploy() {
 	ensure_secret "$SECRET_API" MAILGUN_API_KEY "Mailgun API key"
 	ensure_secret "$SECRET_SIGNING" MAILGUN_WEBHOOK_SIGNING_KEY "Mailgun HTTP webhook signing key"
 	ensure_reply_key
+	ensure_route_key
 
 	step "Service accounts"
 	ensure_service_account tagrelay-ingest "tagrelay ingest function"
@@ -566,6 +629,7 @@ deploy() {
 	step "Permissions"
 	ensure_binding "pubsub topics" "$TOPIC" "serviceAccount:$INGEST_SA" roles/pubsub.publisher
 	ensure_binding secrets "$SECRET_SIGNING" "serviceAccount:$INGEST_SA" roles/secretmanager.secretAccessor
+	ensure_binding secrets "$SECRET_ROUTE" "serviceAccount:$INGEST_SA" roles/secretmanager.secretAccessor
 	ensure_binding projects "$PROJECT" "serviceAccount:$INGEST_SA" roles/datastore.user
 	# ingest writes messages over Pub/Sub's 10 MB cap to the bucket; a Mailgun retry rewrites
 	# the same object, which needs delete as well as create: objectUser, not objectCreator.
@@ -615,7 +679,8 @@ teardown() {
 		"$([[ $DRY_RUN == 1 ]] && printf ' (dry run: nothing is run)')" >&3
 	cat >&3 <<EOF
 This deletes: the Mailgun route for $DOMAIN, functions $INGEST and $RELAY, topics $TOPIC and
-$DL_TOPIC (with $DL_HOLD and any dead letters in it), secrets $SECRET_API, $SECRET_SIGNING and $SECRET_REPLY,
+$DL_TOPIC (with $DL_HOLD and any dead letters in it), secrets $SECRET_API, $SECRET_SIGNING, $SECRET_REPLY and
+$SECRET_ROUTE,
 bucket gs://$BUCKET and its objects, service accounts tagrelay-ingest and tagrelay-relay.
 Kept: the Firestore database (its tagrelay records expire by TTL) and the enabled APIs.
 EOF
@@ -660,7 +725,7 @@ EOF
 
 	step "Secrets"
 	local secret
-	for secret in "$SECRET_API" "$SECRET_SIGNING" "$SECRET_REPLY"; do
+	for secret in "$SECRET_API" "$SECRET_SIGNING" "$SECRET_REPLY" "$SECRET_ROUTE"; do
 		delete_if_present gcloud secrets describe "$secret" "${P[@]}" --format='value(name)' -- \
 			gcloud secrets delete "$secret" --quiet "${P[@]}"
 	done
@@ -694,5 +759,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 PUBSUB_AGENT=""
 INGEST_URL=""
+ROUTE_KEY_VERSION=latest
+ROUTE_KEY_PREVIOUS_VERSION=""
+TAGRELAY_ROUTE_KEY=""
 
 if [[ $TEARDOWN == 1 ]]; then teardown; else deploy; fi

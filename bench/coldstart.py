@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from bench.messages import PostFactory, push_body, small_message
+from bench.messages import PostFactory, mime_path, push_body, small_message
 from bench.procs import BenchStack, first_ok, start_baseline, stop
 from bench.results import Result, compare, median
 from tagrelay_tools.localstack import REPO
@@ -35,7 +35,7 @@ def _start(stack: BenchStack, kind: str, topic: str, threads: str) -> tuple[int,
         if kind == "ingest":
             child = stack.start_ingest(name, extra={"TAGRELAY_TOPIC": topic})
             factory = PostFactory(small_message(f"cold-{uuid.uuid4().hex}@bench.example"), RECIPIENT, stack.signing_key)
-            return child.port, factory.next, "/mime", factory.content_type
+            return child.port, factory.next, mime_path(stack.route_key), factory.content_type
         child = stack.start_relay(name)
 
     def relay_body() -> bytes:

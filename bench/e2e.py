@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from bench.load import LoopResult, Request, closed_loop, paced
-from bench.messages import SENDER, push_body, small_message, unique_post
+from bench.messages import SENDER, mime_path, push_body, small_message, unique_post
 from bench.procs import CpuMeter, describe_cpu
 from bench.results import Result, compare, percentile
 from tagrelay.core import envelope
@@ -77,7 +77,7 @@ def builders(stack: Stack) -> dict[str, tuple[str, Builder]]:
 
     def queued(raw: bytes, number: int) -> Request:
         post = unique_post(raw, RECIPIENT, stack.signing_key)
-        return Request("/mime", post.body, post.content_type)
+        return Request(mime_path(stack.route_key), post.body, post.content_type)
 
     def pushed(raw: bytes, number: int) -> Request:
         now = datetime.now(UTC)

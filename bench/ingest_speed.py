@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.load import Client, LoopResult, Outcome, Request, closed_loop
-from bench.messages import PostFactory, small_message
+from bench.messages import PostFactory, mime_path, small_message
 from bench.procs import CpuMeter, describe_cpu
 from bench.results import Result, at_most, compare, percentile, within
 from tagrelay_tools.localstack import Stack
@@ -48,7 +48,7 @@ class Latencies:
     failures: dict[str, int]
 
 
-def ack_latency(urls: dict[str, str], key: str, pairs: int, warmup: int) -> Latencies:
+def ack_latency(urls: dict[str, str], key: str, pairs: int, warmup: int, route_key: str = "") -> Latencies:
     """One client, one request to each side in turn (the order rotates), ``warmup`` rounds dropped."""
     factory = PostFactory(small_message("latency@bench.example"), RECIPIENT, key)
     clients = {side: Client(url) for side, url in urls.items()}
@@ -58,7 +58,7 @@ def ack_latency(urls: dict[str, str], key: str, pairs: int, warmup: int) -> Late
         for number in range(warmup + pairs):
             shift = number % len(names)
             for side in names[shift:] + names[:shift]:
-                outcome = clients[side].timed(Request("/mime", factory.next(), factory.content_type))
+                outcome = clients[side].timed(Request(mime_path(route_key), factory.next(), factory.content_type))
                 if number >= warmup:
                     samples[side].append(outcome)
     finally:
@@ -125,7 +125,7 @@ def throughput(stack: Stack, names: dict[str, str], key: str, rounds: int, secon
     factory = PostFactory(small_message("throughput@bench.example"), RECIPIENT, key)
 
     def make(number: int) -> tuple[Request, str]:
-        return Request("/mime", factory.next(), factory.content_type), ""
+        return Request(mime_path(stack.route_key), factory.next(), factory.content_type), ""
 
     sides: dict[str, list[LoopResult]] = {side: [] for side in urls}
     for url in urls.values():  # warm every side

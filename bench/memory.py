@@ -25,7 +25,7 @@ from typing import Any
 import requests
 
 from bench.load import Client, Request
-from bench.messages import PostFactory, push_body, sized_message, small_message, unique_post
+from bench.messages import PostFactory, mime_path, push_body, sized_message, small_message, unique_post
 from bench.procs import BenchStack, memory_kib, reset_peak, stop, worker_pid
 from bench.results import Result, compare, failed
 from tagrelay_tools.localstack import REPO
@@ -110,9 +110,9 @@ def process(stack: BenchStack) -> list[Result]:
         client = Client(ingest.url, timeout=BIG_REQUEST_TIMEOUT)
         factory = PostFactory(small_message("warm@bench.example"), RECIPIENT, stack.signing_key)
         for _ in range(3):
-            client.send(Request("/mime", factory.next(), factory.content_type))
+            client.send(Request(mime_path(stack.route_key), factory.next(), factory.content_type))
         post = unique_post(raw, RECIPIENT, stack.signing_key)
-        big = Request("/mime", post.body, post.content_type)
+        big = Request(mime_path(stack.route_key), post.body, post.content_type)
         answer: list[int] = []
         before, peak, reset = _peak_of(pid, lambda: answer.append(client.send(big)[0]))
         client.close()

@@ -63,6 +63,11 @@ def sized_message(size: int, message_id: str = "sized@bench.example", seed: int 
     return head + encoded.rstrip(b"\r\n") + tail
 
 
+def mime_path(route_key: str) -> str:
+    """The path Mailgun's route posts to: ``/mime`` and the route key (``?k=``) when the stack has one."""
+    return mailgun_posts.target("", "/mime", route_key)
+
+
 class PostFactory:
     """Signed Mailgun ``body-mime`` posts of one message, each with a fresh token.
 

@@ -202,7 +202,9 @@ def run(plan: Plan) -> tuple[Runner, dict[str, list[float]], dict[str, list[floa
 
         def latency() -> list[Result]:
             urls = {"ingest": ingest.url, "floor": floor.url, "sync": sync.url}
-            found = ingest_speed.ack_latency(urls, stack.signing_key, plan.latency_pairs, plan.latency_warmup)
+            found = ingest_speed.ack_latency(
+                urls, stack.signing_key, plan.latency_pairs, plan.latency_warmup, stack.route_key
+            )
             ack["ingest (queue: publish acked)"] = [s * 1000 for s in found.seconds["ingest"]]
             ack["bare publish (the floor)"] = [s * 1000 for s in found.seconds["floor"]]
             ack["synchronous baseline (Mailgun 300 ms)"] = [s * 1000 for s in found.seconds["sync"]]

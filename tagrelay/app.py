@@ -39,8 +39,15 @@ def build_ingest() -> Ingest:
     claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
     # Firestore is used only on the 406 path (refusal records), never per published post.
     refusals = FirestoreLedger(default_firestore(config.project), blobs=claims)
+    route_keys = [Secret(ref) for ref in (config.route_key, config.route_key_previous) if ref is not None]
     return Ingest(
-        config, Secret(config.signing_key), publisher, refusals, claims, replies=build_replies(config.project)
+        config,
+        Secret(config.signing_key),
+        publisher,
+        refusals,
+        claims,
+        replies=build_replies(config.project),
+        route_keys=route_keys,
     )
 
 

@@ -23,6 +23,7 @@ from tagrelay.core.errors import RoutesError
 from tagrelay.core.routes import Forward, load_file
 from tagrelay_tools import mailgun_posts
 from tagrelay_tools.localstack import STATE_FILE, running_state
+from tagrelay_tools.mailgun_posts import ROUTE_KEY_VARIABLE
 from tagrelay_tools.terminal import say, warn
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.eml"
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--form", choices=("mime", "parsed"), default="mime", help="Mailgun's raw or parsed form")
     send.add_argument("--url", default="", help="ingest URL (default: the running local stack)")
     send.add_argument("--key", default="", help="signing key (default: the running local stack's)")
+    # The route key (?k=) comes from $TAGRELAY_ROUTE_KEY, else the running local stack: never an argument.
 
     route = commands.add_parser("route", help="show which rule matches an address and where its mail goes")
     route.add_argument("address")
@@ -91,19 +93,22 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     url, key = args.url, args.key
+    route_key = os.environ.get(ROUTE_KEY_VARIABLE, "").strip()  # never an argument: it is a secret
     if not url or not key:
         state = running_state()
         if state is None:
             warn(f"error: no running local stack ({STATE_FILE} missing); start 'tagrelay run' or pass --url and --key")
             return 2
         url, key = url or state["ingest_url"], key or state["signing_key"]
+        route_key = route_key or state.get("route_key", "")
     try:
         raw = args.file.read_bytes()
     except OSError as exc:
         warn(f"error: cannot read {args.file}: {exc.strerror}")
         return 2
     try:
-        answer = mailgun_posts.sign_and_post(url, raw, args.to, args.sender or _from_address(raw), key, args.form)
+        sender = args.sender or _from_address(raw)
+        answer = mailgun_posts.sign_and_post(url, raw, args.to, sender, key, args.form, route_key=route_key)
     except requests.RequestException as exc:
         warn(f"error: cannot post to {url}: {type(exc).__name__}")
         return 1
@@ -141,7 +146,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         for name, child in stack.children.items():
             say(f"  {name:<10} {child.url}  (pid {child.process.pid}, log {child.log})")
         raw = args.sample.read_bytes()
-        answer = mailgun_posts.sign_and_post(stack.ingest_url, raw, args.to, _from_address(raw), stack.signing_key)
+        answer = mailgun_posts.sign_and_post(
+            stack.ingest_url, raw, args.to, _from_address(raw), stack.signing_key, route_key=stack.route_key
+        )
         say(f"posted {args.sample.name} to {args.to}: ingest answered {answer.status_code} {answer.text.strip()}")
         sample_id = message_id_of(raw)
         arrived = stack.standin.wait_for(lambda r: r["message_id"] == sample_id or not sample_id, ARRIVAL_SECONDS)

@@ -29,6 +29,7 @@ from typing import Any
 
 import requests
 
+from tagrelay_tools import mailgun_posts
 from tagrelay_tools.standin import STANDIN_KEY_VARIABLE, StandinClient
 from tagrelay_tools.standin import argv as standin_argv
 
@@ -134,6 +135,7 @@ class Stack:
     signing_key: str = field(default_factory=lambda: "local-" + secrets.token_hex(16))
     api_key: str = field(default_factory=lambda: "key-" + secrets.token_hex(16))
     reply_key: str = field(default_factory=lambda: secrets.token_hex(32))  # reverse addresses (issue 13)
+    route_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # "" runs ingest without one
     children: dict[str, Child] = field(default_factory=dict)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -184,6 +186,14 @@ class Stack:
     @property
     def ingest_url(self) -> str:
         return self.children["ingest"].url
+
+    def ingest_target(self, path: str = "/mime", base: str | None = None, route_key: str | None = None) -> str:
+        """Where Mailgun's route would post: the ingest URL, ``path`` and the route key as ``?k=``.
+
+        ``route_key`` overrides the stack's own ("" for none), to post as someone who does not know it.
+        """
+        key = self.route_key if route_key is None else route_key
+        return mailgun_posts.target(base or self.ingest_url, path, key)
 
     @property
     def standin_url(self) -> str:
@@ -275,6 +285,7 @@ class Stack:
                 "MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key,
                 "TAGRELAY_REPLY_KEY": self.reply_key,
                 "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
+                "TAGRELAY_ROUTE_KEY": self.route_key,
                 **self.ingest_env,
                 **(extra or {}),
             }
@@ -380,6 +391,7 @@ class Stack:
             "ingest_url": self.ingest_url,
             "signing_key": self.signing_key,
             "reply_key": self.reply_key,
+            "route_key": self.route_key,
             "outbox": str(self.outbox),
             "standin_url": self.standin_url,
             "pubsub_host": self.pubsub_host,

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from typing import Literal
+from urllib.parse import urlencode
 
 import requests
 from urllib3 import encode_multipart_formdata
@@ -29,6 +30,8 @@ from tagrelay.core.inbound import sign
 FieldValue = str | bytes | tuple[str, bytes, str]
 Form = Literal["mime", "parsed"]
 POST_TIMEOUT_SECONDS = 30.0
+ROUTE_KEY_VARIABLE = "TAGRELAY_ROUTE_KEY"  # where tooling finds the route key: the environment, never argv
+ROUTE_KEY_PARAMETER = "k"  # the route URL's query parameter that carries it
 
 
 @dataclass(frozen=True)
@@ -53,10 +56,22 @@ def build(
     return make(raw, recipient, sender, key, timestamp, token)
 
 
-def deliver(ingest_url: str, post: Post, timeout: float = POST_TIMEOUT_SECONDS) -> requests.Response:
+def target(ingest_url: str, path: str, route_key: str = "") -> str:
+    """Where Mailgun's route posts: the ingest URL, the form's path, and the route key as ``?k=``
+    (the second factor deploy.sh writes into the route; "" for none)."""
+    url = ingest_url.rstrip("/") + path
+    return f"{url}?{urlencode({ROUTE_KEY_PARAMETER: route_key})}" if route_key else url
+
+
+def deliver(
+    ingest_url: str, post: Post, timeout: float = POST_TIMEOUT_SECONDS, route_key: str = ""
+) -> requests.Response:
     """Post ``post`` to ingest as Mailgun does (to ``/mime`` for the raw form); the answer, whatever its status."""
     return requests.post(
-        ingest_url.rstrip("/") + post.path, data=post.body, headers={"Content-Type": post.content_type}, timeout=timeout
+        target(ingest_url, post.path, route_key),
+        data=post.body,
+        headers={"Content-Type": post.content_type},
+        timeout=timeout,
     )
 
 
@@ -70,9 +85,10 @@ def sign_and_post(
     timestamp: int | None = None,
     token: str | None = None,
     timeout: float = POST_TIMEOUT_SECONDS,
+    route_key: str = "",
 ) -> requests.Response:
-    """Sign ``raw`` for ``recipient`` as Mailgun would and post it to ingest."""
-    return deliver(ingest_url, build(raw, recipient, sender, key, form, timestamp, token), timeout)
+    """Sign ``raw`` for ``recipient`` as Mailgun would and post it to ingest (with the route key, if any)."""
+    return deliver(ingest_url, build(raw, recipient, sender, key, form, timestamp, token), timeout, route_key)
 
 
 def signature_fields(key: str, timestamp: int | None = None, token: str | None = None) -> dict[str, str]:

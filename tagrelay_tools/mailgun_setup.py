@@ -16,6 +16,9 @@ account's API key goes in basic auth as ``api:KEY``. Every call has a timeout.
 
 The command ``tagrelay mailgun ensure-route --domain D --url URL`` reads the key
 from ``MAILGUN_API_KEY`` (never from the command line) and prints the outcome.
+With ``TAGRELAY_ROUTE_KEY`` in its environment the route forwards to ``URL?k=KEY``:
+ingest refuses posts without that key, a second factor besides Mailgun's
+signature. The key is never printed; a changed key updates the route in place.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlparse
+from urllib.parse import urlencode, urlparse
 
 import requests
 
@@ -34,6 +37,7 @@ from tagrelay.adapters.mailgun import CONNECT_TIMEOUT_SECONDS
 from tagrelay.core.config import DEFAULT_API_BASE
 from tagrelay.core.config import EU_API_BASE as EU_API_BASE
 from tagrelay.core.errors import TagrelayError
+from tagrelay_tools.mailgun_posts import ROUTE_KEY_PARAMETER, ROUTE_KEY_VARIABLE
 from tagrelay_tools.terminal import say, warn
 
 US_API_BASE = DEFAULT_API_BASE  # the relay's default; one definition, in tagrelay.core.config
@@ -113,8 +117,8 @@ def description_for(domain: str) -> str:
     return f"{DESCRIPTION_PREFIX}{domain.lower()}"
 
 
-def route_spec(domain: str, url: str, priority: int = 0) -> RouteSpec:
-    """Every recipient at ``domain`` is forwarded to ``url``, and no later route runs."""
+def route_spec(domain: str, url: str, priority: int = 0, route_key: str = "") -> RouteSpec:
+    """Every recipient at ``domain`` is forwarded to ``url`` (with ``?k=route_key``), and no later route runs."""
     domain = domain.strip().rstrip(".").lower()
     if not _DOMAIN.fullmatch(domain):
         raise InvalidRoute(
@@ -123,6 +127,10 @@ def route_spec(domain: str, url: str, priority: int = 0) -> RouteSpec:
     parsed = urlparse(url)
     if parsed.scheme not in ("https", "http") or not parsed.netloc or re.search(r'[\s"\\]', url):
         raise InvalidRoute(f"--url {url!r} is not an http(s) URL; put the ingest URL ending in /mime")
+    if route_key:
+        if parsed.query or parsed.fragment:
+            raise InvalidRoute(f"--url {url!r} already has a query or fragment; put the bare ingest URL")
+        url = f"{url}?{urlencode({ROUTE_KEY_PARAMETER: route_key})}"
     pattern = ".*@" + re.escape(domain)
     return RouteSpec(
         description=description_for(domain),
@@ -184,9 +192,9 @@ class RoutesClient:
         wanted = description_for(domain.strip().rstrip("."))
         return [route for route in self._iter_routes() if route.description.strip().lower() == wanted]
 
-    def ensure_route(self, domain: str, url: str, priority: int = 0) -> Outcome:
-        """Make the account hold exactly one tagrelay route for ``domain``, forwarding to ``url``."""
-        spec = route_spec(domain, url, priority)
+    def ensure_route(self, domain: str, url: str, priority: int = 0, route_key: str = "") -> Outcome:
+        """Make the account hold exactly one tagrelay route for ``domain``, forwarding to ``url`` (and its key)."""
+        spec = route_spec(domain, url, priority, route_key)
         ours = self.find(domain)
         if not ours:
             self.create(spec)
@@ -257,6 +265,11 @@ def _normal(text: str) -> str:
     return re.sub(r"\s+", "", text.replace("'", '"'))
 
 
+def _redact(text: str, secret: str) -> str:
+    """An error text without the route key (Mailgun may echo the action it refused)."""
+    return text.replace(secret, "<route key>") if secret else text
+
+
 def _host(url: str) -> str:
     return urlparse(url).netloc or url
 
@@ -282,7 +295,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     ensure = actions.add_parser(
         "ensure-route",
         help="create or update the route forwarding DOMAIN's mail to URL",
-        description=f'Make one route: match_recipient(".*@DOMAIN") → forward("URL") + stop(). {key_note}',
+        description=(
+            f'Make one route: match_recipient(".*@DOMAIN") → forward("URL?k=ROUTE_KEY") + stop(). {key_note} '
+            f"The route key is read from {ROUTE_KEY_VARIABLE} (deploy.sh keeps it in Secret Manager)."
+        ),
     )
     ensure.add_argument("--domain", required=True, help="the Mailgun receiving domain, e.g. example.org")
     ensure.add_argument("--url", required=True, help="the ingest URL, ending in /mime")
@@ -304,14 +320,19 @@ def _base_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_ensure_route(args: argparse.Namespace) -> int:
-    return _with_client(args, lambda client: client.ensure_route(args.domain, args.url, args.priority))
+    route_key = os.environ.get(ROUTE_KEY_VARIABLE, "").strip()
+    if not route_key:
+        warn(f"warning: {ROUTE_KEY_VARIABLE} is not set: the route URL has no route key (deploy.sh always sets one)")
+    return _with_client(
+        args, lambda client: client.ensure_route(args.domain, args.url, args.priority, route_key), route_key
+    )
 
 
 def cmd_delete_route(args: argparse.Namespace) -> int:
     return _with_client(args, lambda client: client.delete_route(args.domain))
 
 
-def _with_client(args: argparse.Namespace, action: Callable[[RoutesClient], str]) -> int:
+def _with_client(args: argparse.Namespace, action: Callable[[RoutesClient], str], route_key: str = "") -> int:
     key = os.environ.get(API_KEY_VARIABLE, "").strip()
     if not key:
         warn(f"error: {API_KEY_VARIABLE} is not set: put the Mailgun API key there")
@@ -321,10 +342,10 @@ def _with_client(args: argparse.Namespace, action: Callable[[RoutesClient], str]
         with requests.Session() as session:
             outcome = action(RoutesClient(session, base, key))
     except InvalidRoute as exc:
-        warn(f"error: {exc.reason}")
+        warn(f"error: {_redact(exc.reason, route_key)}")
         return 2
     except RoutesApiError as exc:  # may quote Mailgun's answer: escaped by warn()
-        warn(f"error: {exc.reason}")
+        warn(f"error: {_redact(exc.reason, route_key)}")
         return 1
     say(f"mailgun route for {args.domain.lower()}: {outcome}")
     return 0

@@ -10,5 +10,6 @@ _service = cold_start(build_ingest)
 
 @functions_framework.http
 def ingest(request: flask.Request) -> flask.Response:
-    result = _service.handle(request.content_type or "", request_chunks(request))
+    # k, the route key, comes from the route URL's query string (the body is not read for it).
+    result = _service.handle(request.content_type or "", request_chunks(request), request.args.get("k"))
     return flask.Response(result.text + "\n", status=result.status, mimetype="text/plain")

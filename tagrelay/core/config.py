@@ -19,6 +19,11 @@ DEFAULT_DEADLETTER_TOPIC = "tagrelay-deadletter"
 DEFAULT_API_BASE = "https://api.mailgun.net"  # Mailgun's US region
 EU_API_BASE = "https://api.eu.mailgun.net"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Mailgun's largest message is 25 MB; its form adds the envelope and signature fields.
+# This caps a multipart post; a urlencoded one may be 3 times as long (inbound.URLENCODED_EXPANSION).
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = MAX_MESSAGE_BYTES + 1024 * 1024
+MIN_ROUTE_KEY_CHARS = 16
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
@@ -59,6 +64,8 @@ class IngestConfig:
     publish_timeout: float
     max_body_bytes: int
     claim_bucket: str = ""  # Cloud Storage bucket for messages over Pub/Sub's 10 MB cap
+    route_key: SecretRef | None = None  # the route URL's ?k=: when set, a post without it is refused first
+    route_key_previous: SecretRef | None = None  # still accepted while a rotation settles
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,18 @@ class _Reader:
             self.problems.append(f"{name} is not set: put the key there, or its Secret Manager version in {secret_var}")
         return SecretRef(variable=name, value=value, version_name=version)
 
+    def optional_secret(self, name: str) -> SecretRef | None:
+        """Like :meth:`secret`, but absent is allowed (None); a bad value is still a problem."""
+        if not self.env.get(name, "").strip() and not self.env.get(f"{name}_SECRET", "").strip():
+            return None
+        ref = self.secret(name)
+        if ref.value and len(ref.value) < MIN_ROUTE_KEY_CHARS:
+            self.problems.append(
+                f"{name} is shorter than {MIN_ROUTE_KEY_CHARS} characters: put a random key "
+                "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return ref
+
     def routes(self) -> Routes | None:
         path = self.required("TAGRELAY_ROUTES", "put the path of the routing rules file (see routes.example.toml)")
         if not path:
@@ -174,13 +193,19 @@ def load_ingest(env: Mapping[str, str]) -> IngestConfig:
     key = reader.secret("MAILGUN_WEBHOOK_SIGNING_KEY")
     max_age = reader.number("TAGRELAY_MAX_AGE_SECONDS", 9 * 3600, 60, 7 * 24 * 3600, "seconds")
     timeout = reader.number("TAGRELAY_PUBLISH_TIMEOUT", 10, 0.5, 60, "seconds")
-    max_body = reader.whole("TAGRELAY_MAX_BODY_BYTES", 80 * 1024 * 1024, 1024, 512 * 1024 * 1024, "bytes")
+    max_body = reader.whole("TAGRELAY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, 512 * 1024 * 1024, "bytes")
+    route_key = reader.optional_secret("TAGRELAY_ROUTE_KEY")
+    route_key_previous = reader.optional_secret("TAGRELAY_ROUTE_KEY_PREVIOUS")
+    if route_key_previous is not None and route_key is None:
+        reader.problems.append(
+            "TAGRELAY_ROUTE_KEY_PREVIOUS is set without TAGRELAY_ROUTE_KEY: set the current key too (or neither)"
+        )
     bucket = env.get("TAGRELAY_CLAIM_BUCKET", "").strip()
     if bucket and not _BUCKET.fullmatch(bucket):
         reader.problems.append(f"TAGRELAY_CLAIM_BUCKET={bucket!r} is not a bucket name (3-63 of a-z 0-9 - _ .)")
     reader.done()
     assert routes is not None
-    return IngestConfig(project, topic, routes, key, max_age, timeout, max_body, bucket)
+    return IngestConfig(project, topic, routes, key, max_age, timeout, max_body, bucket, route_key, route_key_previous)
 
 
 def load_relay(env: Mapping[str, str]) -> RelayConfig:

@@ -18,7 +18,7 @@ import hmac
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from email.header import Header
 from email.message import EmailMessage, Message
@@ -50,9 +50,14 @@ SIGNATURE_FIELDS = ("timestamp", "token", "signature")
 FUTURE_SKEW_SECONDS = 300
 MAX_FORM_PARTS = 1000
 CHUNK_BYTES = 1 << 20
+URLENCODED_EXPANSION = 3  # a urlencoded body may be 3 times the message: every octet can become %XX
+MAX_SIGNATURE_FIELD_BYTES = 512  # Mailgun's are 10, 50 and 64 characters
+MAX_NAME_BYTES = 4096  # a field name, percent-encoded (Mailgun's are header names)
+UNQUOTE_WINDOW = 1 << 16
+EVENT_SNIFF_BYTES = 1 << 16  # event webhooks are small JSON documents
 _REBUILD_POLICY = SMTP.clone(max_line_length=998)  # keep header lines as posted; fold only past 998
-_NOT_URLENCODED = re.compile(rb"[^\x21-\x7e]")
 _PATH_SEPARATORS = re.compile(r"[/\\]+")
+_URLENCODED_OCTETS = bytes(range(0x21, 0x7F))  # printable ASCII: all a urlencoded body may hold
 
 
 @dataclass(frozen=True)
@@ -96,14 +101,27 @@ class InboundMessage:
 
 
 Body = bytes | Iterable[bytes]
+Authenticate = Callable[[Mapping[str, str]], object]
+"""Called once with the signature fields, before anything large is decoded; raises BadSignature to refuse."""
 
 
-def parse_form(content_type: str, body: Body, max_bytes: int | None = None) -> Form:
+def parse_form(
+    content_type: str, body: Body, max_bytes: int | None = None, authenticate: Authenticate | None = None
+) -> Form:
     """Decode a ``multipart/form-data`` or urlencoded body into bytes fields.
 
     ``body`` is the whole body or an iterable of its chunks (the request stream):
     a multipart body is decoded as it arrives, so a 25 MB post is never held twice.
-    Raises BadRequest when the body is neither form, Undeliverable past ``max_bytes``.
+    ``max_bytes`` caps a multipart body; a urlencoded body may be URLENCODED_EXPANSION
+    times as long (every octet of a message can become ``%XX``).
+
+    ``authenticate`` (when given) is called exactly once with the signature fields
+    (``timestamp``, ``token``, ``signature``; absent ones missing from the mapping)
+    before any large value is decoded: in a urlencoded body first of all, in a
+    multipart body as soon as the three have arrived (Mailgun may send them before
+    or after ``body-mime``), else at the end. What an unauthenticated post costs is
+    then its own bytes and a linear scan of them, never the decoding of its values.
+    Raises BadRequest when the body is neither form, Undeliverable past the cap.
     """
     mimetype, options = parse_options_header(content_type)
     mimetype = mimetype.lower()
@@ -111,26 +129,83 @@ def parse_form(content_type: str, body: Body, max_bytes: int | None = None) -> F
         boundary = options.get("boundary", "")
         if not boundary:
             raise BadRequest("multipart/form-data without a boundary")
-        return _parse_multipart(boundary.encode("latin-1", "replace"), _chunks(body, max_bytes))
+        return _parse_multipart(boundary.encode("latin-1", "replace"), _chunks(body, max_bytes), authenticate)
     if mimetype == "application/x-www-form-urlencoded":
-        return _parse_urlencoded(_whole(body, max_bytes))
+        cap = None if max_bytes is None else max_bytes * URLENCODED_EXPANSION
+        return _parse_urlencoded(_whole(body, cap), authenticate)
     raise BadRequest(f"expected a form post, got content type {mimetype or 'none'!r}")
 
 
-def _parse_urlencoded(body: bytes) -> Form:
-    """Split and unquote as bytes (``parse_qsl`` on bytes goes through ASCII and refuses 8-bit octets)."""
-    if _NOT_URLENCODED.search(body):
+def _parse_urlencoded(body: bytes, authenticate: Authenticate | None = None) -> Form:
+    """Split and unquote as bytes (``parse_qsl`` on bytes goes through ASCII and refuses 8-bit octets).
+
+    The body is scanned once for the ``&`` and ``=`` positions (no copies); names
+    and the signature fields (all short) are decoded, ``authenticate`` runs, and
+    only then are the values decoded, window by window, so that a value of
+    millions of ``%41`` costs its decoded size, not a list of millions of pieces.
+    """
+    if not _is_urlencoded_text(body):
         raise BadRequest("urlencoded form with raw octets outside printable ASCII")
-    pairs = [pair for pair in body.split(b"&") if pair]
-    if len(pairs) > MAX_FORM_PARTS:
+    if body.count(b"&") >= MAX_FORM_PARTS:
         raise BadRequest(f"more than {MAX_FORM_PARTS} form fields")
+    spans: list[tuple[str, int, int]] = []  # (decoded name, value start, value end)
+    start, size = 0, len(body)
+    while start < size:
+        end = body.find(b"&", start)
+        end = size if end < 0 else end
+        if end > start:
+            equals = body.find(b"=", start, end)
+            name_end = end if equals < 0 else equals
+            if name_end - start > MAX_NAME_BYTES:
+                raise BadRequest(f"a form field name longer than {MAX_NAME_BYTES} octets")
+            name = _unquote(body, start, name_end).decode("utf-8", "replace")
+            spans.append((name, min(name_end + 1, end), end))
+        start = end + 1
+    if authenticate is not None:
+        problem = route_post_problem({name for name, _, _ in spans})
+        if problem:
+            raise BadRequest(problem)
+        signature: dict[str, str] = {}
+        for name, value_start, value_end in spans:
+            if name in SIGNATURE_FIELDS and name not in signature:
+                if value_end - value_start > 3 * MAX_SIGNATURE_FIELD_BYTES:
+                    raise BadSignature(f"{name} longer than {MAX_SIGNATURE_FIELD_BYTES} octets")
+                signature[name] = _unquote(body, value_start, value_end).decode("utf-8", "replace").strip()
+        authenticate(signature)
     fields: dict[str, bytes] = {}
     repeated: dict[str, list[bytes]] = {}
-    for pair in pairs:
-        name, _, value = pair.partition(b"=")
-        decoded_name = urllib.parse.unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
-        _add(decoded_name, urllib.parse.unquote_to_bytes(value.replace(b"+", b" ")), fields, repeated)
+    for name, value_start, value_end in spans:
+        _add(name, _unquote(body, value_start, value_end), fields, repeated)
     return Form(fields=fields, repeated=repeated)
+
+
+def _is_urlencoded_text(body: bytes) -> bool:
+    """Only printable ASCII, checked a window at a time (``translate`` runs in C, ten times a regex)."""
+    return not any(
+        body[start : start + CHUNK_BYTES].translate(None, _URLENCODED_OCTETS)
+        for start in range(0, len(body), CHUNK_BYTES)
+    )
+
+
+def _unquote(body: bytes, start: int, end: int) -> bytes:
+    """``body[start:end]`` with ``+`` as space and ``%XX`` decoded, in windows of UNQUOTE_WINDOW octets.
+
+    ``urllib.parse.unquote_to_bytes`` splits its whole input at every ``%``; on a
+    window the transient pieces stay bounded (a window never ends inside ``%XX``).
+    """
+    window = max(UNQUOTE_WINDOW, 3)  # a window holds at least one whole escape, so each step advances
+    if end - start <= window:
+        return urllib.parse.unquote_to_bytes(body[start:end].replace(b"+", b" "))
+    out = bytearray()
+    while start < end:
+        stop = min(start + window, end)
+        if stop < end:
+            percent = body.rfind(b"%", stop - 2, stop)
+            if percent > start:
+                stop = percent  # the escape starts the next window whole
+        out += urllib.parse.unquote_to_bytes(body[start:stop].replace(b"+", b" "))
+        start = stop
+    return bytes(out)
 
 
 def _chunks(body: Body, max_bytes: int | None) -> Iterator[bytes]:
@@ -159,37 +234,63 @@ def _whole(body: Body, max_bytes: int | None) -> bytes:
 
 
 class _Parts:
-    """Collects the parts the multipart decoder reports, field by field."""
+    """Collects the parts the multipart decoder reports, field by field.
 
-    def __init__(self) -> None:
+    A signature field is held to MAX_SIGNATURE_FIELD_BYTES while it arrives, and
+    ``authenticate`` runs as soon as the three are in (or at the end).
+    """
+
+    def __init__(self, authenticate: Authenticate | None) -> None:
         self.fields: dict[str, bytes] = {}
         self.files: dict[str, Upload] = {}
         self.repeated: dict[str, list[bytes]] = {}
         self.current: Field | File | None = None
         self.chunks: list[bytes] = []
+        self.held = 0
+        self._authenticate = authenticate
 
     def drain(self, decoder: MultipartDecoder) -> bool:
         """Take every event available; True once the epilogue is reached."""
         while True:
             event = decoder.next_event()
             if isinstance(event, (Field, File)):
-                self.current, self.chunks = event, []
+                self.current, self.chunks, self.held = event, [], 0
             elif isinstance(event, Data):
                 self.chunks.append(event.data)
+                self.held += len(event.data)
+                name = self.current.name if self.current is not None else ""
+                if self._authenticate and name in SIGNATURE_FIELDS and self.held > MAX_SIGNATURE_FIELD_BYTES:
+                    raise BadSignature(f"{name} longer than {MAX_SIGNATURE_FIELD_BYTES} octets")
                 if not event.more_data and self.current is not None:
                     data = b"".join(self.chunks)
                     self.chunks = []
                     _store_part(self.current, data, self.fields, self.files, self.repeated)
+                    if self.current.name in SIGNATURE_FIELDS and all(n in self.fields for n in SIGNATURE_FIELDS):
+                        self.authenticate()
                     self.current = None
             elif isinstance(event, Epilogue):
                 return True
             elif isinstance(event, NeedData):
                 return False
 
+    @property
+    def pending(self) -> bool:
+        """Whether the signature is still to be checked."""
+        return self._authenticate is not None
 
-def _parse_multipart(boundary: bytes, chunks: Iterator[bytes]) -> Form:
+    def authenticate(self) -> None:
+        """Run the check once (a no-op after the first call)."""
+        check, self._authenticate = self._authenticate, None
+        if check is not None:
+            check({name: self.text(name) for name in SIGNATURE_FIELDS if name in self.fields})
+
+    def text(self, name: str) -> str:
+        return self.fields[name].decode("utf-8", "replace").strip()
+
+
+def _parse_multipart(boundary: bytes, chunks: Iterator[bytes], authenticate: Authenticate | None = None) -> Form:
     decoder = MultipartDecoder(boundary, max_parts=MAX_FORM_PARTS)
-    parts = _Parts()
+    parts = _Parts(authenticate)
     try:
         for chunk in chunks:
             decoder.receive_data(chunk)
@@ -202,6 +303,11 @@ def _parse_multipart(boundary: bytes, chunks: Iterator[bytes]) -> Form:
         raise BadRequest(f"unreadable multipart form: {exc}") from None
     except RequestEntityTooLarge:
         raise BadRequest(f"more than {MAX_FORM_PARTS} form parts") from None
+    if parts.pending:
+        problem = route_post_problem(set(parts.fields) | set(parts.files))
+        if problem:
+            raise BadRequest(problem)
+        parts.authenticate()
     return Form(fields=parts.fields, files=parts.files, repeated=parts.repeated)
 
 
@@ -262,15 +368,22 @@ def verify_signature(key: bytes, timestamp: str, token: str, signature: str) -> 
 
 
 def check_signed(form: Form, key: bytes, now: float, max_age_seconds: float) -> int:
-    """Verify the signature and the timestamp window; return the timestamp.
+    """Verify a parsed form's signature and timestamp window; return the timestamp (see check_signature)."""
+    return check_signature(
+        {name: form.text(name) for name in SIGNATURE_FIELDS if form.fields.get(name)}, key, now, max_age_seconds
+    )
+
+
+def check_signature(fields: Mapping[str, str], key: bytes, now: float, max_age_seconds: float) -> int:
+    """Verify the signature fields and the timestamp window; return the timestamp.
 
     Raises BadSignature (401): Mailgun retries a 401, so a rotated key loses
     nothing while it is fixed.
     """
-    missing = [name for name in SIGNATURE_FIELDS if not form.fields.get(name)]
+    missing = [name for name in SIGNATURE_FIELDS if not fields.get(name)]
     if missing:
         raise BadSignature(f"missing {', '.join(missing)}")
-    timestamp, token, signature = (form.text(name) for name in SIGNATURE_FIELDS)
+    timestamp, token, signature = (fields[name] for name in SIGNATURE_FIELDS)
     if not verify_signature(key, timestamp, token, signature):
         raise BadSignature("signature does not match")
     try:
@@ -284,14 +397,62 @@ def check_signed(form: Form, key: bytes, now: float, max_age_seconds: float) -> 
     return stamp
 
 
+def check_route_key(given: str | None, accepted: Iterable[str]) -> None:
+    """The route URL's ``k`` against every accepted key (current and previous), each in constant time.
+
+    Every accepted key is compared, match or not, so the time taken does not say
+    which one matched. Raises BadSignature (401, retried by Mailgun) when none does.
+    """
+    if not given:
+        raise BadSignature("missing route key (query parameter k)")
+    offered = given.encode("utf-8", "replace")
+    matched = False
+    for key in accepted:
+        if key:
+            matched |= hmac.compare_digest(offered, key.encode("utf-8"))
+    if not matched:
+        raise BadSignature("wrong route key (query parameter k)")
+
+
+def media_type(content_type: str) -> str:
+    """The lower-case media type of a Content-Type header, without parameters."""
+    return parse_options_header(content_type)[0].lower()
+
+
+def looks_like_event_webhook(content_type: str, head: bytes) -> bool:
+    """Whether a post is one of Mailgun's event (tracking) webhooks rather than a route forward.
+
+    ``head`` is at most the first EVENT_SNIFF_BYTES of the body: event webhooks post
+    JSON ``{"signature": {...}, "event-data": {...}}``, which are small.
+    """
+    if media_type(content_type) != "application/json" or len(head) >= EVENT_SNIFF_BYTES:
+        return False
+    try:
+        decoded = json.loads(head)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(decoded, dict) and "event-data" in decoded and "signature" in decoded
+
+
+EVENT_WEBHOOK_HINT = "this is a Mailgun event webhook; point it at the events function, not ingest"
+MESSAGE_FIELDS = frozenset({"body-mime", "body-plain", "body-html", "message-headers"})
+
+
 def is_mailgun_form(form: Form) -> bool:
     """Whether the form looks like a Mailgun route post at all (else 400)."""
-    has_message = (
-        "body-mime" in form.fields
-        or "body-mime" in form.files
-        or any(name in form.fields for name in ("body-plain", "body-html", "message-headers"))
-    )
-    return has_message and "recipient" in form.fields
+    return not route_post_problem(set(form.fields) | set(form.files))
+
+
+def route_post_problem(names: set[str]) -> str:
+    """Why a form with these field names is not a Mailgun route post ("" when it is one).
+
+    Names only, so it can be answered before a value is decoded or the signature checked.
+    """
+    if "recipient" in names and names & MESSAGE_FIELDS:
+        return ""
+    if "event" in names or "event-data" in names:  # Mailgun's legacy form-encoded event webhooks
+        return EVENT_WEBHOOK_HINT
+    return "not a Mailgun route post (no recipient or message fields)"
 
 
 def to_inbound(form: Form, timestamp: int) -> InboundMessage:

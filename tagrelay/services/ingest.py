@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,21 +36,26 @@ from tagrelay.core import envelope, spam
 from tagrelay.core.config import IngestConfig
 from tagrelay.core.errors import (
     BadRequest,
-    Busy,
     ClaimMissing,
     LedgerUnavailable,
     RejectedInput,
+    SecretUnavailable,
     TransientError,
     Undeliverable,
 )
 from tagrelay.core.headers import Field, count, header_fields
 from tagrelay.core.inbound import (
+    EVENT_SNIFF_BYTES,
+    EVENT_WEBHOOK_HINT,
     Body,
     Form,
     InboundMessage,
-    check_signed,
-    is_mailgun_form,
+    check_route_key,
+    check_signature,
+    looks_like_event_webhook,
+    media_type,
     parse_form,
+    route_post_problem,
     to_inbound,
 )
 from tagrelay.core.log import event
@@ -111,6 +117,7 @@ class Ingest:
         claims: ClaimStore | None = None,
         clock: Callable[[], float] = time.time,
         replies: ReplyDesk | None = None,
+        route_keys: Sequence[KeySource] = (),
     ) -> None:
         self.config = config
         self._replies = replies
@@ -119,31 +126,51 @@ class Ingest:
         self._ledger = ledger
         self._claims = claims
         self._clock = clock
+        self._route_keys = tuple(route_keys)  # current first, then the previous one during a rotation
+        self._unauthenticated = RefusalSummary(clock)
 
-    def handle(self, content_type: str, body: Body) -> Response:
-        """Answer one POST (its body whole, or as a stream of chunks). Never raises for anything the client sent."""
+    def handle(self, content_type: str, body: Body, route_key: str | None = None) -> Response:
+        """Answer one POST (its body whole, or as a stream of chunks). Never raises for anything the client sent.
+
+        ``route_key`` is the route URL's ``k``. The order is the perimeter: a JSON
+        event webhook is named (400, at most EVENT_SNIFF_BYTES read); the route key
+        (when configured) before a byte of a form is read; the signature before any
+        large value is decoded; only then the message.
+        """
         alias = ""
+        signed = False
+
+        def authenticate(fields: Mapping[str, str]) -> None:
+            nonlocal signed
+            check_signature(fields, self._key.get().encode("utf-8"), now, self.config.max_age_seconds)
+            signed = True
+
         try:
-            form = parse_form(content_type, body, self.config.max_body_bytes)
-            if not is_mailgun_form(form):
-                raise BadRequest("not a Mailgun route post (no recipient or message fields)")
-            alias = form.text("recipient")[:200]
+            if media_type(content_type) == "application/json":
+                raise BadRequest(_json_refusal(content_type, body))
             now = self._clock()
-            stamp = check_signed(form, self._key.get().encode("utf-8"), now, self.config.max_age_seconds)
+            if self._route_keys:
+                check_route_key(route_key, self._accepted_route_keys())
+            form = parse_form(content_type, body, self.config.max_body_bytes, authenticate)
+            problem = route_post_problem(set(form.fields) | set(form.files))
+            if problem:
+                raise BadRequest(problem)
+            alias = form.text("recipient")[:200]
+            stamp = int(form.text("timestamp"))
             pubsub_id, attributes = self._handle_signed(form, stamp, now)
         except RejectedInput as exc:
-            event(
-                logging.WARNING,
-                f"refused: {exc.reason}",
-                stage="ingest",
-                alias=alias,
-                outcome=f"http {exc.status}",
-                reason=exc.reason,
-            )
+            if signed:
+                event(
+                    logging.WARNING,
+                    f"refused: {exc.reason}",
+                    stage="ingest",
+                    alias=alias,
+                    outcome=f"http {exc.status}",
+                    reason=exc.reason,
+                )
+            else:
+                self._unauthenticated.refused(exc)
             return Response(exc.status, exc.reason)
-        except Busy as exc:
-            event(logging.INFO, f"busy: {exc.reason}", stage="ingest", alias=alias, outcome="http 503")
-            return Response(503, "busy with the same post, retry later")
         except TransientError as exc:
             event(logging.ERROR, f"unavailable: {exc.reason}", stage="ingest", alias=alias, outcome="http 503")
             return Response(503, "temporarily unavailable, retry later")
@@ -160,6 +187,15 @@ class Ingest:
             outcome="published",
         )
         return Response(200, "queued")
+
+    def _accepted_route_keys(self) -> list[str]:
+        """The current key (SecretUnavailable: 503, Mailgun retries) and the previous one when it can be read."""
+        current, *previous = self._route_keys
+        keys = [current.get()]
+        for source in previous:
+            with contextlib.suppress(SecretUnavailable):  # a missing previous key only narrows what is accepted
+                keys.append(source.get())
+        return keys
 
     def _handle_signed(self, form: Form, stamp: int, now: float) -> tuple[str, dict[str, str]]:
         """A verified post: decide the stateless 406s, publish. Every 406 from here on leaves a
@@ -294,3 +330,61 @@ class Ingest:
         if found.contact is not None and found.contact.blocked:
             raise Undeliverable("reply address: the contact is blocked")
         return found.alias
+
+
+SUMMARY_SECONDS = 60.0  # at most one WARNING line per this many seconds about unauthenticated posts
+REASON_CHARS = 120
+
+
+def _json_refusal(content_type: str, body: Body) -> str:
+    """Why a JSON post is refused: an event webhook is named, at the cost of reading at most its first 64 KiB."""
+    head = bytearray()
+    pieces = [body] if isinstance(body, bytes) else body
+    for piece in pieces:
+        head += piece[: EVENT_SNIFF_BYTES + 1 - len(head)]
+        if len(head) > EVENT_SNIFF_BYTES:
+            break
+    if looks_like_event_webhook(content_type, bytes(head)):
+        return EVENT_WEBHOOK_HINT
+    return "expected a Mailgun route post (a form), got JSON"
+
+
+def _printable(text: str, limit: int = REASON_CHARS) -> str:
+    """Text safe to log: control characters escaped, cut to ``limit`` characters."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return escaped if len(escaped) <= limit else escaped[:limit] + "…"
+
+
+class RefusalSummary:
+    """Logs refusals of unauthenticated posts without letting their senders write the log.
+
+    Each refusal is one INFO line (status and tagrelay's reason, escaped and cut,
+    no alias: nothing the sender chose is trusted before the signature). At most
+    one WARNING line per SUMMARY_SECONDS counts them, so unsigned traffic neither
+    floods the log at WARNING nor goes unnoticed.
+    """
+
+    def __init__(self, clock: Callable[[], float], every: float = SUMMARY_SECONDS) -> None:
+        self._clock = clock
+        self._every = every
+        self._lock = threading.Lock()
+        self._counts: dict[int, int] = {}
+        self._next = float("-inf")
+
+    def refused(self, exc: RejectedInput) -> None:
+        reason = _printable(exc.reason)
+        event(logging.INFO, f"refused before authentication: {reason}", stage="ingest", outcome=f"http {exc.status}")
+        with self._lock:
+            self._counts[exc.status] = self._counts.get(exc.status, 0) + 1
+            now = self._clock()
+            if now < self._next:
+                return
+            counts, self._counts, self._next = self._counts, {}, now + self._every
+        total = sum(counts.values())
+        by_status = ", ".join(f"{count} × {status}" for status, count in sorted(counts.items()))
+        event(
+            logging.WARNING,
+            f"{total} unauthenticated post(s) refused ({by_status}); next summary in {self._every:g}s at most",
+            stage="ingest",
+            outcome="refused unauthenticated",
+        )

@@ -329,7 +329,9 @@ def secret_versions(call: Call) -> Any:
         if call.flag("filter") != "state:ENABLED":
             raise Fail("fake gcloud: secrets versions list is simulated with --filter=state:ENABLED only", 2)
         limit = int(call.flag("limit", "1000"))
-        return [{"name": f"projects/x/secrets/{name}/versions/{n + 1}"} for n in range(len(payloads[name]))][:limit]
+        # Like Secret Manager: the newest version first.
+        numbers = range(len(payloads[name]), 0, -1)
+        return [{"name": f"projects/x/secrets/{name}/versions/{n}"} for n in numbers][:limit]
     if call.verb == "access":
         name = call.flag("secret")
         call.get(name, "secrets")

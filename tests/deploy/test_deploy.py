@@ -49,6 +49,7 @@ PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceac
 API_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-mailgun-api-key/versions/latest"
 SIGNING_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-webhook-signing-key/versions/latest"
 REPLY_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-reply-key/versions/latest"
+ROUTE_KEY_SECRET = "tagrelay-route-key"
 INGEST_URL = f"https://{REGION}-{PROJECT}.cloudfunctions.net/tagrelay-ingest/mime"
 MUTATING = {
     "create",
@@ -166,6 +167,12 @@ class Sandbox:
     def state(self) -> dict[str, Any]:
         return dict(json.loads(self.state_file.read_text()))
 
+    def route_keys(self) -> list[str]:
+        """Every route key version deploy.sh generated (the simulated Secret Manager holds them)."""
+        if not self.state_file.exists():
+            return []
+        return list(self.state().get("secret_payloads", {}).get(ROUTE_KEY_SECRET, []))
+
     def edit_state(self, change: Any) -> None:
         state = self.state()
         change(state)
@@ -200,7 +207,7 @@ class Sandbox:
         entries = self.entries()[before:]
         # Every run of every test: no secret value in any argument gcloud saw, nor in the output.
         recorded = json.dumps(entries)
-        for value in SECRET_VALUES:
+        for value in (*SECRET_VALUES, *self.route_keys()):
             assert value not in recorded, f"a secret value reached gcloud's argv: {args}"
             assert value not in done.stdout + done.stderr, f"a secret value was printed: {args}"
         return Run(done.returncode, done.stdout, done.stderr, [e["argv"] for e in entries], entries)
@@ -312,6 +319,8 @@ def test_ingest_is_a_public_http_function_with_its_own_account(first: FirstDeplo
         "MAILGUN_WEBHOOK_SIGNING_KEY_SECRET": SIGNING_KEY_VERSION,
         "TAGRELAY_CLAIM_BUCKET": f"{PROJECT}-tagrelay-claims",
         "TAGRELAY_REPLY_KEY_SECRET": REPLY_KEY_VERSION,
+        # pinned: an instance keeps its route key until ingest is redeployed with the next one
+        "TAGRELAY_ROUTE_KEY_SECRET": f"projects/{PROJECT}/secrets/{ROUTE_KEY_SECRET}/versions/1",
     }
 
 
@@ -430,6 +439,7 @@ def test_each_identity_gets_exactly_the_roles_it_needs(first: FirstDeploy) -> No
     assert policies == {
         "pubsub topics/tagrelay-inbound": {"roles/pubsub.publisher": [INGEST_SA]},
         "secrets/tagrelay-webhook-signing-key": {"roles/secretmanager.secretAccessor": [INGEST_SA]},
+        f"secrets/{ROUTE_KEY_SECRET}": {"roles/secretmanager.secretAccessor": [INGEST_SA]},
         "secrets/tagrelay-mailgun-api-key": {"roles/secretmanager.secretAccessor": [RELAY_SA]},
         "secrets/tagrelay-reply-key": {"roles/secretmanager.secretAccessor": [INGEST_SA, RELAY_SA]},
         f"projects/{PROJECT}": {"roles/datastore.user": [INGEST_SA, RELAY_SA]},
@@ -443,12 +453,58 @@ def test_each_identity_gets_exactly_the_roles_it_needs(first: FirstDeploy) -> No
     }
 
 
-def test_mailgun_route_forwards_to_the_ingest_url(first: FirstDeploy) -> None:
+def test_mailgun_route_forwards_to_the_ingest_url_with_the_route_key(first: FirstDeploy) -> None:
+    [key] = first.box.route_keys()
     [route] = first.mailgun_routes
     assert route["description"] == f"tagrelay: {DOMAIN}"
     assert route["expression"] == r'match_recipient(".*@example\.org")'
-    assert route["actions"] == [f'forward("{INGEST_URL}")', "stop()"]
+    assert route["actions"] == [f'forward("{INGEST_URL}?k={key}")', "stop()"]
     assert "mailgun route for example.org: created" in first.run.stdout
+
+
+def test_the_route_key_is_generated_once_random_and_travels_on_stdin(first: FirstDeploy) -> None:
+    run = first.run
+    assert run.one("secrets", "create", ROUTE_KEY_SECRET)
+    [add] = [e for e in run.entries if e["argv"][:4] == ["secrets", "versions", "add", ROUTE_KEY_SECRET]]
+    assert "--data-file=-" in add["argv"]
+    [key] = first.box.route_keys()
+    assert add["stdin_len"] == len(key) == 43  # 32 random bytes, url-safe base64
+    assert set(key) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert key not in json.dumps(run.entries) + run.stdout + run.stderr
+    assert "TAGRELAY_ROUTE_KEY=... " in run.stdout  # the route command shows it only as a placeholder
+
+
+def test_rotating_the_route_key_keeps_the_previous_one_accepted(box: Sandbox) -> None:
+    [old] = box.route_keys()
+    again = box.run("--rotate-route-key")
+    assert again.code == 0, again.stderr
+    old_again, new = box.route_keys()
+    assert old_again == old and new != old and len(new) == 43
+    assert [argv[:4] for argv in again.changes()] == [
+        ["secrets", "versions", "add", ROUTE_KEY_SECRET],
+        ["functions", "deploy", "tagrelay-ingest", "--gen2"],
+    ]
+    ingest = again.one("functions", "deploy", "tagrelay-ingest")
+    variables = env_vars(ingest)
+    assert variables["TAGRELAY_ROUTE_KEY_SECRET"] == f"projects/{PROJECT}/secrets/{ROUTE_KEY_SECRET}/versions/2"
+    assert (
+        variables["TAGRELAY_ROUTE_KEY_PREVIOUS_SECRET"] == f"projects/{PROJECT}/secrets/{ROUTE_KEY_SECRET}/versions/1"
+    )
+    # ingest accepts both before the route changes; then the route carries the new key
+    [route] = box.standin.routes
+    assert route["actions"] == [f'forward("{INGEST_URL}?k={new}")', "stop()"]
+    assert "mailgun route for example.org: updated" in again.stdout
+    steady = box.run()
+    assert steady.code == 0, steady.stderr
+    assert steady.changes() == []  # the previous key stays accepted until the next rotation
+
+
+def test_an_unreadable_route_key_stops_with_what_to_do(box: Sandbox) -> None:
+    box.edit_state(lambda state: state.update(access_denied=[ROUTE_KEY_SECRET]))
+    again = box.run()
+    assert again.code == 2
+    assert f"secret {ROUTE_KEY_SECRET} exists but its value cannot be read" in again.stderr
+    assert again.changes() == []
 
 
 # -- running again -------------------------------------------------------------------
@@ -595,6 +651,10 @@ def test_dry_run_runs_nothing_and_prints_every_command(empty: Sandbox) -> None:
         "gcloud pubsub topics describe tagrelay-inbound",  # lookups are printed too
         "gcloud pubsub topics create tagrelay-inbound",
         'printf %s "$MAILGUN_API_KEY" | gcloud secrets versions add tagrelay-mailgun-api-key --data-file=-',
+        "gcloud secrets create tagrelay-route-key",
+        'printf %s "$TAGRELAY_ROUTE_KEY" | gcloud secrets versions add tagrelay-route-key --data-file=-',
+        "TAGRELAY_ROUTE_KEY_SECRET=projects/tagrelay-test/secrets/tagrelay-route-key/versions/1",
+        "TAGRELAY_ROUTE_KEY=... ",
         "gcloud functions deploy tagrelay-ingest --gen2",
         "--allow-unauthenticated",
         "gcloud functions deploy tagrelay-relay --gen2",

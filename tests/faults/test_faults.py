@@ -47,7 +47,7 @@ def mailgun_post(stack: Stack, made: mailgun_posts.Post) -> int:
     status = 0
     for _ in range(MAILGUN_RETRIES):
         try:
-            status = mailgun_posts.deliver(stack.ingest_url, made).status_code
+            status = mailgun_posts.deliver(stack.ingest_url, made, route_key=stack.route_key).status_code
         except requests.RequestException:
             status = 0
         if status in (200, 406):

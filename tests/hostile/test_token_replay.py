@@ -23,9 +23,7 @@ SETTLE_SECONDS = 6.0  # the push subscription delivers within about a second loc
 
 def _post_with(stack: Stack, raw: bytes, recipient: str, token: str, timestamp: int) -> requests.Response:
     made = mailgun_posts.mime_post(raw, recipient, "sender@bank.example", stack.signing_key, timestamp, token)
-    return requests.post(
-        stack.ingest_url + "/mime", data=made.body, headers={"Content-Type": made.content_type}, timeout=HTTP_TIMEOUT
-    )
+    return mailgun_posts.deliver(stack.ingest_url, made, HTTP_TIMEOUT, route_key=stack.route_key)
 
 
 @pytest.fixture

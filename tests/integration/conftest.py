@@ -58,10 +58,13 @@ def post(
     sender: str = "sender@bank.example",
     timestamp: int | None = None,
     token: str | None = None,
+    route_key: str | None = None,
 ) -> requests.Response:
-    """Sign ``raw`` as Mailgun would and post it to the stack's ingest (or ``url``)."""
-    key = key or stack.signing_key
-    return mailgun_posts.sign_and_post(url or stack.ingest_url, raw, recipient, sender, key, form, timestamp, token)
+    """Sign ``raw`` as Mailgun would and post it to the stack's ingest (or ``url``), with the stack's
+    route key unless ``route_key`` says otherwise ("" for none: a sender who does not know it)."""
+    made = mailgun_posts.build(raw, recipient, sender, key or stack.signing_key, form, timestamp, token)
+    key_in_url = stack.route_key if route_key is None else route_key
+    return mailgun_posts.deliver(url or stack.ingest_url, made, route_key=key_in_url)
 
 
 def message(message_id: str, subject: str = "integration", extra_headers: str = "", body: bytes = b"") -> bytes:

@@ -28,7 +28,7 @@ def unique(tag: str) -> str:
 
 
 def send(stack: Stack, made: mailgun_posts.Post) -> int:
-    return mailgun_posts.deliver(stack.ingest_url, made).status_code
+    return mailgun_posts.deliver(stack.ingest_url, made, route_key=stack.route_key).status_code
 
 
 def tapped(stack: Stack, message_id: str) -> int:

@@ -92,7 +92,7 @@ def test_unsigned_or_wrongly_signed_post_publishes_nothing(stack: Stack) -> None
     raw = message(mid)
     assert post(stack, raw, "github@example.org", key="not-the-key").status_code == 401
     unsigned = requests.post(
-        stack.ingest_url + "/mime",
+        stack.ingest_target("/mime"),
         data={"recipient": "github@example.org", "sender": "x@y.example", "body-mime": raw.decode()},
         timeout=30,
     )
@@ -120,7 +120,9 @@ def test_not_a_mailgun_form_gets_400(stack: Stack) -> None:
         (b"", "text/plain"),
         (b"a=b", "application/x-www-form-urlencoded"),
     ):
-        response = requests.post(stack.ingest_url, data=body, headers={"Content-Type": content_type}, timeout=30)
+        response = requests.post(
+            stack.ingest_target("/"), data=body, headers={"Content-Type": content_type}, timeout=30
+        )
         assert response.status_code == 400, (content_type, response.text)
 
 

@@ -200,7 +200,7 @@ def test_valid_ingest_env_with_defaults(ingest_env: dict[str, str]) -> None:
     assert config.signing_key == SecretRef(variable="MAILGUN_WEBHOOK_SIGNING_KEY", value="signing-key")
     assert config.max_age_seconds == 9 * 3600
     assert config.publish_timeout == 10
-    assert config.max_body_bytes == 80 * 1024 * 1024
+    assert config.max_body_bytes == (25 + 1) * 1024 * 1024  # a 25 MB message and its form fields
     resolved = config.routes.resolve("github@example.org")
     assert isinstance(resolved, Forward) and resolved.targets == ("owner+github@gmail.com",)
 

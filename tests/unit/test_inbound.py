@@ -5,6 +5,8 @@ from __future__ import annotations
 import urllib.parse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tagrelay.core.errors import BadRequest, BadSignature, Undeliverable
 from tagrelay.core.inbound import Form, check_signed, parse_form, sign, to_inbound, verify_signature
@@ -329,3 +331,94 @@ def test_body_mime_may_arrive_as_a_file_part() -> None:
     )
     form = parse_form("multipart/form-data; boundary=bnd", body)
     assert to_inbound(form, 1700000000).mime == raw
+
+
+# -- the perimeter: what parse_form does before and after authenticate --------------------------
+
+
+@pytest.mark.parametrize("shift", [-3, -2, -1, 0, 1, 2])
+def test_windowed_unquoting_matches_the_standard_library_at_every_window_edge(shift: int) -> None:
+    from tagrelay.core.inbound import UNQUOTE_WINDOW
+
+    value = b"A" * (UNQUOTE_WINDOW + shift) + b"%41%e9%2B+%" * 3 + b"B" * UNQUOTE_WINDOW + b"%4"
+    form = parse_form("application/x-www-form-urlencoded", b"body-mime=" + value)
+    assert form.fields["body-mime"] == urllib.parse.unquote_to_bytes(value.replace(b"+", b" "))
+
+
+@pytest.mark.parametrize("octet", [b" ", b"\x00", b"\x7f", b"\xff", b"\n"])
+def test_urlencoded_body_with_raw_octets_is_400(octet: bytes) -> None:
+    with pytest.raises(BadRequest, match="outside printable ASCII"):
+        parse_form("application/x-www-form-urlencoded", b"a=" + b"b" * (3 << 20) + octet)
+
+
+def test_authenticate_sees_only_the_signature_fields_before_anything_is_decoded() -> None:
+    seen: list[dict[str, str]] = []
+    body = b"recipient=a%40example.org&body-mime=%41%42&timestamp=1&token=t%20t&signature=s&timestamp=2"
+    form = parse_form("application/x-www-form-urlencoded", body, authenticate=lambda f: seen.append(dict(f)))
+    assert seen == [{"timestamp": "1", "token": "t t", "signature": "s"}]  # the first value of each
+    assert form.fields["body-mime"] == b"AB"
+
+
+def test_authenticate_refusing_stops_the_parse() -> None:
+    def refuse(fields: object) -> None:
+        raise BadSignature("signature does not match")
+
+    with pytest.raises(BadSignature):
+        parse_form("application/x-www-form-urlencoded", b"recipient=a&body-mime=x&signature=s", authenticate=refuse)
+
+
+def test_a_form_that_is_not_a_route_post_is_400_before_the_signature() -> None:
+    def never(fields: object) -> None:
+        raise AssertionError("not a route post: the signature is not even looked at")
+
+    with pytest.raises(BadRequest, match="not a Mailgun route post"):
+        parse_form("application/x-www-form-urlencoded", b"hello=world", authenticate=never)
+
+
+def test_route_key_comparison() -> None:
+    from tagrelay.core.inbound import check_route_key
+
+    check_route_key("current-key", ["current-key", "previous-key"])
+    check_route_key("previous-key", ["current-key", "previous-key"])
+    for offered in (None, "", "current-ke", "current-keyy", "CURRENT-KEY", "\u00e9"):
+        with pytest.raises(BadSignature, match="route key"):
+            check_route_key(offered, ["current-key", "previous-key"])
+    with pytest.raises(BadSignature):
+        check_route_key("", ["", ""])  # an empty configured key never matches an empty k
+
+
+_NAMES = st.sampled_from(["recipient", "sender", "body-mime", "timestamp", "token", "signature", "x", "b y", "é"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(_NAMES, st.binary(max_size=300)), max_size=12),
+    window=st.sampled_from([1, 3, 4, 5, 64]),
+)
+def test_urlencoded_parse_agrees_with_the_standard_library(pairs: list[tuple[str, bytes]], window: int) -> None:
+    """Any form, any window size: parse_form decodes what urllib encoded, and authenticate sees the first
+    signature value of each name before parse_form returns."""
+    import tagrelay.core.inbound as inbound
+
+    body = "&".join(
+        f"{urllib.parse.quote_plus(name)}={urllib.parse.quote_from_bytes(value).replace('%20', '+')}"
+        for name, value in pairs
+    ).encode("ascii")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inbound, "UNQUOTE_WINDOW", window)  # tiny windows put every escape on an edge
+        seen: list[dict[str, str]] = []
+        if any(n == "recipient" for n, _ in pairs) and any(n == "body-mime" for n, _ in pairs):
+            form = parse_form("application/x-www-form-urlencoded", body, authenticate=lambda f: seen.append(dict(f)))
+            expected_seen = {}
+            for name, value in pairs:
+                if name in ("timestamp", "token", "signature") and name not in expected_seen:
+                    expected_seen[name] = value.decode("utf-8", "replace").strip()
+            assert seen == [expected_seen]
+        else:
+            form = parse_form("application/x-www-form-urlencoded", body)
+    first: dict[str, bytes] = {}
+    for name, value in pairs:
+        first.setdefault(name, value)
+    assert form.fields == first
+    for name in first:
+        assert form.all(name) == [value for n, value in pairs if n == name]
