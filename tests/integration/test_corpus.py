@@ -18,6 +18,7 @@ import pytest
 from tagrelay.core.headers import Field, decode_words, first, parse_fields, split_message
 from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import DATA, accepted, post
+from tests.unit.support import body_bytes, header_lines
 
 CORPUS = sorted((DATA / "eml").glob("*.eml"))
 MANIFEST: dict[str, dict[str, Any]] = json.loads((DATA / "eml" / "MANIFEST.json").read_text())
@@ -67,10 +68,11 @@ def test_corpus_message_is_forwarded_rewritten_and_intact(stack: Stack, path: Pa
     record = arrival_to(stack, f"owner+{alias.split('@')[0]}@gmail.com")
     forwarded = Path(record["path"]).read_bytes()
 
-    assert split_message(forwarded)[1] == split_message(raw)[1]  # body bytes unchanged
+    # Body bytes unchanged, by an oracle that shares no code with the production splitter.
+    assert body_bytes(forwarded) == body_bytes(raw) or (body_bytes(raw) is None and body_bytes(forwarded) == b"")
+    for name in KEPT:  # kept byte for byte, read by the tests' own field scanner
+        assert header_lines(forwarded, name) == header_lines(raw, name), name
     before, after = fields_of(raw), fields_of(forwarded)
-    for name in KEPT:  # kept byte for byte
-        assert [f.raw for f in before if f.name == name] == [f.raw for f in after if f.name == name], name
 
     original_from = first(before, "from")
     # Split addresses before decoding names: an encoded word may hide a comma.
