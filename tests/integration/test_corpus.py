@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
-import time
 import uuid
 from email import message_from_bytes
 from email.message import EmailMessage, Message
@@ -18,6 +17,7 @@ import pytest
 from tagrelay.core.headers import Field, decode_words, first, parse_fields, split_message
 from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import DATA, accepted, post
+from tests.integration.waits import wait_for
 from tests.unit.support import body_bytes, header_lines
 
 CORPUS = sorted((DATA / "eml").glob("*.eml"))
@@ -33,13 +33,9 @@ def alias_for(path: Path) -> str:
 
 
 def arrival_to(stack: Stack, target: str, seconds: float = 45.0) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = [r for r in accepted(stack) if r["to"] == [target]]
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    raise AssertionError(f"nothing arrived for {target} within {seconds:g}s")
+    found = wait_for(f"a message for {target}", lambda: [r for r in accepted(stack) if r["to"] == [target]], seconds)
+    assert len(found) == 1, found  # each corpus test has an alias of its own
+    return found[0]
 
 
 def payload_bytes(part: Message) -> bytes:
