@@ -24,6 +24,7 @@ from tagrelay.core.config import load_ingest, load_relay
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
+from tagrelay.core.ports import ClaimStore as ClaimStorePort
 from tagrelay.core.ports import DeadLetters, Ledger, Sender
 from tagrelay.core.ports import Publisher as PublisherPort
 
@@ -48,6 +49,7 @@ class StandIns:
     ledger: Ledger | None = None
     sender: Sender | None = None
     deadletters: DeadLetters | None = None
+    claims: ClaimStorePort | None = None
 
 
 _stand_ins = StandIns()
@@ -97,7 +99,11 @@ def build_relay() -> Relay:
     )
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
     ledger = _unless(_stand_ins.ledger, lambda: FirestoreLedger(default_firestore(config.project)))
-    return Relay(config.routes, mailgun, deadletters, ledger, None, limits)
+    # The relay only reads and deletes claimed messages, by a reference that names its bucket
+    # (gs://BUCKET/claims/...): it needs a store, not a bucket of its own. Without one, every
+    # message over Pub/Sub's limit would be dead-lettered.
+    claims = _unless(_stand_ins.claims, lambda: ClaimStore(""))
+    return Relay(config.routes, mailgun, deadletters, ledger, claims, limits)
 
 
 def request_chunks(request: Any) -> Iterator[bytes]:

@@ -254,9 +254,25 @@ class RelayHarness:
     deadletters: RecordingDeadLetters
 
 
-def relay_harness(plan: list[Exception] | None = None) -> RelayHarness:
+@dataclass
+class MemoryClaims:
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+    def put(self, data: bytes) -> str:
+        ref = f"gs://entrypoint-claims/claims/{len(self.objects)}.eml"
+        self.objects[ref] = data
+        return ref
+
+    def get(self, ref: str) -> bytes:
+        return self.objects[ref]
+
+    def delete(self, ref: str) -> None:
+        del self.objects[ref]
+
+
+def relay_harness(plan: list[Exception] | None = None, claims: MemoryClaims | None = None) -> RelayHarness:
     sender, deadletters = RecordingSender(list(plan or [])), RecordingDeadLetters()
-    replacements = StandIns(ledger=MemoryLedger(), sender=sender, deadletters=deadletters)
+    replacements = StandIns(ledger=MemoryLedger(), sender=sender, deadletters=deadletters, claims=claims)
     return RelayHarness(client(str(RELAY), "relay", "cloudevent", replacements), sender, deadletters)
 
 
@@ -324,3 +340,18 @@ def test_relay_dead_letters_a_push_that_is_not_a_tagrelay_message() -> None:
     [(_, _, reason)] = h.deadletters.letters
     assert reason == "not a tagrelay message: schema is 'someone.else.v1', expected 'tagrelay.v1'"
     assert h.sender.sent == []
+
+
+def test_relay_fetches_a_claim_checked_message_whole_and_deletes_its_object() -> None:
+    """Regression: the relay was wired without a claim store, so every message over Pub/Sub's
+    limit was dead-lettered ("a claim-checked message, and no claim store is configured")."""
+    raw = corpus(MESSAGE)
+    claims = MemoryClaims()
+    ref = claims.put(raw)
+    h = relay_harness(claims=claims)
+    head = raw[: raw.index(b"\r\n\r\n") + 2]  # what ingest publishes for a claim check: the header block
+    assert h.http.post("/", json=push_body(head, {**ATTRIBUTES, "claim": ref})).status_code == 200
+    assert h.deadletters.letters == []
+    [(_, sent)] = h.sender.sent
+    assert body_bytes(sent) == body_bytes(raw)
+    assert claims.objects == {}
