@@ -30,7 +30,7 @@ import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.app import StandIns, stand_ins
-from tagrelay.core.errors import BusUnavailable, MailgunRejected, MailgunTransient
+from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunRejected, MailgunTransient
 from tagrelay.core.ports import TokenClaim
 from tests.unit.support import DATA, ROOT, SIGNING_KEY, body_bytes, corpus, header_lines, mailgun_signature
 
@@ -86,8 +86,6 @@ class RecordingPublisher:
 
 class DownLedger(MemoryLedger):
     def claim_token(self, token: str, digest: str, lease_seconds: float, keep_seconds: float) -> TokenClaim:
-        from tagrelay.core.errors import LedgerUnavailable
-
         raise LedgerUnavailable("Firestore failed (ServiceUnavailable)")
 
 
@@ -118,7 +116,8 @@ def client(source: str, target: str, signature_type: str, replacements: StandIns
 
 
 def ingest_client(publisher: RecordingPublisher, ledger: MemoryLedger | None = None) -> flask.testing.FlaskClient:
-    return client(str(INGEST), "ingest", "http", StandIns(publisher=publisher, ledger=ledger or MemoryLedger()))
+    ledger = MemoryLedger() if ledger is None else ledger
+    return client(str(INGEST), "ingest", "http", StandIns(publisher=publisher, ledger=ledger))
 
 
 # -- ingest ----------------------------------------------------------------------------------
