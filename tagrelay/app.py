@@ -8,10 +8,12 @@ imports only what it uses (ingest never loads requests or the relay).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tagrelay.adapters.bus import Publisher
@@ -22,6 +24,9 @@ from tagrelay.core.config import load_ingest, load_relay, load_replies
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
+from tagrelay.core.ports import ClaimStore as ClaimStorePort
+from tagrelay.core.ports import DeadLetters, Ledger, RefusalLog, Sender, StoredMessages
+from tagrelay.core.ports import Publisher as PublisherPort
 
 if TYPE_CHECKING:
     from tagrelay.core.reply import ReplyDesk
@@ -31,14 +36,51 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class StandIns:
+    """In-memory collaborators that replace the Google and Mailgun clients the builders would create.
+
+    For the in-process entry-point tests only (tests/unit/test_entrypoints.py): they load
+    ``functions/*/main.py`` through functions-framework, whose import runs the builders
+    below. Production never sets any, so every field is None there and the builders
+    create the real adapters; configuration is read from the environment either way.
+    """
+
+    publisher: PublisherPort | None = None
+    ledger: Ledger | None = None
+    refusals: RefusalLog | None = None
+    stored: StoredMessages | None = None
+    sender: Sender | None = None
+    deadletters: DeadLetters | None = None
+    claims: ClaimStorePort | None = None
+
+
+_stand_ins = StandIns()
+
+
+@contextlib.contextmanager
+def stand_ins(replacements: StandIns) -> Iterator[None]:
+    """Tests only: build services with ``replacements`` while the block runs."""
+    global _stand_ins
+    previous, _stand_ins = _stand_ins, replacements
+    try:
+        yield
+    finally:
+        _stand_ins = previous
+
+
+def _unless(stand_in: T | None, build: Callable[[], T]) -> T:
+    return build() if stand_in is None else stand_in
+
+
 def build_ingest() -> Ingest:
     from tagrelay.services.ingest import Ingest
 
     config = load_ingest(os.environ)
-    publisher = Publisher(config.project, config.topic, config.publish_timeout)
+    publisher = _unless(_stand_ins.publisher, lambda: Publisher(config.project, config.topic, config.publish_timeout))
     claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
     # Firestore is used only on the 406 path (refusal records), never per published post.
-    refusals = FirestoreLedger(default_firestore(config.project), blobs=claims)
+    refusals = _unless(_stand_ins.refusals, lambda: FirestoreLedger(default_firestore(config.project), blobs=claims))
     route_keys = [Secret(ref) for ref in (config.route_key, config.route_key_previous) if ref is not None]
     return Ingest(
         config,
@@ -58,24 +100,33 @@ def build_relay() -> Relay:
     from tagrelay.services.relay import Limits, PubSubDeadLetters, Relay
 
     config = load_relay(os.environ)
+    # Sends and fetches of stored messages (store(notify=...) routes) go through one Mailgun client;
+    # making it opens no connection.
     mailgun = MailgunClient(
         requests.Session(), config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
     )
-    deadletters = PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0))
+    deadletters = _unless(
+        _stand_ins.deadletters,
+        lambda: PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0)),
+    )
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
-    # A claim reference names its bucket; TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go
-    # (without it a refused message over 512 KiB keeps only its start, and is not releasable).
+    # A claim reference names its bucket (gs://BUCKET/claims/...), so the relay needs a store, not a
+    # bucket of its own: without one, every message over Pub/Sub's limit would be dead-lettered.
+    # TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go (without it a refused message over
+    # 512 KiB keeps only its start, and is not releasable).
     bucket = os.environ.get("TAGRELAY_CLAIM_BUCKET", "").strip()
-    claims = ClaimStore(bucket)
-    ledger = FirestoreLedger(default_firestore(config.project), blobs=claims if bucket else None)
+    claims = _unless(_stand_ins.claims, lambda: ClaimStore(bucket))
+    ledger = _unless(
+        _stand_ins.ledger, lambda: FirestoreLedger(default_firestore(config.project), blobs=claims if bucket else None)
+    )
     return Relay(
         config.routes,
-        mailgun,
+        _unless(_stand_ins.sender, lambda: mailgun),
         deadletters,
         ledger,
         claims,
         limits,
-        stored=mailgun,
+        stored=_unless(_stand_ins.stored, lambda: mailgun),
         replies=build_replies(config.project),
     )
 

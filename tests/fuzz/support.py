@@ -177,7 +177,7 @@ def encode_urlencoded(parts: list[Part]) -> bytes:
 
 
 def decode_multipart(body: bytes, boundary: bytes) -> list[Part]:
-    """The parts of a well-formed multipart body, in order (for the posts webhook.py builds)."""
+    """The parts of a well-formed multipart body, in order (for the posts tagrelay_tools.mailgun_posts builds)."""
     decoder = MultipartDecoder(boundary)
     decoder.receive_data(body)
     decoder.receive_data(None)
@@ -254,7 +254,7 @@ def corpus_names() -> list[str]:
 
 @cache
 def base_posts() -> tuple[BasePost, ...]:
-    """Every corpus message as a mime post and (where webhook.py can build one) a parsed post."""
+    """Every corpus message as a mime post and (where tagrelay_tools.mailgun_posts can build one) a parsed post."""
     posts: list[BasePost] = []
     for number, name in enumerate(corpus_names()):
         raw = (EML / name).read_bytes()

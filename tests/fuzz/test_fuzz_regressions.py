@@ -7,10 +7,8 @@ import time
 import pytest
 
 from tagrelay.core import routes
-from tagrelay.core.headers import split_message
 from tagrelay.core.rewrite import has_loop_marker, rewrite
 from tests.fuzz.support import (
-    STATUSES,
     TIMESTAMP,
     Part,
     encode_multipart,
@@ -18,6 +16,7 @@ from tests.fuzz.support import (
     multipart_type,
     resign,
 )
+from tests.unit.support import body_bytes
 
 MESSAGE = b"From: a@b.example\r\nSubject: s\r\n\r\nhello\r\n"
 
@@ -39,7 +38,7 @@ def signed(
 
 def test_form_part_without_a_name_is_answered() -> None:
     response = harness().ingest.handle(multipart_type(), signed(Part(None, b"x")))
-    assert response.status in STATUSES
+    assert response.status == 200  # the nameless part is ignored; the post is signed and routable
 
 
 @pytest.mark.parametrize(
@@ -51,21 +50,25 @@ def test_form_part_without_a_name_is_answered() -> None:
 )
 def test_deeply_nested_json_in_a_parsed_post_is_answered(field: Part) -> None:
     response = harness().ingest.handle(multipart_type(), signed(Part(b"body-plain", b"x"), field, mime=None))
-    assert response.status in STATUSES
+    assert response.status == 200  # signed and routable: the unreadable JSON field is not needed
 
 
+# Each post and the status it must get: a control character in a field that becomes an attribute
+# is either cleaned (200) or, in the envelope itself, refused as undeliverable (406).
 ATTRIBUTE_INJECTIONS = {
-    "message_id from an RFC 2047 word": signed(mime=b"Message-ID: =?utf-8?q?a=0D=0Ab?=\r\n\r\nhi\r\n"),
-    "spam_flag from X-Mailgun-Sflag": signed(Part(b"X-Mailgun-Sflag", b"No\r\nX-Evil: 1")),
-    "token (signed as sent)": signed(token=b"to\r\nken"),
+    "message_id from an RFC 2047 word": (signed(mime=b"Message-ID: =?utf-8?q?a=0D=0Ab?=\r\n\r\nhi\r\n"), 200),
+    "spam_flag from X-Mailgun-Sflag": (signed(Part(b"X-Mailgun-Sflag", b"No\r\nX-Evil: 1")), 200),
+    "token (signed as sent)": (signed(token=b"to\r\nken"), 406),
 }
 
 
 @pytest.mark.parametrize("name", sorted(ATTRIBUTE_INJECTIONS))
 def test_published_attributes_hold_no_control_characters(name: str) -> None:
     h = harness()
-    response = h.ingest.handle(multipart_type(), ATTRIBUTE_INJECTIONS[name])
-    assert response.status in STATUSES
+    post, status = ATTRIBUTE_INJECTIONS[name]
+    response = h.ingest.handle(multipart_type(), post)
+    assert response.status == status
+    assert len(h.publisher.published) == (1 if status == 200 else 0)
     for published in h.publisher.published:
         for key, value in published.attributes.items():
             assert not any(c in value for c in "\r\n\0"), (key, value)
@@ -75,8 +78,8 @@ def test_a_recipient_too_long_for_an_attribute_is_not_published_cut() -> None:
     recipient = "a" * 1013 + "@example.org"  # 1025 bytes
     h = harness()
     response = h.ingest.handle(multipart_type(), signed(recipient=recipient.encode()))
-    assert response.status in STATUSES
-    assert all(p.attributes["recipient"] == recipient for p in h.publisher.published)
+    assert (response.status, response.text) == (406, "recipient longer than 254 octets")
+    assert h.publisher.published == []
 
 
 @pytest.mark.parametrize(
@@ -90,7 +93,7 @@ def test_a_recipient_too_long_for_an_attribute_is_not_published_cut() -> None:
 )
 def test_rewrite_keeps_the_header_block_whole(raw: bytes) -> None:
     out = rewrite(raw, "shop@example.org").mime
-    assert split_message(out)[1] == split_message(raw)[1]
+    assert body_bytes(out) == body_bytes(raw) == b"body\r\n"
     assert has_loop_marker(out, "example.org")
 
 

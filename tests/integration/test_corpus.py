@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import json
-import time
 import uuid
 from email import message_from_bytes
 from email.message import EmailMessage, Message
@@ -18,6 +17,8 @@ import pytest
 from tagrelay.core.headers import Field, decode_words, first, parse_fields, split_message
 from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import DATA, accepted, post
+from tests.integration.waits import wait_for
+from tests.unit.support import body_bytes, header_lines
 
 CORPUS = sorted((DATA / "eml").glob("*.eml"))
 MANIFEST: dict[str, dict[str, Any]] = json.loads((DATA / "eml" / "MANIFEST.json").read_text())
@@ -32,13 +33,9 @@ def alias_for(path: Path) -> str:
 
 
 def arrival_to(stack: Stack, target: str, seconds: float = 45.0) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = [r for r in accepted(stack) if r["to"] == [target]]
-        if found:
-            return found[0]
-        time.sleep(0.2)
-    raise AssertionError(f"nothing arrived for {target} within {seconds:g}s")
+    found = wait_for(f"a message for {target}", lambda: [r for r in accepted(stack) if r["to"] == [target]], seconds)
+    assert len(found) == 1, found  # each corpus test has an alias of its own
+    return found[0]
 
 
 def payload_bytes(part: Message) -> bytes:
@@ -60,6 +57,10 @@ def test_corpus_message_is_forwarded_rewritten_and_intact(stack: Stack, path: Pa
     raw = path.read_bytes()
     alias = alias_for(path)
     response = post(stack, raw, alias, sender=SENDER)
+    for _ in range(3):  # Mailgun retries a 503 (a cold emulator can time out the first ledger write)
+        if response.status_code != 503:
+            break
+        response = post(stack, raw, alias, sender=SENDER)
     if path.name in REFUSED:
         assert response.status_code == REFUSED[path.name]
         return
@@ -67,10 +68,11 @@ def test_corpus_message_is_forwarded_rewritten_and_intact(stack: Stack, path: Pa
     record = arrival_to(stack, f"owner+{alias.split('@')[0]}@gmail.com")
     forwarded = Path(record["path"]).read_bytes()
 
-    assert split_message(forwarded)[1] == split_message(raw)[1]  # body bytes unchanged
+    # Body bytes unchanged, by an oracle that shares no code with the production splitter.
+    assert body_bytes(forwarded) == body_bytes(raw) or (body_bytes(raw) is None and body_bytes(forwarded) == b"")
+    for name in KEPT:  # kept byte for byte, read by the tests' own field scanner
+        assert header_lines(forwarded, name) == header_lines(raw, name), name
     before, after = fields_of(raw), fields_of(forwarded)
-    for name in KEPT:  # kept byte for byte
-        assert [f.raw for f in before if f.name == name] == [f.raw for f in after if f.name == name], name
 
     original_from = first(before, "from")
     # Split addresses before decoding names: an encoded word may hide a comma.

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
-import uuid
 from pathlib import Path
 
 import requests
 
-from tagrelay.core.headers import split_message
 from tagrelay_tools.localstack import Stack
-from tests.integration.conftest import TAP, post, pull, wait_for_arrival
+from tests.integration.conftest import TAP, post
+from tests.integration.waits import alias, forward_of, pulled_until, wait_for, wait_for_arrival, with_message_id
+from tests.unit.support import body_bytes
 
 MESSAGE_BYTES = 25 * 1000 * 1000
 
@@ -33,21 +32,25 @@ def large_message(message_id: str, size: int) -> bytes:
 
 
 def test_a_25_mb_message_is_forwarded_intact_through_the_claim_check(stack: Stack) -> None:
-    mid = f"large-{uuid.uuid4().hex}@test.example"
+    address, mid = alias("large")
     raw = large_message(mid, MESSAGE_BYTES)
     assert len(raw) > 20_000_000
-    assert post(stack, raw, "big@example.org").status_code == 200
+    assert post(stack, raw, address).status_code == 200
 
-    published = next(m for m in pull(stack, TAP) if m["attributes"].get("message_id") == f"<{mid}>")
+    published = pulled_until(stack, TAP, with_message_id(mid))[-1]
     assert published["attributes"]["claim"].startswith(f"gs://{stack.claim_bucket}/claims/")
     assert len(published["data"]) < 10_000  # only the header block went through Pub/Sub
 
     record = wait_for_arrival(stack, mid, seconds=120)
+    assert record["to"] == [forward_of(address)]
     forwarded = Path(record["path"]).read_bytes()
-    assert split_message(forwarded)[1] == split_message(raw)[1]
+    assert body_bytes(forwarded) == body_bytes(raw)
 
+    claim = published["attributes"]["claim"].removeprefix(f"gs://{stack.claim_bucket}/")
     objects = f"{stack.children['storage'].url}/storage/v1/b/{stack.claim_bucket}/o"
-    deadline = time.monotonic() + 30
-    while requests.get(objects, timeout=30).json().get("items") and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not requests.get(objects, timeout=30).json().get("items")  # deleted after delivery
+
+    def deleted() -> bool:
+        names = [item["name"] for item in requests.get(objects, timeout=30).json().get("items", [])]
+        return claim not in names
+
+    wait_for("the claim-check object deleted after delivery", deleted, seconds=30)

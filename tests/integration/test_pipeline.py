@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.policy import compat32
@@ -15,67 +14,64 @@ from pathlib import Path
 
 import requests
 
-from tagrelay.core.headers import split_message
 from tagrelay_tools.localstack import REPO, Stack, free_port
-from tests.integration.conftest import (
-    DATA,
-    TAP,
-    accepted,
-    arrivals,
-    message,
-    post,
-    pull,
-    pull_until,
-    set_faults,
+from tests.integration.conftest import DATA, TAP, accepted, message, post
+from tests.integration.waits import (
+    alias,
+    arrived,
+    forward_of,
+    log_lines,
+    private_pipeline,
+    pulled_until,
+    wait_for,
     wait_for_arrival,
+    wait_for_log,
+    with_message_id,
 )
-
-SETTLE_SECONDS = 2.0  # time given to a duplicate to show up before counting
-
-
-def unique(tag: str) -> str:
-    return f"{tag}-{uuid.uuid4().hex}@test.example"
+from tests.unit.support import body_bytes
 
 
-def tapped(stack: Stack, message_id: str) -> list[dict[str, object]]:
-    return [m for m in pull(stack, TAP) if m["attributes"].get("message_id") == f"<{message_id}>"]
+def relay_log(stack: Stack, name: str = "relay") -> Path:
+    return Path(stack.workdir, "logs", f"{name}.log")
 
 
 def test_signed_post_is_forwarded_once_with_rewritten_headers(stack: Stack) -> None:
-    mid = unique("hello")
+    address, mid = alias("hello")
     raw = message(mid, subject="Grüße aus Köln")
-    response = post(stack, raw, "github@example.org", sender="alice@bank.example")
-    assert response.status_code == 200, response.text
+    response = post(stack, raw, address, sender="alice@bank.example")
+    assert (response.status_code, response.text) == (200, "queued\n")
 
     record = wait_for_arrival(stack, mid)
-    assert record["to"] == ["owner+github@gmail.com"]
+    assert record["to"] == [forward_of(address)]
     forwarded = Path(record["path"]).read_bytes()
-    assert split_message(forwarded)[1] == split_message(raw)[1]  # body bytes untouched
+    assert body_bytes(forwarded) == body_bytes(raw)  # body bytes untouched (the tests' own splitter)
     parsed = message_from_bytes(forwarded, policy=compat32)
     shown = parseaddr(str(make_header(decode_header(parsed["From"]))))
-    assert shown == ("Alice Example via example.org", "github@example.org")
+    assert shown == ("Alice Example via example.org", address)
     reply_name, reply_address = parseaddr(str(parsed["Reply-To"]))  # a reply address (issue 13)
-    assert reply_name == "Alice Example" and reply_address.startswith("r--github.")
+    assert reply_name == "Alice Example" and reply_address.startswith("r--")
     assert parsed["X-Original-From"] == "Alice Example <alice@bank.example>"
-    assert parsed["X-Original-To"] == "github@example.org"
+    assert parsed["X-Original-To"] == address
     assert parsed["X-Tagrelay-Loop"] == "example.org"
     assert parsed["Message-ID"] == f"<{mid}>"
-    time.sleep(SETTLE_SECONDS)
-    assert len(arrivals(stack, mid)) == 1
+    [sent] = wait_for_log(relay_log(stack), message_id=f"<{mid}>", outcome="sent")
+    assert sent["targets"] == [forward_of(address)]
+    assert len(arrived(stack, mid)) == 1
 
 
 def test_real_eml_from_corpus_comes_out_intact(stack: Stack) -> None:
     raw = (DATA / "eml" / "07-nested-related-inline-image.eml").read_bytes()
-    mid = unique("corpus")
+    address, mid = alias("corpus", local="")
+    tag = address.partition("@")[0]
     raw = raw.replace(b"Message-ID: <", f"Message-ID: <{mid}>\r\nX-Old-Message-ID: <".encode(), 1)
-    assert post(stack, raw, "Foo.Alice@Example.org").status_code == 200
+    assert post(stack, raw, f"{tag}.Alice@Example.org").status_code == 200  # the {tag}.alice route
     record = wait_for_arrival(stack, mid)
-    assert record["to"] == ["alice+foo@gmail.com"]
-    assert split_message(Path(record["path"]).read_bytes())[1] == split_message(raw)[1]
+    assert record["to"] == [f"alice+{tag}@gmail.com"]
+    assert body_bytes(Path(record["path"]).read_bytes()) == body_bytes(raw)
 
 
 def test_parsed_form_is_rebuilt_and_forwarded(stack: Stack) -> None:
-    mid = unique("parsed")
+    _, mid = alias("parsed")
     raw = message(mid, subject="parsed form")
     assert post(stack, raw, "team@example.org", form="parsed").status_code == 200
     record = wait_for_arrival(stack, mid)
@@ -84,34 +80,47 @@ def test_parsed_form_is_rebuilt_and_forwarded(stack: Stack) -> None:
     assert forwarded["Subject"] == "parsed form"
     payload = forwarded.get_payload(decode=True)
     assert isinstance(payload, bytes)
-    assert f"body of {mid}" in payload.decode()
+    assert payload.decode().replace("\r\n", "\n") == f"body of {mid}\n"
 
 
 def test_unsigned_or_wrongly_signed_post_publishes_nothing(stack: Stack) -> None:
-    mid = unique("forged")
+    address, mid = alias("forged")
     raw = message(mid)
-    assert post(stack, raw, "github@example.org", key="not-the-key").status_code == 401
+    assert post(stack, raw, address, key="not-the-key").status_code == 401
     unsigned = requests.post(
         stack.ingest_target("/mime"),
-        data={"recipient": "github@example.org", "sender": "x@y.example", "body-mime": raw.decode()},
+        data={"recipient": address, "sender": "x@y.example", "body-mime": raw.decode()},
         timeout=30,
     )
     assert unsigned.status_code == 401
-    stale = post(stack, raw, "github@example.org", timestamp=int(time.time()) - 10 * 3600)
+    stale = post(stack, raw, address, timestamp=int(time.time()) - 10 * 3600)
     assert stale.status_code == 401
-    time.sleep(SETTLE_SECONDS)
-    assert tapped(stack, mid) == []
-    assert arrivals(stack, mid) == []
+    # A signed post after them is the barrier: once it is in the topic, anything published before is too.
+    _, barrier = alias("forged-barrier")
+    assert post(stack, message(barrier), address).status_code == 200
+    seen = pulled_until(stack, TAP, with_message_id(barrier))
+    assert [m for m in seen if with_message_id(mid)(m)] == []
+    wait_for_arrival(stack, barrier)
+    assert arrived(stack, mid) == []
 
 
 def test_unroutable_blocked_and_looping_mail_gets_406(stack: Stack) -> None:
-    mid = unique("refused")
-    assert post(stack, message(mid), "someone@elsewhere.example").status_code == 406
-    assert post(stack, message(mid), "leaked+news@example.org").status_code == 406
-    looped = message(mid, extra_headers="X-Tagrelay-Loop: example.org\r\n")
-    assert post(stack, looped, "github@example.org").status_code == 406
-    time.sleep(SETTLE_SECONDS)
-    assert tapped(stack, mid) == []
+    address, mid = alias("refused")
+    for recipient, raw, reason in (
+        ("someone@elsewhere.example", message(mid), "no route matches"),
+        ("leaked+news@example.org", message(mid), "blocked alias"),
+        (
+            address,
+            message(mid, extra_headers="X-Tagrelay-Loop: example.org\r\n"),
+            "mail loop: already forwarded for example.org",
+        ),
+    ):
+        response = post(stack, raw, recipient)
+        assert (response.status_code, response.text) == (406, reason + "\n"), recipient
+    _, barrier = alias("refused-barrier")
+    assert post(stack, message(barrier), address).status_code == 200
+    seen = pulled_until(stack, TAP, with_message_id(barrier))
+    assert [m for m in seen if with_message_id(mid)(m)] == []
 
 
 def test_not_a_mailgun_form_gets_400(stack: Stack) -> None:
@@ -133,41 +142,40 @@ def test_pubsub_down_gives_503_and_mailgun_retry_then_succeeds(stack: Stack) -> 
         extra={"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{closed}", "TAGRELAY_PUBLISH_TIMEOUT": "2"},
     )
     try:
-        mid = unique("down")
+        address, mid = alias("down")
         raw = message(mid)
-        response = post(stack, raw, "github@example.org", url=down.url)
-        assert response.status_code == 503, response.text
+        response = post(stack, raw, address, url=down.url)
+        assert (response.status_code, response.text) == (503, "temporarily unavailable, retry later\n")
         # Mailgun retries the same post later; by then Pub/Sub is reachable again.
-        assert post(stack, raw, "github@example.org").status_code == 200
-        assert wait_for_arrival(stack, mid)["to"] == ["owner+github@gmail.com"]
+        assert post(stack, raw, address).status_code == 200
+        assert wait_for_arrival(stack, mid)["to"] == [forward_of(address)]
     finally:
         down.stop()
         stack.children.pop("ingest-no-pubsub", None)
 
 
 def test_transient_mailgun_failures_are_retried_until_sent_once(stack: Stack) -> None:
-    set_faults(stack, {"queue": ["503", "500", "429"]})
-    mid = unique("transient")
-    assert post(stack, message(mid), "github@example.org").status_code == 200
-    record = wait_for_arrival(stack, mid)
-    assert record["to"] == ["owner+github@gmail.com"]
-    time.sleep(SETTLE_SECONDS)
-    assert len(arrivals(stack, mid)) == 1
+    with private_pipeline(stack, "transient", ["503", "500", "429"]) as own:
+        address, mid = alias("transient")
+        assert post(stack, message(mid), address, url=own.ingest.url).status_code == 200
+        [record] = wait_for("the message at the stand-in", lambda: own.arrivals(mid))
+        assert record["to"] == [forward_of(address)]
+        assert own.calls() == 4  # three forced failures, then the send
+        retries = log_lines(relay_log(stack, own.relay.name), message_id=f"<{mid}>", outcome="retry")
+        assert len(retries) == 3
+        assert len(own.accepted()) == 1
 
 
 def test_permanent_mailgun_refusal_is_dead_lettered_with_reason(stack: Stack) -> None:
-    set_faults(stack, {"queue": ["400"]})
-    mid = unique("permanent")
-    assert post(stack, message(mid), "github@example.org").status_code == 200
-    dead = pull_until(
-        stack,
-        f"{stack.deadletter_topic}-tap",
-        lambda m: m["attributes"].get("message_id") == f"<{mid}>",
-    )
-    assert "Mailgun answered 400" in dead["attributes"]["deadletter_reason"]
-    assert dead["attributes"]["recipient"] == "github@example.org"
-    assert f"body of {mid}".encode() in dead["data"]
-    assert arrivals(stack, mid) == []
+    with private_pipeline(stack, "permanent", ["400"]) as own:
+        address, mid = alias("permanent")
+        assert post(stack, message(mid), address, url=own.ingest.url).status_code == 200
+        seen = pulled_until(stack, own.deadletter_tap, with_message_id(mid))
+        [dead] = [m for m in seen if with_message_id(mid)(m)]
+        assert dead["attributes"]["deadletter_reason"] == "Mailgun answered 400: injected 400"
+        assert dead["attributes"]["recipient"] == address
+        assert dead["data"] == message(mid)  # the original, as received
+        assert (own.calls(), own.accepted()) == (1, [])
 
 
 def test_a_misconfigured_function_refuses_to_start_with_one_line_per_problem(tmp_path: Path) -> None:
@@ -198,8 +206,8 @@ def test_a_misconfigured_function_refuses_to_start_with_one_line_per_problem(tmp
 
 
 def test_stand_in_saw_only_well_formed_sends(stack: Stack) -> None:
-    mid = unique("well-formed")
-    assert post(stack, message(mid), "github@example.org").status_code == 200
+    address, mid = alias("well-formed")
+    assert post(stack, message(mid), address).status_code == 200
     wait_for_arrival(stack, mid)
     for record in accepted(stack):  # this test's message and every earlier one
         assert record["to"], record
@@ -207,22 +215,16 @@ def test_stand_in_saw_only_well_formed_sends(stack: Stack) -> None:
 
 
 def test_owner_is_notified_with_the_original_when_a_route_asks_for_it(stack: Stack) -> None:
-    set_faults(stack, {"queue": ["400"]})
-    mid = unique("notify")
-    raw = message(mid, subject="will bounce")
-    assert post(stack, raw, "notify-shop@example.org").status_code == 200
-    deadline = time.monotonic() + 45
-    notices: list[dict[str, object]] = []
-    while not notices and time.monotonic() < deadline:
-        notices = [
-            r
-            for r in accepted(stack)
-            if r["to"] == ["owner@gmail.com"] and mid.encode() in Path(r["path"]).read_bytes()
-        ]
-        time.sleep(0.3)
-    assert len(notices) == 1
-    notice = message_from_bytes(Path(str(notices[0]["path"])).read_bytes(), policy=compat32)
-    assert notice["Subject"] == "Undeliverable: will bounce"
-    attached = [part for part in notice.walk() if part.get_content_type() == "message/rfc822"]
-    assert len(attached) == 1
-    assert arrivals(stack, mid) == []  # the original was not forwarded
+    with private_pipeline(stack, "notify", ["400"]) as own:
+        address, mid = alias("shop", local="notify-")  # the notify-{tag} route: notify = "owner@gmail.com"
+        raw = message(mid, subject="will bounce")
+        assert post(stack, raw, address, url=own.ingest.url).status_code == 200
+        [notice_record] = wait_for("the owner's notice", own.accepted)
+        assert notice_record["to"] == ["owner@gmail.com"]
+        notice = message_from_bytes(Path(str(notice_record["path"])).read_bytes(), policy=compat32)
+        assert notice["Subject"] == "Undeliverable: will bounce"
+        attached = [part for part in notice.walk() if part.get_content_type() == "message/rfc822"]
+        assert len(attached) == 1
+        assert mid.encode() in Path(str(notice_record["path"])).read_bytes()
+        assert own.arrivals(mid) == []  # the original was not forwarded
+        assert own.calls() == 2  # the refused send, then the notice

@@ -168,3 +168,24 @@ def header_lines(raw: bytes, name: str) -> list[bytes]:
 def header_value(line: bytes) -> bytes:
     """The value of a raw header field: after the colon, line ending and outer blanks removed."""
     return line.partition(b":")[2].rstrip(b"\r\n").strip(b" \t")
+
+
+def body_bytes(raw: bytes) -> bytes | None:
+    """The body of a message: every byte after the first empty line, or None when there is none.
+
+    The oracle for "body bytes untouched", written from RFC 5322 section 2.1 (header
+    fields, then an empty line, then the body) as a line-by-line scan. It shares no
+    code with tagrelay.core.headers (``body_offset`` / ``split_message``), so a bug in
+    the production splitter cannot hide itself in the check. A line is ended by LF;
+    an empty line is a bare CRLF or LF.
+    """
+    offset = 0
+    while offset < len(raw):
+        end = raw.find(b"\n", offset)
+        if end == -1:
+            return None
+        line = raw[offset : end + 1]
+        offset = end + 1
+        if line in (b"\r\n", b"\n"):
+            return raw[offset:]
+    return None

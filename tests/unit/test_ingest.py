@@ -17,9 +17,8 @@ from tagrelay.core.ports import Refusal
 from tagrelay.core.routes import load
 from tagrelay.services.ingest import Ingest, Response
 from tagrelay_tools import mailgun_posts
-from tests.unit.support import CORPUS, NOW, POST_TIMESTAMP, POSTS, SIGNING_KEY, corpus
+from tests.unit.support import CORPUS, NOW, POST_TIMESTAMP, POSTS, SIGNING_KEY, corpus, parse
 
-STATUSES = {200, 400, 401, 406, 503}
 RECEIVED_AT = "2023-11-14T22:13:30+00:00"  # NOW in UTC
 ROUTES = load(
     """\
@@ -328,7 +327,6 @@ def test_every_corpus_message_gets_a_defined_status(publisher: RecordingPublishe
     except LookupError:
         pytest.skip("mailgun_posts.parsed_post cannot build this post (see test_parsed_roundtrip)")
     response = handle(make_ingest(publisher), post)
-    assert response.status in STATUSES
     expected = 406 if name == "41-many-received.eml" else 200
     assert response.status == expected, response
 
@@ -354,21 +352,26 @@ def signed_parsed_form(*extra: tuple[bytes, bytes]) -> tuple[str, bytes]:
     )
 
 
-def test_filename_with_a_line_break_gets_a_defined_status(publisher: RecordingPublisher) -> None:
+def test_filename_with_a_line_break_is_queued_without_the_line_break(publisher: RecordingPublisher) -> None:
     content_type, body = signed_parsed_form(
         (b"name=\"attachment-1\"; filename*=UTF-8''evil%0D%0Aname.txt\r\nContent-Type: text/plain", b"data")
     )
-    assert make_ingest(publisher).handle(content_type, body).status in STATUSES
+    assert make_ingest(publisher).handle(content_type, body).status == 200
+    [(data, _)] = publisher.published
+    [attachment] = [part for part in parse(data).walk() if part.get_content_disposition() == "attachment"]
+    assert "\r" not in (attachment.get_filename() or "") and "\n" not in (attachment.get_filename() or "")
+    assert attachment.get_payload(decode=True) == b"data"
 
 
-def test_delivery_status_attachment_gets_a_defined_status(publisher: RecordingPublisher) -> None:
+def test_delivery_status_attachment_is_queued(publisher: RecordingPublisher) -> None:
     content_type, body = signed_parsed_form(
         (
             b'name="attachment-1"; filename="status"\r\nContent-Type: message/delivery-status',
             b"Reporting-MTA: dns; mx.example.net\r\n\r\nAction: failed",
         )
     )
-    assert make_ingest(publisher).handle(content_type, body).status in STATUSES
+    assert make_ingest(publisher).handle(content_type, body).status == 200
+    assert len(publisher.published) == 1
 
 
 def test_response_text_never_echoes_the_signing_key(publisher: RecordingPublisher) -> None:

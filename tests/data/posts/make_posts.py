@@ -1,34 +1,50 @@
 #!/usr/bin/env python3
-"""Generate the sample Mailgun route posts in tests/data/posts/ (NAME.body + NAME.json).
+"""Write the Mailgun route posts in tests/data/posts/ (NAME.body + NAME.json) from Mailgun's documentation.
+
+Every post here is written by hand, byte by byte, from what Mailgun documents; none
+is produced by tagrelay or its tooling (tagrelay_tools.mailgun_posts is checked
+*against* these files in tests/unit/test_simulator.py). Sources, cited per post below:
+
+[RECEIVE] https://documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/receive-http
+    "Receiving Messages via HTTP through a forward() action": two formats, fully parsed
+    or raw MIME ("the destination URL must end with mime"); the parsed form's fields
+    (recipient, sender, from, subject, body-plain, stripped-text, stripped-signature,
+    body-html, stripped-html, attachment-count, attachment-x, timestamp, token,
+    signature, message-headers as a JSON list of [name, value] pairs in order,
+    content-id-map as a JSON object from <Content-ID> to attachment-x); the MIME form's
+    fields (recipient, sender, from, subject, body-mime, timestamp, token, signature);
+    application/x-www-form-urlencoded, or multipart/form-data when there are attachments.
+[ROUTES] https://documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/route-actions
+    forward("https://...") posts to the URL; 200 done, 406 rejected, anything else retried.
+[SIGN] https://documentation.mailgun.com/docs/mailgun/user-manual/events/webhooks#securing-webhooks
+    signature = hex HMAC-SHA256(HTTP webhook signing key, timestamp + token); token is 50 characters.
+[SPAM] https://documentation.mailgun.com/docs/mailgun/user-manual/receive-forward-store/ (section "Spam Filter")
+    X-Mailgun-Sflag (Yes/No), X-Mailgun-Sscore added to the headers of a received message.
+[SAMPLE] the control panel's "Send a sample POST" on a route (as published in Mailgun's docs and
+    seen in the wild): besides the documented fields, every header of the message is also a
+    field of its own under its own name (a repeated header once, with its last value), and
+    attachment file names are sent as UTF-8.
 
 Deterministic: timestamp 1700000000, tokens derived from the post's name, fixed
-multipart boundaries. Running it twice yields byte-identical files, and
-tests/unit/test_posts.py checks that the stored files are exactly what it produces.
-
-Two kinds of posts:
-
-- generated with ``tagrelay_tools.mailgun_posts`` (``mime_post`` / ``parsed_post``) from corpus
-  messages in tests/data/eml/; urllib3 picks a random multipart boundary, so the
-  boundary is replaced by a fixed one afterwards;
-- written by hand, byte by byte, in the shape Mailgun itself posts (field names,
-  field order, the per-header fields, ``message-headers`` JSON, ``content-id-map``,
-  spam verdict fields), so that the tests do not only see what our own helper
-  produces.
+multipart boundaries; tests/unit/test_posts.py checks the stored files are exactly
+what this script writes.
 
 NAME.json: ``content_type`` (the request's Content-Type), ``recipient``, ``note``,
-``form`` (``mime`` or ``parsed``); ``source`` (the corpus file) for posts built from one; for the hand-written parsed
-post, ``expect_attachments`` (filename, content_type, content_id, sha256 of the
-bytes) and ``expect_headers``.
+``form`` (``mime`` or ``parsed``), ``follows`` (the sources above it follows);
+``source`` (the corpus file in tests/data/eml/ posted as body-mime) or ``message``
+(NAME.eml next to it: the message Mailgun received, for a parsed post written from
+one); for parsed posts ``expect_attachments`` (filename, content_type, content_id,
+sha256 of the bytes) and ``expect_headers``.
 
 Usage:  .venv/bin/python tests/data/posts/make_posts.py   (writes next to this script)
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
-import sys
 import urllib.parse
 import zlib
 from pathlib import Path
@@ -57,101 +73,7 @@ def signature(token: str) -> str:
     return hmac.new(KEY, (TIMESTAMP + token).encode(), hashlib.sha256).hexdigest()
 
 
-def fixed_boundary(content_type: str, body: bytes, name: str) -> tuple[str, bytes]:
-    """Replace urllib3's random boundary by a fixed one derived from the post name."""
-    old = content_type.partition("boundary=")[2].strip().encode("ascii")
-    new = b"tagrelay-sample-" + hashlib.sha256(name.encode()).hexdigest()[:24].encode()
-    assert old and new not in body
-    delimiters = body.count(b"--" + old + b"\r\n") + body.count(b"--" + old + b"--\r\n")
-    assert delimiters == body.count(old), "the random boundary also occurs inside a field"
-    return content_type.replace(old.decode(), new.decode()), body.replace(old, new)
-
-
-# -- posts generated with tagrelay_tools.mailgun_posts -------------------------------------------------
-
-WEBHOOK_POSTS = [
-    # name, source .eml, recipient, sender, parsed form?, note
-    (
-        "mime-latin1",
-        "11-iso-8859-1-8bit.eml",
-        "friends.alice@example.org",
-        "renee@cafe.example.fr",
-        False,
-        "body-mime form (route URL ending in mime) of an 8bit Latin-1 message: raw octets that are not UTF-8",
-    ),
-    (
-        "mime-shift-jis",
-        "12-shift-jis.eml",
-        "friends.alice@example.org",
-        "suzuki@kaisha.example.jp",
-        False,
-        "body-mime form of an 8bit Shift_JIS message with ISO-2022-JP encoded-words",
-    ),
-    (
-        "mime-nested-inline",
-        "07-nested-related-inline-image.eml",
-        "shop@example.org",
-        "bounce+7f3a9c@shop.example.com",
-        False,
-        "body-mime form of mixed > related > alternative with an inline image and a PDF",
-    ),
-    (
-        "mime-full-trace",
-        "40-full-trace-headers.eml",
-        "shop@example.org",
-        "bounce@shop.example.com",
-        False,
-        "body-mime form of a message with DKIM, ARC and Authentication-Results headers",
-    ),
-    (
-        "parsed-mixed-attachments",
-        "06-mixed-attachments.eml",
-        "bank@example.org",
-        "alice@bank.example",
-        True,
-        "parsed form (body-plain, attachment-1..3) of a text message with PNG, PDF and CSV attachments",
-    ),
-    (
-        "parsed-nested-inline",
-        "07-nested-related-inline-image.eml",
-        "shop@example.org",
-        "bounce+7f3a9c@shop.example.com",
-        True,
-        "parsed form with body-html, an inline image named in content-id-map and a PDF",
-    ),
-    (
-        "parsed-rfc2231-filenames",
-        "09-rfc2231-filenames.eml",
-        "friends.alice@example.org",
-        "juergen@firma.example.de",
-        True,
-        "parsed form whose attachment filenames are non-ASCII (RFC 2231 in the original)",
-    ),
-]
-
-
-def webhook_posts() -> dict[str, Post]:
-    sys.path.insert(0, str(ROOT))
-    from tagrelay_tools import mailgun_posts
-
-    posts: dict[str, Post] = {}
-    for name, source, recipient, sender, parsed, note in WEBHOOK_POSTS:
-        raw = (EML / source).read_bytes()
-        make = mailgun_posts.parsed_post if parsed else mailgun_posts.mime_post
-        post = make(raw, recipient, sender, KEY.decode(), int(TIMESTAMP), token_for(name))
-        content_type, body = fixed_boundary(post.content_type, post.body, name)
-        meta = {
-            "content_type": content_type,
-            "recipient": recipient,
-            "note": note,
-            "form": "parsed" if parsed else "mime",
-            "source": source,
-        }
-        posts[name] = (body, meta)
-    return posts
-
-
-# -- posts written by hand in Mailgun's shape ----------------------------------------------
+# -- posts written by hand from Mailgun's documentation -------------------------------------
 
 
 def urlencode(fields: list[tuple[str, bytes]]) -> bytes:
@@ -165,7 +87,12 @@ def urlencode(fields: list[tuple[str, bytes]]) -> bytes:
 
 
 def mime_urlencoded(name: str, source: str, recipient: str, sender: str, token: str, note: str) -> Post:
-    """What Mailgun posts to a route URL ending in ``mime`` when it urlencodes the form."""
+    """What Mailgun posts to a route URL ending in ``mime``, urlencoded.
+
+    Follows [RECEIVE] (the MIME form's fields: recipient, sender, from, subject,
+    body-mime, timestamp, token, signature) and [SIGN]. body-mime is the message's
+    octets as received, percent-encoded: not necessarily UTF-8.
+    """
     raw = (EML / source).read_bytes()
     from_value = subject = b""
     for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
@@ -188,6 +115,7 @@ def mime_urlencoded(name: str, source: str, recipient: str, sender: str, token: 
         "recipient": recipient,
         "note": note,
         "form": "mime",
+        "follows": ["RECEIVE", "SIGN"],
         "source": source,
     }
     return urlencode(fields), meta
@@ -239,7 +167,12 @@ def multipart(boundary: bytes, parts: list[tuple[str, bytes, tuple[str, str] | N
 
 
 def parsed_multipart() -> Post:
-    """A parsed-form post in Mailgun's shape: bodies, stripped parts, headers, two attachments."""
+    """A parsed-form post with attachments, so multipart/form-data.
+
+    Follows [RECEIVE] (every documented parsed field; message-headers in order;
+    content-id-map naming the inline image), [SAMPLE] (each header also as its own
+    field), [SPAM] (X-Mailgun-Sflag / X-Mailgun-Sscore among the headers) and [SIGN].
+    """
     name = "handwritten-parsed-multipart"
     token = token_for(name)
     boundary = b"e1b9d5f2a6c84b0e9b3d7a1c2f4e6a8b"
@@ -322,6 +255,7 @@ def parsed_multipart() -> Post:
             "body-html, stripped-*, X-Mailgun-Sflag/Sscore, content-id-map, an inline PNG and a PDF"
         ),
         "form": "parsed",
+        "follows": ["RECEIVE", "SAMPLE", "SPAM", "SIGN"],
         "expect_attachments": [
             {
                 "filename": "logo.png",
@@ -342,7 +276,11 @@ def parsed_multipart() -> Post:
 
 
 def parsed_urlencoded() -> Post:
-    """A parsed form without attachments, urlencoded (UTF-8 text percent-encoded)."""
+    """A parsed form without attachments: urlencoded, UTF-8 text percent-encoded.
+
+    Follows [RECEIVE] (x-www-form-urlencoded when there is no attachment; body-plain
+    always present; stripped-* fields) and [SIGN].
+    """
     name = "handwritten-parsed-urlencoded"
     token = token_for(name)
     subject = "Caf\u00e9 tomorrow?"
@@ -378,10 +316,230 @@ def parsed_urlencoded() -> Post:
         "recipient": "friends.alice@example.org",
         "note": "hand-written parsed form without attachments, urlencoded; body-plain holds percent-encoded UTF-8",
         "form": "parsed",
+        "follows": ["RECEIVE", "SIGN"],
         "expect_attachments": [],
         "expect_headers": {"Subject": subject, "From": from_value, "Message-Id": "<fika.1700000000@fika.example.se>"},
     }
     return urlencode(fields), meta
+
+
+def mime_multipart(name: str, source: str, recipient: str, sender: str, note: str) -> Post:
+    """What Mailgun posts to a route URL ending in ``mime`` as multipart/form-data.
+
+    Follows [RECEIVE] (the MIME form's fields, in the documented order) and [SIGN].
+    body-mime is a plain form field holding the raw octets (8bit Shift_JIS here).
+    """
+    raw = (EML / source).read_bytes()
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    from_value = next(line[5:].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"from:"))
+    subject = next(line[8:].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"subject:"))
+    token = token_for(name)
+    boundary = b"6a0c3f7b9e2d4c1a8f5e0b3d7c9a2e4f"
+    fields: list[tuple[str, bytes, tuple[str, str] | None]] = [
+        ("recipient", recipient.encode(), None),
+        ("sender", sender.encode(), None),
+        ("from", from_value, None),
+        ("subject", subject, None),
+        ("body-mime", raw, None),
+        ("timestamp", TIMESTAMP.encode(), None),
+        ("token", token.encode(), None),
+        ("signature", signature(token).encode(), None),
+    ]
+    meta = {
+        "content_type": "multipart/form-data; boundary=" + boundary.decode(),
+        "recipient": recipient,
+        "note": note,
+        "form": "mime",
+        "follows": ["RECEIVE", "SIGN"],
+        "source": source,
+    }
+    return multipart(boundary, fields), meta
+
+
+def gif_bytes() -> bytes:
+    """A 1x1 transparent GIF89a (43 bytes)."""
+    return (
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+        b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
+
+
+SAMPLE_CID = "part1.0406@notes.example.net"
+SAMPLE_TEXT = "Hi Alice,\r\n\r\nThis is Bob.\r\n\r\nI also attached a file.\r\n\r\nThanks,\r\nBob\r\n"
+SAMPLE_HTML = (
+    "<html><body><p>Hi Alice,</p>\r\n"
+    f'<p>This is Bob. <img alt="" src="cid:{SAMPLE_CID}" height="15" width="33"></p>\r\n'
+    "<p>I also attached a file.</p><p>Thanks,<br>Bob</p></body></html>\r\n"
+)
+SAMPLE_FILE = "Gr\u00fc\u00dfe aus K\u00f6ln\r\n".encode()
+SAMPLE_FILENAME = "attached_\u0444\u0430\u0439\u043b.txt"
+SAMPLE_HEADERS = [
+    (
+        "Received",
+        "from [198.51.100.7] (unknown [198.51.100.7]) by mxa.mailgun.org with ESMTP id 517acc75.4b341f0; "
+        "Fri, 26 Apr 2013 18:50:29 -0000 (UTC)",
+    ),
+    ("Message-Id", "<517ACC75.5010709@notes.example.net>"),
+    ("Date", "Fri, 26 Apr 2013 11:50:29 -0700"),
+    ("From", "Bob <bob@notes.example.net>"),
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:17.0) Gecko/20130308 Thunderbird/17.0.4"),
+    ("Mime-Version", "1.0"),
+    ("To", "Alice <notes@example.org>"),
+    ("Subject", "Re: Sample POST request"),
+    ("References", "<517AC78B.5060404@notes.example.net>"),
+    ("In-Reply-To", "<517AC78B.5060404@notes.example.net>"),
+    ("X-Test-Many", "v1"),
+    ("X-Test-Many", "v2"),
+    ("X-Test-Many", "v3"),
+    ("X-Test-Utf8", "Gr\u00fc\u00dfe aus K\u00f6ln"),
+    ("Content-Type", 'multipart/mixed; boundary="------------020601070403020003080006"'),
+    ("Sender", "bob@notes.example.net"),
+]
+
+
+def sample_message() -> bytes:
+    """The message behind the parsed sample post, as Mailgun received it (CRLF, raw UTF-8 header, RFC 6532)."""
+    b64 = base64.encodebytes
+    head = b"".join(f"{n}: {v}".encode() + CRLF for n, v in SAMPLE_HEADERS)
+    outer, inner = b"------------020601070403020003080006", b"------------050703000208010404030307"
+    body = (
+        b"This is a multi-part message in MIME format."
+        + CRLF
+        + b"--"
+        + outer
+        + CRLF
+        + b'Content-Type: multipart/alternative; boundary="'
+        + inner
+        + b'"'
+        + CRLF
+        + CRLF
+        + b"--"
+        + inner
+        + CRLF
+        + b"Content-Type: text/plain; charset=UTF-8"
+        + CRLF
+        + b"Content-Transfer-Encoding: 8bit"
+        + CRLF
+        + CRLF
+        + SAMPLE_TEXT.encode()
+        + CRLF
+        + b"--"
+        + inner
+        + CRLF
+        + b"Content-Type: text/html; charset=UTF-8"
+        + CRLF
+        + b"Content-Transfer-Encoding: 8bit"
+        + CRLF
+        + CRLF
+        + SAMPLE_HTML.encode()
+        + CRLF
+        + b"--"
+        + inner
+        + b"--"
+        + CRLF
+        + CRLF
+        + b"--"
+        + outer
+        + CRLF
+        + b'Content-Type: image/gif; name="crabby.gif"'
+        + CRLF
+        + b"Content-Transfer-Encoding: base64"
+        + CRLF
+        + b"Content-ID: <"
+        + SAMPLE_CID.encode()
+        + b">"
+        + CRLF
+        + b'Content-Disposition: inline; filename="crabby.gif"'
+        + CRLF
+        + CRLF
+        + b64(gif_bytes()).replace(b"\n", CRLF)
+        + CRLF
+        + b"--"
+        + outer
+        + CRLF
+        + b"Content-Type: text/plain; charset=UTF-8"
+        + CRLF
+        + b"Content-Transfer-Encoding: base64"
+        + CRLF
+        + b"Content-Disposition: attachment;"
+        + CRLF
+        + b" filename*=UTF-8''"
+        + urllib.parse.quote(SAMPLE_FILENAME).encode()
+        + CRLF
+        + CRLF
+        + b64(SAMPLE_FILE).replace(b"\n", CRLF)
+        + CRLF
+        + b"--"
+        + outer
+        + b"--"
+        + CRLF
+    )
+    return head + CRLF + body
+
+
+def parsed_sample() -> Post:
+    """The parsed form of sample_message(), shaped like the control panel's sample POST.
+
+    Follows [RECEIVE] (the parsed fields; message-headers keeps the order and every
+    repeated header; content-id-map maps <Content-ID> to attachment-1; multipart
+    because there are attachments), [SAMPLE] (each header also as its own field, a
+    repeated one with its last value; a UTF-8 attachment file name) and [SIGN].
+    The stripped-* fields are left out: [RECEIVE] says they are absent when Mailgun's
+    quote detection fails, so a receiver must not need them.
+    """
+    name = "parsed-sample"
+    token = token_for(name)
+    boundary = b"c4d1e8f0a3b5c7d9e1f2a4b6c8d0e2f4"
+    per_header = {n: v for n, v in SAMPLE_HEADERS}  # the last value of a repeated header wins
+    fields: list[tuple[str, bytes, tuple[str, str] | None]] = [
+        ("recipient", b"notes@example.org", None),
+        ("sender", b"bob@notes.example.net", None),
+        ("from", per_header["From"].encode(), None),
+        ("subject", per_header["Subject"].encode(), None),
+        ("body-plain", SAMPLE_TEXT.encode(), None),
+        ("body-html", SAMPLE_HTML.encode(), None),
+        ("attachment-count", b"2", None),
+        ("timestamp", TIMESTAMP.encode(), None),
+        ("token", token.encode(), None),
+        ("signature", signature(token).encode(), None),
+        ("message-headers", json.dumps([[n, v] for n, v in SAMPLE_HEADERS]).encode(), None),
+        ("content-id-map", json.dumps({f"<{SAMPLE_CID}>": "attachment-1"}).encode(), None),
+        *((n, v.encode(), None) for n, v in per_header.items()),
+        ("attachment-1", gif_bytes(), ("crabby.gif", "image/gif")),
+        ("attachment-2", SAMPLE_FILE, (SAMPLE_FILENAME, "text/plain")),
+    ]
+    meta = {
+        "content_type": "multipart/form-data; boundary=" + boundary.decode(),
+        "recipient": "notes@example.org",
+        "note": (
+            "parsed form of parsed-sample.eml in the shape of Mailgun's sample POST: repeated X-Test-Many "
+            "header, raw UTF-8 header, an inline GIF in content-id-map, a UTF-8 attachment file name"
+        ),
+        "form": "parsed",
+        "follows": ["RECEIVE", "SAMPLE", "SIGN"],
+        "message": f"{name}.eml",
+        "expect_attachments": [
+            {
+                "filename": "crabby.gif",
+                "content_type": "image/gif",
+                "content_id": SAMPLE_CID,
+                "sha256": hashlib.sha256(gif_bytes()).hexdigest(),
+            },
+            {
+                "filename": SAMPLE_FILENAME,
+                "content_type": "text/plain",
+                "content_id": None,
+                "sha256": hashlib.sha256(SAMPLE_FILE).hexdigest(),
+            },
+        ],
+        "expect_headers": {
+            "Subject": per_header["Subject"],
+            "From": per_header["From"],
+            "Message-Id": per_header["Message-Id"],
+            "X-Test-Utf8": per_header["X-Test-Utf8"],
+        },
+    }
+    return multipart(boundary, fields), meta
 
 
 def handwritten_posts() -> dict[str, Post]:
@@ -404,19 +562,27 @@ def handwritten_posts() -> dict[str, Post]:
         ),
         "handwritten-parsed-multipart": parsed_multipart(),
         "handwritten-parsed-urlencoded": parsed_urlencoded(),
+        "mime-multipart-shift-jis": mime_multipart(
+            "mime-multipart-shift-jis",
+            "12-shift-jis.eml",
+            "friends.alice@example.org",
+            "suzuki@kaisha.example.jp",
+            "multipart/form-data body-mime post of an 8bit Shift_JIS message with ISO-2022-JP encoded-words",
+        ),
+        "parsed-sample": parsed_sample(),
     }
 
 
 def build() -> dict[str, Post]:
     """Every sample post by name."""
-    posts = webhook_posts()
-    posts.update(handwritten_posts())
+    posts = handwritten_posts()
     assert signature(VECTOR_TOKEN) == VECTOR_SIGNATURE
     return dict(sorted(posts.items()))
 
 
 def write(out_dir: Path) -> list[Path]:
-    written = []
+    (out_dir / "parsed-sample.eml").write_bytes(sample_message())
+    written = [out_dir / "parsed-sample.eml"]
     for name, (body, meta) in build().items():
         (out_dir / f"{name}.body").write_bytes(body)
         (out_dir / f"{name}.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
