@@ -631,8 +631,8 @@ deploy() {
 	ensure_binding secrets "$SECRET_SIGNING" "serviceAccount:$INGEST_SA" roles/secretmanager.secretAccessor
 	ensure_binding secrets "$SECRET_ROUTE" "serviceAccount:$INGEST_SA" roles/secretmanager.secretAccessor
 	ensure_binding projects "$PROJECT" "serviceAccount:$INGEST_SA" roles/datastore.user
-	# ingest writes messages over Pub/Sub's 10 MB cap to the bucket; a Mailgun retry rewrites
-	# the same object, which needs delete as well as create: objectUser, not objectCreator.
+	# ingest writes messages over Pub/Sub's 10 MB cap to the bucket (an object per post) and deletes
+	# its object when the publish fails, which needs delete as well as create: objectUser, not objectCreator.
 	ensure_binding "storage buckets" "gs://$BUCKET" "serviceAccount:$INGEST_SA" roles/storage.objectUser
 	ensure_binding secrets "$SECRET_API" "serviceAccount:$RELAY_SA" roles/secretmanager.secretAccessor
 	ensure_binding projects "$PROJECT" "serviceAccount:$RELAY_SA" roles/datastore.user

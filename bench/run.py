@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,9 +31,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, e2e, ingest_speed, memory, rewrite_speed
+from bench import coldstart, cost, counts, e2e, ingest_speed, memory, rewrite_speed
+from bench.messages import small_message
 from bench.procs import BENCH, BenchStack, start_baseline, start_standin
-from bench.results import Result, failed, markdown, table, write_json
+from bench.results import Result, failed, markdown, median, table, write_json
 from tagrelay_tools.localstack import missing_prerequisites
 from tagrelay_tools.standin import StandinClient
 
@@ -54,6 +56,7 @@ class Plan:
     arrival_seconds: float
     cold_repeats: int
     memory_process: bool
+    count_messages: int
 
 
 FULL = Plan(
@@ -68,6 +71,7 @@ FULL = Plan(
     arrival_seconds=120.0,
     cold_repeats=5,
     memory_process=True,
+    count_messages=50,
 )
 QUICK = Plan(
     quick=True,
@@ -81,6 +85,7 @@ QUICK = Plan(
     arrival_seconds=30.0,
     cold_repeats=1,
     memory_process=False,
+    count_messages=10,
 )
 
 
@@ -122,6 +127,7 @@ class Runner:
         self.results: list[Result] = []
         self.errors: list[str] = []
         self.timings: dict[str, float] = {}
+        self.notes: dict[str, str] = {}  # sections of the report beside the table (the cost of a message)
 
     def step(self, label: str, names: Sequence[tuple[str, str, str]], work: Callable[[], list[Result]]) -> None:
         print(f"-- {label}", flush=True)
@@ -258,6 +264,29 @@ def run(plan: Plan) -> tuple[Runner, dict[str, list[float]], dict[str, list[floa
             ],
             end_to_end,
         )
+        stage_counts: dict[str, counts.Stage] = {}
+
+        def per_message() -> list[Result]:
+            found = counts.measure(
+                stack, plan.count_messages, lambda n: small_message(f"count-{n}-{uuid.uuid4().hex}@bench.example")
+            )
+            stage_counts.update(found)
+            return counts.results(found)
+
+        runner.step("one message, counted", [("ingest.round_trips", "calls", "value <= 1 calls")], per_message)
+        acked = ack.get("ingest (queue: publish acked)", [])
+        if stage_counts and acked:
+            at_ingest, at_relay = stage_counts["ingest"], stage_counts["relay"]
+            bill = cost.estimate(
+                cost.stages_from_counts(
+                    median(acked) / 1000,
+                    at_relay.wall_ms / 1000,
+                    at_ingest.documents,
+                    at_relay.documents,
+                    at_ingest.pubsub_bytes,
+                )
+            )
+            runner.notes["cost"] = f"{cost.markdown(bill)}\n\nAssumptions: {cost.ASSUMPTIONS}"
         for name in ("sync-ingest", "standin-slow", "hello", "ingest-ack", "publish-only"):
             stack.children.pop(name).stop()  # free the CPUs for what follows
         if plan.memory_process:
@@ -313,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load average (1 min) before/after: {load_before[0]:.1f}/{load_after[0]:.1f} on {about['cpus']} CPUs")
     print("phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in runner.timings.items()))
     print(f"missed: {', '.join(missed)}" if missed else "every target met")
+    for section in runner.notes.values():
+        print()
+        print(section)
     meta = {
         "mode": mode,
         "started": started.isoformat(timespec="seconds"),
@@ -321,10 +353,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "phase_seconds": {k: round(v, 1) for k, v in runner.timings.items()},
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
         "errors": runner.errors,
+        "notes": runner.notes,
     }
     write_json(BENCH / ("results-quick.json" if plan.quick else "results.json"), results, meta)
     if not plan.quick:
-        (BENCH / "RESULTS.md").write_text(markdown(results, about, mode, seconds))
+        report = markdown(results, about, mode, seconds)
+        (BENCH / "RESULTS.md").write_text("\n\n".join([report.rstrip("\n"), *runner.notes.values()]) + "\n")
         from bench.plot import draw
 
         draw(

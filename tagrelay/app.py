@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from tagrelay.adapters import bus, claimcheck
 from tagrelay.adapters.bus import Publisher
 from tagrelay.adapters.claimcheck import ClaimStore
+from tagrelay.adapters.lazy import Lazy
 from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import load_ingest, load_relay, load_replies
@@ -53,6 +55,11 @@ class StandIns:
     sender: Sender | None = None
     deadletters: DeadLetters | None = None
     claims: ClaimStorePort | None = None
+    # Client factories behind the real adapters (the benchmarks count every call through them).
+    firestore_client: Callable[[], Any] | None = None
+    publisher_client: Callable[[], Any] | None = None
+    storage_client: Callable[[], Any] | None = None
+    http_session: Callable[[], Any] | None = None
 
 
 _stand_ins = StandIns()
@@ -73,14 +80,29 @@ def _unless(stand_in: T | None, build: Callable[[], T]) -> T:
     return build() if stand_in is None else stand_in
 
 
+def _firestore(project: str) -> Callable[[], Any]:
+    """One Firestore client per instance, shared by the ledger and the contact records (one channel)."""
+    return Lazy(_stand_ins.firestore_client or default_firestore(project)).get
+
+
+def _publisher(project: str, topic: str, timeout: float) -> Publisher:
+    return Publisher(project, topic, timeout, client_factory=_stand_ins.publisher_client or bus.default_client)
+
+
+def _claims(bucket: str) -> ClaimStore:
+    return ClaimStore(bucket, client_factory=_stand_ins.storage_client or claimcheck.default_client)
+
+
 def build_ingest() -> Ingest:
     from tagrelay.services.ingest import Ingest
 
     config = load_ingest(os.environ)
-    publisher = _unless(_stand_ins.publisher, lambda: Publisher(config.project, config.topic, config.publish_timeout))
-    claims = ClaimStore(config.claim_bucket) if config.claim_bucket else None
-    # Firestore is used only on the 406 path (refusal records), never per published post.
-    refusals = _unless(_stand_ins.refusals, lambda: FirestoreLedger(default_firestore(config.project), blobs=claims))
+    publisher = _unless(_stand_ins.publisher, lambda: _publisher(config.project, config.topic, config.publish_timeout))
+    claims = _claims(config.claim_bucket) if config.claim_bucket else None
+    firestore = _firestore(config.project)
+    # Firestore is used on the 406 path (refusal records) and for a reply address's contact
+    # (one read, after its MAC verified); never for an ordinary published post.
+    refusals = _unless(_stand_ins.refusals, lambda: FirestoreLedger(firestore, blobs=claims))
     route_keys = [Secret(ref) for ref in (config.route_key, config.route_key_previous) if ref is not None]
     return Ingest(
         config,
@@ -88,7 +110,7 @@ def build_ingest() -> Ingest:
         publisher,
         refusals,
         claims,
-        replies=build_replies(config.project),
+        replies=build_replies(firestore),
         route_keys=route_keys,
     )
 
@@ -102,12 +124,13 @@ def build_relay() -> Relay:
     config = load_relay(os.environ)
     # Sends and fetches of stored messages (store(notify=...) routes) go through one Mailgun client;
     # making it opens no connection.
+    session = (_stand_ins.http_session or requests.Session)()
     mailgun = MailgunClient(
-        requests.Session(), config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
+        session, config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
     )
     deadletters = _unless(
         _stand_ins.deadletters,
-        lambda: PubSubDeadLetters(Publisher(config.project, config.deadletter_topic, timeout=10.0)),
+        lambda: PubSubDeadLetters(_publisher(config.project, config.deadletter_topic, timeout=10.0)),
     )
     limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
     # A claim reference names its bucket (gs://BUCKET/claims/...), so the relay needs a store, not a
@@ -115,10 +138,9 @@ def build_relay() -> Relay:
     # TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go (without it a refused message over
     # 512 KiB keeps only its start, and is not releasable).
     bucket = os.environ.get("TAGRELAY_CLAIM_BUCKET", "").strip()
-    claims = _unless(_stand_ins.claims, lambda: ClaimStore(bucket))
-    ledger = _unless(
-        _stand_ins.ledger, lambda: FirestoreLedger(default_firestore(config.project), blobs=claims if bucket else None)
-    )
+    claims = _unless(_stand_ins.claims, lambda: _claims(bucket))
+    firestore = _firestore(config.project)
+    ledger = _unless(_stand_ins.ledger, lambda: FirestoreLedger(firestore, blobs=claims if bucket else None))
     return Relay(
         config.routes,
         _unless(_stand_ins.sender, lambda: mailgun),
@@ -127,11 +149,11 @@ def build_relay() -> Relay:
         claims,
         limits,
         stored=_unless(_stand_ins.stored, lambda: mailgun),
-        replies=build_replies(config.project),
+        replies=build_replies(firestore),
     )
 
 
-def build_replies(project: str) -> ReplyDesk | None:
+def build_replies(firestore: Callable[[], Any]) -> ReplyDesk | None:
     """Reverse addresses (issue 13), when a reply key is set; contact records in Firestore."""
     from tagrelay.adapters.contacts import FirestoreContacts
     from tagrelay.core.reply import ReplyDesk, ReplyKeys
@@ -140,7 +162,7 @@ def build_replies(project: str) -> ReplyDesk | None:
     if config is None:
         return None
     previous = Secret(config.previous) if config.previous is not None else None
-    return ReplyDesk(ReplyKeys(Secret(config.key), previous), FirestoreContacts(default_firestore(project)))
+    return ReplyDesk(ReplyKeys(Secret(config.key), previous), FirestoreContacts(firestore))
 
 
 def request_chunks(request: Any) -> Iterator[bytes]:

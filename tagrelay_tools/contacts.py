@@ -231,7 +231,14 @@ def cmd_reply(args: argparse.Namespace) -> int:
         dkim=args.dkim,
     )
     message_id = str(BytesHeaderParser().parsebytes(raw).get("Message-ID", "")).strip()
-    answer = sign_and_post(str(state["ingest_url"]), raw, reverse_address, sender, str(state["signing_key"]))
+    answer = sign_and_post(
+        str(state["ingest_url"]),
+        raw,
+        reverse_address,
+        sender,
+        str(state["signing_key"]),
+        route_key=str(state.get("route_key", "")),
+    )
     say(
         f"posted a Gmail-style reply from {sender} to {reverse_address}: "
         f"ingest answered {answer.status_code} {answer.text.strip()}"

@@ -279,8 +279,9 @@ class Stack:
             env["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{self.children['firestore'].port}"
         return {**env, **extra}
 
-    def start_ingest(self, name: str = "ingest", extra: dict[str, str] | None = None) -> Child:
-        env = self.function_env(
+    def ingest_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Everything ingest is configured with on this stack (as deploy.sh configures it in production)."""
+        return self.function_env(
             {
                 "MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key,
                 "TAGRELAY_REPLY_KEY": self.reply_key,
@@ -290,20 +291,27 @@ class Stack:
                 **(extra or {}),
             }
         )
-        return self.spawn(name, self._framework("ingest", "http"), env, ready_path=None)
 
-    def start_relay(self, name: str = "relay", extra: dict[str, str] | None = None) -> Child:
-        env = self.function_env(
+    def relay_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Everything the relay is configured with on this stack (as deploy.sh configures it in production)."""
+        return self.function_env(
             {
                 "MAILGUN_DOMAIN": self.domain,
                 "MAILGUN_API_BASE": self.standin_url,
                 "MAILGUN_API_KEY": self.api_key,
                 "TAGRELAY_REPLY_KEY": self.reply_key,
+                "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
                 "MAILGUN_TIMEOUT": "10",
                 **self.relay_env,
                 **(extra or {}),
             }
         )
+
+    def start_ingest(self, name: str = "ingest", extra: dict[str, str] | None = None) -> Child:
+        return self.spawn(name, self._framework("ingest", "http"), self.ingest_environment(extra), ready_path=None)
+
+    def start_relay(self, name: str = "relay", extra: dict[str, str] | None = None) -> Child:
+        env = self.relay_environment(extra)
         return self.spawn(name, self._framework("relay", "cloudevent"), env, ready_path=None)
 
     def restart(self, name: str) -> Child:

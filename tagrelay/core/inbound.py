@@ -434,7 +434,10 @@ def looks_like_event_webhook(content_type: str, head: bytes) -> bool:
     return isinstance(decoded, dict) and "event-data" in decoded and "signature" in decoded
 
 
-EVENT_WEBHOOK_HINT = "this is a Mailgun event webhook; point it at the events function, not ingest"
+EVENT_WEBHOOK_HINT = (
+    "this is a Mailgun event webhook, not a route post: ingest takes only route posts; "
+    "remove this URL from the domain's webhooks in Mailgun"
+)
 MESSAGE_FIELDS = frozenset({"body-mime", "body-plain", "body-html", "message-headers"})
 
 

@@ -14,7 +14,10 @@ import pytest
 
 from tests.hostile.perimeter_support import ROUTE_KEY, CountingBody, RecordingPublisher, fixed, make_ingest
 
-HINT = "this is a Mailgun event webhook; point it at the events function, not ingest"
+HINT = (
+    "this is a Mailgun event webhook, not a route post: ingest takes only route posts; "
+    "remove this URL from the domain's webhooks in Mailgun"
+)
 EVENT = {
     "signature": {"timestamp": "1800000000", "token": "t" * 50, "signature": "0" * 64},
     "event-data": {"event": "delivered", "id": "abc", "recipient": "owner@gmail.com", "timestamp": 1800000000.1},
