@@ -17,7 +17,8 @@ from tagrelay.core.envelope import MAX_DATA_BYTES
 from tagrelay.core.errors import BusUnavailable
 
 
-def default_client() -> Any:
+def default_client(**options: Any) -> Any:
+    """The publisher client with the batch settings below; ``options`` go to the client (e.g. a transport)."""
     from google.cloud import pubsub_v1  # type: ignore[attr-defined]
 
     # Latency first: ingest waits for each acknowledgement. A batch closes at 10 messages (ingest's
@@ -33,7 +34,7 @@ def default_client() -> Any:
     # (sequential p50 is within run-to-run noise for the 1 ms settings; max_messages=10 is kept small
     # so one slow batch holds few posts.)
     settings = pubsub_v1.types.BatchSettings(max_messages=10, max_latency=0.001)
-    return pubsub_v1.PublisherClient(batch_settings=settings)
+    return pubsub_v1.PublisherClient(batch_settings=settings, **options)
 
 
 class Publisher:
