@@ -11,7 +11,6 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from tagrelay.adapters.ledger import MemoryLedger
@@ -21,6 +20,8 @@ from tagrelay.core.log import JsonFormatter, logger
 from tagrelay.core.ports import KeySource
 from tagrelay.core.routes import load
 from tagrelay.services.ingest import Ingest
+from tests.unit.support import RecordingPublisher as RecordingPublisher
+from tests.unit.support import ingest_config
 
 SIGNING_KEY = "hostile-signing-key-0123456789"
 ROUTE_KEY = "route-key-current-Zx8Qm2Lr7Vb3Nc9Kd1Jf"
@@ -33,26 +34,8 @@ MESSAGE = (
 )
 
 
-@dataclass
-class RecordingPublisher:
-    published: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
-
-    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
-        self.published.append((data, attributes))
-        return f"pubsub-{len(self.published)}"
-
-
 def config(max_body_bytes: int = 26 * 1024 * 1024, route_key: bool = False) -> IngestConfig:
-    return IngestConfig(
-        project="demo",
-        topic="tagrelay-inbound",
-        routes=ROUTES,
-        signing_key=SecretRef(variable="MAILGUN_WEBHOOK_SIGNING_KEY", value=SIGNING_KEY),
-        max_age_seconds=9 * 3600,
-        publish_timeout=10,
-        max_body_bytes=max_body_bytes,
-        route_key=SecretRef(variable="TAGRELAY_ROUTE_KEY", value=ROUTE_KEY) if route_key else None,
-    )
+    return ingest_config(ROUTES, SIGNING_KEY, max_body_bytes, ROUTE_KEY if route_key else "")
 
 
 def make_ingest(

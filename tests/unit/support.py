@@ -13,11 +13,14 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any
+
+from tagrelay.core.config import IngestConfig, SecretRef
+from tagrelay.core.routes import Routes
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -189,3 +192,36 @@ def body_bytes(raw: bytes) -> bytes | None:
         if line in (b"\r\n", b"\n"):
             return raw[offset:]
     return None
+
+
+@dataclass
+class RecordingPublisher:
+    """A Pub/Sub publisher twin: records what was published, or raises ``fail_with``."""
+
+    published: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+    fail_with: Exception | None = None
+
+    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.published.append((data, attributes))
+        return f"pubsub-{len(self.published)}"
+
+
+def ingest_config(
+    routes: Routes,
+    signing_key: str = SIGNING_KEY,
+    max_body_bytes: int = 26 * 1024 * 1024,
+    route_key: str = "",
+) -> IngestConfig:
+    """Ingest's settings as load_ingest would make them, for the in-process tests."""
+    return IngestConfig(
+        project="demo",
+        topic="tagrelay-inbound",
+        routes=routes,
+        signing_key=SecretRef(variable="MAILGUN_WEBHOOK_SIGNING_KEY", value=signing_key),
+        max_age_seconds=9 * 3600,
+        publish_timeout=10,
+        max_body_bytes=max_body_bytes,
+        route_key=SecretRef(variable="TAGRELAY_ROUTE_KEY", value=route_key) if route_key else None,
+    )

@@ -33,7 +33,16 @@ from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.app import StandIns, stand_ins
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunRejected, MailgunTransient
 from tagrelay.core.ports import Refusal
-from tests.unit.support import DATA, ROOT, SIGNING_KEY, body_bytes, corpus, header_lines, mailgun_signature
+from tests.unit.support import (
+    DATA,
+    ROOT,
+    SIGNING_KEY,
+    RecordingPublisher,
+    body_bytes,
+    corpus,
+    header_lines,
+    mailgun_signature,
+)
 
 INGEST = ROOT / "functions" / "ingest" / "main.py"
 RELAY = ROOT / "functions" / "relay" / "main.py"
@@ -71,18 +80,6 @@ def environment() -> Iterator[None]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-
-
-@dataclass
-class RecordingPublisher:
-    published: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
-    fail_with: Exception | None = None
-
-    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.published.append((data, attributes))
-        return f"pubsub-{len(self.published)}"
 
 
 class DownLedger(MemoryLedger):

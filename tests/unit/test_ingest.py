@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.config import IngestConfig, SecretRef
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable
 from tagrelay.core.ports import Refusal
 from tagrelay.core.routes import load
 from tagrelay.services.ingest import Ingest, Response
 from tagrelay_tools import mailgun_posts
-from tests.unit.support import CORPUS, NOW, POST_TIMESTAMP, POSTS, SIGNING_KEY, corpus, parse
+from tests.unit.support import (
+    CORPUS,
+    NOW,
+    POST_TIMESTAMP,
+    POSTS,
+    SIGNING_KEY,
+    RecordingPublisher,
+    corpus,
+    ingest_config,
+    parse,
+)
 
 RECEIVED_AT = "2023-11-14T22:13:30+00:00"  # NOW in UTC
 ROUTES = load(
@@ -31,18 +39,6 @@ forward = "owner+{tag}@gmail.com"
 )
 
 
-@dataclass
-class RecordingPublisher:
-    published: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
-    fail_with: Exception | None = None
-
-    def publish(self, data: bytes, attributes: dict[str, str]) -> str:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.published.append((data, attributes))
-        return f"pubsub-{len(self.published)}"
-
-
 class DownLedger(MemoryLedger):
     def record_refusal(self, refusal: Refusal, token: str = "") -> str:
         raise LedgerUnavailable("Firestore failed (ServiceUnavailable)")
@@ -51,15 +47,7 @@ class DownLedger(MemoryLedger):
 def make_ingest(
     publisher: RecordingPublisher, max_body_bytes: int = 80 * 1024 * 1024, ledger: MemoryLedger | None = None
 ) -> Ingest:
-    config = IngestConfig(
-        project="demo",
-        topic="tagrelay-inbound",
-        routes=ROUTES,
-        signing_key=SecretRef(variable="MAILGUN_WEBHOOK_SIGNING_KEY", value=SIGNING_KEY),
-        max_age_seconds=9 * 3600,
-        publish_timeout=10,
-        max_body_bytes=max_body_bytes,
-    )
+    config = ingest_config(ROUTES, max_body_bytes=max_body_bytes)
     key = Secret(config.signing_key)
     return Ingest(config, key, publisher, ledger or MemoryLedger(clock=lambda: NOW), clock=lambda: NOW)
 

@@ -14,7 +14,6 @@ from tagrelay.adapters.contacts import MemoryContacts
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core import reverse
-from tagrelay.core.config import IngestConfig, SecretRef
 from tagrelay.core.envelope import Delivery, Envelope
 from tagrelay.core.errors import LedgerUnavailable
 from tagrelay.core.ports import Contact
@@ -24,7 +23,7 @@ from tagrelay.services.ingest import Ingest
 from tagrelay.services.relay import Limits, Relay
 from tagrelay_tools import mailgun_posts
 from tagrelay_tools.contacts import gmail_reply
-from tests.unit.support import NOW, POST_TIMESTAMP, SIGNING_KEY, parse
+from tests.unit.support import NOW, POST_TIMESTAMP, SIGNING_KEY, ingest_config, parse
 from tests.unit.test_relay import RecordingDeadLetters, RecordingSender, no_storage
 
 KEY, OLD_KEY = "n" * 64, "o" * 64
@@ -204,15 +203,7 @@ def test_a_contact_store_outage_retries_instead_of_handing_out_a_dead_address() 
 
 
 def make_ingest(contacts: MemoryContacts) -> Ingest:
-    config = IngestConfig(
-        project="demo",
-        topic="tagrelay-inbound",
-        routes=ROUTES,
-        signing_key=SecretRef(variable="MAILGUN_WEBHOOK_SIGNING_KEY", value=SIGNING_KEY),
-        max_age_seconds=9 * 3600,
-        publish_timeout=10,
-        max_body_bytes=1024 * 1024,
-    )
+    config = ingest_config(ROUTES, max_body_bytes=1024 * 1024)
     publisher = type("P", (), {"publish": lambda self, d, a: "pubsub-1"})()
     desk = ReplyDesk(ReplyKeys(Key(KEY)), contacts)
     return Ingest(

@@ -13,8 +13,8 @@ from tagrelay.core.rewrite import rewrite
 from tagrelay.core.routes import Forward, load
 from tagrelay.services.ingest import Ingest
 from tagrelay.services.relay import Relay
-from tests.unit.support import corpus
-from tests.unit.test_ingest import RecordingPublisher, handle, make_ingest, mime_post
+from tests.unit.support import RecordingPublisher, corpus
+from tests.unit.test_ingest import handle, make_ingest, mime_post
 from tests.unit.test_relay import event_data, harness
 
 RULES = """\
