@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import re
 import urllib.parse
@@ -245,7 +246,9 @@ class _Parts:
         self.files: dict[str, Upload] = {}
         self.repeated: dict[str, list[bytes]] = {}
         self.current: Field | File | None = None
-        self.chunks: list[bytes] = []
+        # A part's bytes accumulate in a BytesIO: it grows in place and getvalue() hands over its
+        # buffer without a copy, so a 25 MB part never exists twice (a list of chunks joined would).
+        self.buffer = io.BytesIO()
         self.held = 0
         self._authenticate = authenticate
 
@@ -254,16 +257,16 @@ class _Parts:
         while True:
             event = decoder.next_event()
             if isinstance(event, (Field, File)):
-                self.current, self.chunks, self.held = event, [], 0
+                self.current, self.buffer, self.held = event, io.BytesIO(), 0
             elif isinstance(event, Data):
-                self.chunks.append(event.data)
+                self.buffer.write(event.data)
                 self.held += len(event.data)
                 name = self.current.name if self.current is not None else ""
                 if self._authenticate and name in SIGNATURE_FIELDS and self.held > MAX_SIGNATURE_FIELD_BYTES:
                     raise BadSignature(f"{name} longer than {MAX_SIGNATURE_FIELD_BYTES} octets")
                 if not event.more_data and self.current is not None:
-                    data = b"".join(self.chunks)
-                    self.chunks = []
+                    data = self.buffer.getvalue()
+                    self.buffer = io.BytesIO()
                     _store_part(self.current, data, self.fields, self.files, self.repeated)
                     if self.current.name in SIGNATURE_FIELDS and all(n in self.fields for n in SIGNATURE_FIELDS):
                         self.authenticate()
