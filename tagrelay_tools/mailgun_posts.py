@@ -123,9 +123,12 @@ def parsed_post(
     assert isinstance(message, EmailMessage)
     text = message.get_body(("plain",))
     html = message.get_body(("html",))
+    headers = _header_fields(raw)
     fields: list[tuple[str, FieldValue]] = [
         ("recipient", recipient),
         ("sender", sender),
+        ("from", headers.get("From", "")),
+        ("subject", headers.get("Subject", "")),
         ("message-headers", json.dumps([[k, v] for k, v in _raw_headers(raw)])),
         ("body-plain", _text_of(text)),
         ("body-html", _text_of(html)),
