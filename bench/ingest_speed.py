@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from bench.load import Client, LoopResult, Outcome, Request, closed_loop
 from bench.messages import PostFactory, mime_path, small_message
 from bench.procs import CpuMeter, describe_cpu
-from bench.results import Result, at_most, compare, percentile, within
+from bench.results import Result, compare, percentile, within
 from tagrelay_tools.localstack import Stack
 
 RECIPIENT = "bench@example.org"
@@ -37,7 +37,7 @@ OVERHEAD_P50_MS = 2.0  # issue 11: ingest p50 overhead over a bare publish
 OVERHEAD_P99_MS = 5.0  # set before measuring: tails on a shared 2-core machine
 THROUGHPUT_BOUND = 0.5  # of hello-world
 FLOOR_THROUGHPUT_BOUND = 0.8  # of the bare publish: set before measuring
-CPU_MS_BOUND = 2.0  # ingest CPU per post
+CPU_MS_BOUND = 2.0  # ingest's own CPU per post, over the bare publish's
 CLIENTS = 8
 SIDES = ("ingest", "floor", "sync")
 
@@ -177,15 +177,17 @@ def throughput(stack: Stack, names: dict[str, str], key: str, rounds: int, secon
             FLOOR_THROUGHPUT_BOUND,
             note=f"{about}; baseline: the bare publish (bench/baselines/publish_only)",
         ),
-        at_most(
+        within(
             "ingest.cpu_per_post",
             cpu_ms["ingest"],
             cpu_ms["floor"],
             "ms",
             CPU_MS_BOUND,
             note=(
-                f"CPU of the function process per answered post under the throughput load; baseline: the bare "
-                f"publish's process. Ingest {describe_cpu(cpu['ingest'], 'post')}; floor "
+                f"CPU of the function process per answered post under the throughput load, held against the bare "
+                f"publish's process: what ingest's own work costs (form, signature, route, envelope) over the "
+                f"framework and the Pub/Sub client, which the floor pays too. Ingest "
+                f"{describe_cpu(cpu['ingest'], 'post')}; floor "
                 f"{describe_cpu(cpu['floor'], 'post')}; hello {describe_cpu(cpu['hello'], 'post')}; the Pub/Sub "
                 f"emulator during ingest's rounds {describe_cpu(emulator.per(done['ingest']), 'post')}"
             ),

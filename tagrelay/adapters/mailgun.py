@@ -28,6 +28,7 @@ import requests
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.errors import MailgunRejected, MailgunTransient
 from tagrelay.core.headers import has_control_chars
+from tagrelay.core.ports import Mime
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 SENDING_OPTIONS: tuple[tuple[str, str], ...] = (
@@ -48,14 +49,14 @@ class MailgunClient:
         self._key = key
         self._timeout = (CONNECT_TIMEOUT_SECONDS, timeout)
 
-    def send_mime(self, to: Sequence[str], mime: bytes) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
         """Send a complete MIME message to ``to``; return Mailgun's message id."""
         response = self._post(to, mime, self._key.get())
         if response.status_code == 401 and self._key.rotatable:
             response = self._post(to, mime, self._key.refresh())
         return _outcome(response)
 
-    def _post(self, to: Sequence[str], mime: bytes, key: str) -> requests.Response:
+    def _post(self, to: Sequence[str], mime: Mime, key: str) -> requests.Response:
         body = MultipartBody([*(("to", address) for address in to), *SENDING_OPTIONS], "message", mime)
         try:
             return self._session.post(
@@ -128,7 +129,7 @@ class MultipartBody:
 
     BLOCK = 1 << 16
 
-    def __init__(self, fields: list[tuple[str, str]], file_field: str, data: bytes) -> None:
+    def __init__(self, fields: list[tuple[str, str]], file_field: str, data: Mime) -> None:
         boundary = secrets.token_hex(16)
         for name, value in fields:
             if has_control_chars(value) or '"' in name + value:
@@ -144,7 +145,7 @@ class MultipartBody:
         self.content_type = f"multipart/form-data; boundary={boundary}"
         self._pieces = [
             memoryview(head.encode("utf-8")),
-            memoryview(data),
+            *(memoryview(piece) for piece in ((data,) if isinstance(data, bytes) else data)),
             memoryview(f"\r\n--{boundary}--\r\n".encode()),
         ]
         self._length = sum(len(piece) for piece in self._pieces)

@@ -94,10 +94,20 @@ class ClaimStore(Protocol):
     def delete(self, ref: str) -> None: ...
 
 
+# A message as bytes, or as pieces sent one after the other (a new header block and a view of
+# the body as received: a 25 MB body is never copied to be sent).
+Mime = bytes | tuple[bytes | memoryview, ...]
+
+
+def whole(mime: Mime) -> bytes:
+    """The message in one piece (a copy when it came in pieces)."""
+    return mime if isinstance(mime, bytes) else b"".join(mime)
+
+
 class Sender(Protocol):
     """Sends a complete MIME message; returns the provider's message id."""
 
-    def send_mime(self, to: Sequence[str], mime: bytes) -> str: ...
+    def send_mime(self, to: Sequence[str], mime: Mime) -> str: ...
 
 
 class StoredMessages(Protocol):

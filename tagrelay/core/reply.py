@@ -41,7 +41,7 @@ from tagrelay.core import reverse
 from tagrelay.core.errors import LedgerUnavailable, Unrewritable
 from tagrelay.core.headers import Field, body_offset, decode_words, first, line_ending, parse_fields
 from tagrelay.core.log import event
-from tagrelay.core.ports import Contact, ContactCount, Contacts, KeySource
+from tagrelay.core.ports import Contact, ContactCount, Contacts, KeySource, Mime
 from tagrelay.core.rewrite import rewrite
 from tagrelay.core.routes import is_valid_address, normalize
 
@@ -386,13 +386,14 @@ class ReplyDesk:
         reply_name: str,
         domains: frozenset[str],
         spam_tag: str = "",
-    ) -> bytes:
-        """The message to send: the owner's reply as the alias, or a forwarded copy with a reverse Reply-To."""
+    ) -> Mime:
+        """The message to send: the owner's reply as the alias, or a forwarded copy with a reverse Reply-To
+        (in pieces, so the body is not copied)."""
         if plan is not None and plan.correspondent:
             return reply_rewrite(raw, alias, reply_name, plan.correspondent, targets)
         reply_to = self.reverse_for(alias, raw, envelope_sender, domains, owners=targets)
-        mime = rewrite(raw, alias, envelope_sender, spam_tag=spam_tag, reply_to=reply_to).mime
-        return mark_stranger(mime, plan.reason) if plan is not None else mime
+        rewritten = rewrite(raw, alias, envelope_sender, spam_tag=spam_tag, reply_to=reply_to)
+        return mark_stranger(rewritten.mime, plan.reason) if plan is not None else rewritten.pieces
 
     def reverse_for(
         self, alias: str, raw: bytes, envelope_sender: str, domains: frozenset[str], owners: Iterable[str] = ()

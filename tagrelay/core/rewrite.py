@@ -20,6 +20,7 @@ so signed messages (S/MIME, PGP/MIME) still verify.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 from dataclasses import dataclass
 from email.header import Header
@@ -91,10 +92,21 @@ _BARE_ADDRESS = re.compile(r"[^<>@\s\"(),;:]+@[^<>@\s\"(),;:]+")
 
 @dataclass(frozen=True)
 class RewriteResult:
-    mime: bytes
+    head: bytes  # the new header block
+    body: memoryview  # the rest of the message as received (from the blank line on), not copied
     original_from: str  # decoded, for logs and the ledger; "" when the message had none
     display_name: str
     dropped: tuple[str, ...] = ()  # fields left out because they could not be sent safely (also in X-Tagrelay-Dropped)
+
+    @property
+    def pieces(self) -> tuple[bytes, memoryview]:
+        """The message as two pieces to send one after the other: the body is never copied."""
+        return self.head, self.body
+
+    @functools.cached_property
+    def mime(self) -> bytes:
+        """The message in one piece (one copy of the body)."""
+        return b"".join(self.pieces)
 
 
 def is_dropped(name: str) -> bool:
@@ -191,9 +203,8 @@ def _rewrite(raw: bytes, alias: str, sender: str, spam_tag: str, reply_to: str |
     new_block = b"".join(added) + b"".join(kept)
     if body_offset(new_block + eol) != len(new_block):
         raise Unrewritable("the rewritten header block would end early")  # never send headers as body
-    # One copy of the body, straight into the output.
-    mime = b"".join((new_block, memoryview(raw)[end:]))
-    return RewriteResult(mime=mime, original_from=original, display_name=name, dropped=tuple(dropped))
+    # The body is not copied: the sender streams the new header block, then the body as received.
+    return RewriteResult(new_block, memoryview(raw)[end:], original, name, tuple(dropped))
 
 
 def loop_domain(domain: str) -> str:

@@ -221,7 +221,7 @@ class Relay:
                     resolved.rule.reply_name, self._routes.domains, spam_tag=tag,
                 )  # fmt: skip
             else:
-                outgoing = rewrite(mime, alias, message.sender, spam_tag=tag).mime
+                outgoing = rewrite(mime, alias, message.sender, spam_tag=tag).pieces
             mailgun_id = self._sender.send_mime(targets, outgoing)
         except Unrewritable as exc:
             return self._give_up(failed, f"cannot rewrite: {exc.reason}")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.core.envelope import Delivery, decode
 from tagrelay.core.errors import BusUnavailable
+from tagrelay.core.ports import Mime, whole
 from tagrelay.services.relay import Relay
 from tests.fuzz.strategies import ValidPost, valid_signed_posts
 from tests.fuzz.support import (
@@ -74,8 +75,8 @@ class Sent:
     sent: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
     letters: list[str] = field(default_factory=list)
 
-    def send_mime(self, to: Sequence[str], mime: bytes) -> str:
-        self.sent.append((tuple(to), mime))
+    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
+        self.sent.append((tuple(to), whole(mime)))  # what Mailgun receives, in one piece
         return f"<{len(self.sent)}@mailgun.example>"
 
     def put(self, data: bytes, attributes: dict[str, str], reason: str) -> None:

@@ -16,7 +16,7 @@ from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import IngestConfig, SecretRef
 from tagrelay.core.envelope import Delivery, decode
-from tagrelay.core.ports import ClaimStore
+from tagrelay.core.ports import ClaimStore, Mime, whole
 from tagrelay.core.routes import Routes, load
 from tagrelay.services.ingest import Ingest, Response
 from tagrelay.services.relay import Outcome, Relay
@@ -79,10 +79,10 @@ class Recorder:
         self.published.append(Published(data, dict(attributes)))
         return f"ps-{len(self.published)}"
 
-    def send_mime(self, to: Sequence[str], mime: bytes) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
         if self.send_error is not None:
             raise self.send_error
-        self.sent.append((tuple(to), mime))
+        self.sent.append((tuple(to), whole(mime)))  # what Mailgun receives, in one piece
         return f"<{len(self.sent)}@mailgun.example>"
 
     def put(self, data: bytes, attributes: dict[str, str], reason: str) -> None:

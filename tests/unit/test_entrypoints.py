@@ -32,7 +32,7 @@ import pytest
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.app import StandIns, stand_ins
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunRejected, MailgunTransient
-from tagrelay.core.ports import Refusal
+from tagrelay.core.ports import Mime, Refusal, whole
 from tests.unit.support import (
     DATA,
     ROOT,
@@ -92,10 +92,10 @@ class RecordingSender:
     plan: list[Exception] = field(default_factory=list)
     sent: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
 
-    def send_mime(self, to: Sequence[str], mime: bytes) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
         if self.plan:
             raise self.plan.pop(0)
-        self.sent.append((tuple(to), mime))
+        self.sent.append((tuple(to), whole(mime)))  # what Mailgun receives, in one piece
         return f"<{len(self.sent)}@mailgun.test>"
 
 

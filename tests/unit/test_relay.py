@@ -16,6 +16,7 @@ from tagrelay.adapters.claimcheck import ClaimStore
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.core.envelope import Envelope
 from tagrelay.core.errors import MailgunRejected, MailgunTransient
+from tagrelay.core.ports import Mime, whole
 from tagrelay.core.routes import Routes, load
 from tagrelay.services.relay import Limits, Relay
 from tests.unit.support import body_bytes, corpus, raw_fields
@@ -45,11 +46,11 @@ class RecordingSender:
     plan: list[str | Exception] = field(default_factory=list)
     sent: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
 
-    def send_mime(self, to: Sequence[str], mime: bytes) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
         outcome = self.plan.pop(0) if self.plan else "<sent@mailgun.example>"
         if isinstance(outcome, Exception):
             raise outcome
-        self.sent.append((tuple(to), mime))
+        self.sent.append((tuple(to), whole(mime)))  # what Mailgun receives, in one piece
         return outcome
 
 
