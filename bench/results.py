@@ -77,18 +77,10 @@ def within(
     The ratio ``value / baseline`` is reported beside it, so a reader sees both.
     """
     overhead = value - baseline
-    ratio = value / baseline if baseline > 0 else math.inf
-    return Result(
-        name=name,
-        value=value,
-        baseline=baseline,
-        ratio=ratio,
-        unit=unit,
-        target=f"+{bound:g} {unit}",
-        ok=math.isfinite(overhead) and overhead <= bound,
-        note=f"overhead {overhead:+.2f} {unit} (target: at most {bound:g} {unit} over the baseline). {note}".strip(),
-        extra={"overhead": overhead, **(extra or {})},
-    )
+    note = f"overhead {overhead:+.2f} {unit} (target: at most {bound:g} {unit} over the baseline). {note}".strip()
+    ok = math.isfinite(overhead) and overhead <= bound
+    extra = {"overhead": overhead, **(extra or {})}
+    return _absolute(name, value, baseline, unit, f"+{bound:g} {unit}", ok, note, extra)
 
 
 def at_most(
@@ -101,18 +93,15 @@ def at_most(
     extra: dict[str, Any] | None = None,
 ) -> Result:
     """A result held against an absolute bound on ``value``; the baseline measured beside it is context."""
+    ok = math.isfinite(value) and value <= bound
+    return _absolute(name, value, baseline, unit, f"value <= {bound:g} {unit}", ok, note, extra or {})
+
+
+def _absolute(
+    name: str, value: float, baseline: float, unit: str, target: str, ok: bool, note: str, extra: dict[str, Any]
+) -> Result:
     ratio = value / baseline if baseline > 0 else math.inf
-    return Result(
-        name=name,
-        value=value,
-        baseline=baseline,
-        ratio=ratio,
-        unit=unit,
-        target=f"value <= {bound:g} {unit}",
-        ok=math.isfinite(value) and value <= bound,
-        note=note,
-        extra=extra or {},
-    )
+    return Result(name, value, baseline, ratio, unit, target, ok, note=note, extra=extra)
 
 
 def failed(name: str, unit: str, target: str, reason: str) -> Result:

@@ -14,23 +14,22 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tagrelay_tools.localstack import REPO, Stack
-from tests.integration.conftest import arrivals, message, post, pull, running_stack, wait_for_arrival
+from tests.integration.conftest import arrivals, message, post, pull, wait_for_arrival
 
 TAP = "route-key-tap"
 SETTLE_SECONDS = 3.0
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory, "route-key", {"MAILGUN_TIMEOUT": "3"}) as local:
-        local.ensure_subscription(TAP, local.topic)
-        yield local
+@pytest.fixture(scope="module", autouse=True)
+def tap(stack: Stack) -> str:
+    """A subscription of this module's own on the shared stack's topic."""
+    stack.ensure_subscription(TAP, stack.topic)
+    return TAP
 
 
 def published(stack: Stack, message_id: str) -> list[dict[str, object]]:

@@ -38,15 +38,6 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory, name: str, relay_env
         yield local
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    relay_env = {"MAILGUN_TIMEOUT": "3", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "20"}
-    with running_stack(tmp_path_factory, "stack", relay_env) as local:
-        local.ensure_subscription(TAP, local.topic)
-        local.ensure_subscription(f"{local.deadletter_topic}-tap", local.deadletter_topic)
-        yield local
-
-
 def post(
     stack: Stack,
     raw: bytes,

@@ -1,0 +1,23 @@
+"""The one local stack the stack-backed tiers share (integration, hostile): real Pub/Sub, Firestore and
+storage emulators, ingest and relay under functions-framework, the Mailgun stand-in. Started the
+first time a test asks for it and stopped, every child by its pid, when the session ends; each
+test keeps apart by its own aliases and Message-IDs. Tests that change how the stack behaves
+(Mailgun faults, restarts) start pipelines of their own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tagrelay_tools.localstack import Stack
+from tests.integration.conftest import TAP, running_stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    relay_env = {"MAILGUN_TIMEOUT": "3", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "20"}
+    with running_stack(tmp_path_factory, "stack", relay_env) as local:
+        local.ensure_subscription(TAP, local.topic)
+        local.ensure_subscription(f"{local.deadletter_topic}-tap", local.deadletter_topic)
+        yield local
