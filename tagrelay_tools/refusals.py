@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tagrelay.core.config import DEFAULT_TOPIC
-from tagrelay.core.envelope import MAX_DATA_BYTES, SCHEMA
+from tagrelay.core.envelope import MAX_DATA_BYTES, SCHEMA, stored_digest
 from tagrelay.core.headers import header_block
 from tagrelay.core.ports import ClaimStore, Record
 from tagrelay_tools import terminal
@@ -86,7 +86,9 @@ def release(
         if record.get("sender"):
             attributes.setdefault("sender", str(record["sender"]))
         data = message
-        if not attributes.get("claim") and not attributes.get("stored"):
+        if attributes.get("stored"):  # a store(notify=...) message: the relay fetches it whole from Mailgun
+            attributes["digest"] = stored_digest(attributes["stored"])
+        elif not attributes.get("claim"):
             attributes["digest"] = hashlib.sha256(message).hexdigest()
             if len(message) > MAX_DATA_BYTES:
                 if claims is None:

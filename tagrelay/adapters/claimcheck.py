@@ -77,11 +77,12 @@ class ClaimStore:
 
     def _call(self, operation: Callable[[], Any]) -> Any:
         from google.api_core.exceptions import GoogleAPIError, NotFound
+        from google.auth.exceptions import GoogleAuthError
         from requests import RequestException
 
         try:
             return operation()
         except NotFound:
             raise ClaimMissing("the claim-check object is gone") from None
-        except (GoogleAPIError, RequestException) as exc:
+        except (GoogleAPIError, GoogleAuthError, RequestException) as exc:  # credentials refresh included
             raise ClaimUnavailable(f"Cloud Storage failed ({type(exc).__name__})") from None

@@ -137,14 +137,18 @@ class Secret:
 
     def _fetch(self) -> str:
         from google.api_core.exceptions import GoogleAPIError
+        from google.auth.exceptions import GoogleAuthError
 
         try:
             response = self._client.get().access_secret_version(
                 request={"name": self._ref.version_name}, timeout=ACCESS_TIMEOUT_SECONDS
             )
-            return str(response.payload.data.decode("utf-8").strip())
-        except GoogleAPIError as exc:
+            value = str(response.payload.data.decode("utf-8").strip())
+        except (GoogleAPIError, GoogleAuthError) as exc:
             # The reason names the variable and the error class only, never a value.
             raise SecretUnavailable(f"{self._ref.variable}: Secret Manager failed ({type(exc).__name__})") from None
         except UnicodeDecodeError:
             raise SecretUnavailable(f"{self._ref.variable}: secret payload is not UTF-8") from None
+        if not value:  # an empty key would sign (or verify) anything: never a key
+            raise SecretUnavailable(f"{self._ref.variable}: the secret version is empty")
+        return value

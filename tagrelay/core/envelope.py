@@ -82,6 +82,21 @@ def message_digest(mime: bytes) -> str:
     return hashlib.sha256(mime).hexdigest()
 
 
+def stored_digest(url: str) -> str:
+    """The delivery digest of a message Mailgun stored (a store(notify=...) route): of its storage URL,
+    since its bytes are fetched only by the relay."""
+    return message_digest(b"stored:" + url.encode("utf-8"))
+
+
+def token_binding(recipient: str, sender: str, digest: str) -> str:
+    """What a Mailgun token is bound to: one post, its envelope (recipient, sender) and its exact bytes.
+
+    The signature covers only timestamp + token, so a replayed triple must not carry the same
+    message to another alias: Mailgun signs each post (one per envelope recipient) with a token of its own.
+    """
+    return hashlib.sha256(f"{recipient.lower()}\n{sender}\n{digest}".encode()).hexdigest()
+
+
 def delivery_key(alias: str, targets: tuple[str, ...], digest: str) -> str:
     """The identity of one delivery: these exact message bytes (``digest``) to this alias and these targets.
 

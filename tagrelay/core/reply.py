@@ -31,6 +31,7 @@ why. The body bytes are never touched.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import re
@@ -38,7 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tagrelay.core import reverse
-from tagrelay.core.errors import LedgerUnavailable, Unrewritable
+from tagrelay.core.errors import LedgerUnavailable, SecretUnavailable, Unrewritable
 from tagrelay.core.headers import Field, body_offset, decode_words, first, line_ending, parse_fields
 from tagrelay.core.log import event
 from tagrelay.core.ports import Contact, ContactCount, Contacts, KeySource, Mime
@@ -335,7 +336,10 @@ class ReplyKeys:
     def all(self) -> list[str]:
         keys = [self.current.get()]
         if self.previous is not None:
-            keys.append(self.previous.get())
+            # An unreadable previous key (a disabled version after a rotation) only narrows what
+            # verifies; it must not turn every reply address into a 503 or a relay that spins.
+            with contextlib.suppress(SecretUnavailable):
+                keys.append(self.previous.get())
         return keys
 
 

@@ -231,7 +231,12 @@ class Ingest:
         upload = form.files.get("body-mime")
         raw = upload.data if upload is not None else form.fields.get("body-mime")
         if message is not None:
-            refusal = Refusal(reason, alias, sender, message.mime, "message")
+            # A store(notify=...) post keeps where Mailgun stored the message, so a release fetches
+            # the whole message (attachments included), not the notification; and the verdicts go along.
+            stored = stored_message_url(form)
+            kept = {"stored": stored, "spam_flag": message.spam_flag, "spam_score": message.spam_score}
+            attributes = {k: v for k, v in kept.items() if v} or None
+            refusal = Refusal(reason, alias, sender, message.mime, "message", attributes)
         elif raw is not None:
             refusal = Refusal(reason, alias, sender, raw, "message")  # the envelope was refused, not the message
         else:
@@ -262,10 +267,7 @@ class Ingest:
         ``digest`` attribute (SHA-256 of the exact bytes) is the relay's delivery identity.
         A store(notify=...) notification carries the storage URL; the relay fetches the message.
         """
-        if stored:
-            digest = envelope.message_digest(b"stored:" + stored.encode("utf-8"))
-        else:
-            digest = envelope.message_digest(message.mime)
+        digest = envelope.stored_digest(stored) if stored else envelope.message_digest(message.mime)
         large = self._claims is not None and len(message.mime) > envelope.MAX_DATA_BYTES and not stored
         ref = self._claims.put(message.mime) if self._claims is not None and large else ""
         received = datetime.fromtimestamp(now, UTC)

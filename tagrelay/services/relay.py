@@ -42,6 +42,7 @@ from tagrelay.core.envelope import (
     digest_of,
     from_cloud_event_data,
     message_digest,
+    token_binding,
 )
 from tagrelay.core.errors import (
     Busy,
@@ -78,9 +79,11 @@ class Limits:
 
 @dataclass
 class _Progress:
-    """How far one message got: the delivery key once its record was taken (to record it dead)."""
+    """How far one message got: the delivery key once its record was taken (to record it dead),
+    and the Mailgun id once Mailgun accepted it (after that, nothing may turn it into a dead letter)."""
 
     key: str = ""
+    mailgun_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,18 @@ class Relay:
     def _unexpected(self, delivery: Delivery, progress: _Progress, exc: Exception) -> Outcome:
         reason = f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
         message = delivery.envelope
+        if progress.mailgun_id:  # sent: a dead letter (and its replay) would send it a second time
+            event(
+                logging.CRITICAL,
+                f"unexpected {type(exc).__name__} after the message was sent; it stays sent",
+                stage="relay",
+                outcome="sent",
+                alias=message.recipient,
+                pubsub_id=delivery.pubsub_id,
+                mailgun_id=progress.mailgun_id,
+                reason=reason,
+            )
+            return Outcome("sent", progress.mailgun_id)
         attributes = {**message.attributes(), "original_pubsub_id": delivery.pubsub_id}
         event(
             logging.CRITICAL,
@@ -196,7 +211,7 @@ class Relay:
             info,
             retake_dead=bool(message.replay or message.release),
             token=message.token,
-            digest=digest,
+            digest=token_binding(message.recipient, message.sender, digest),
             ignore_token=bool(message.release),
         )
         if begin.state == "conflict":
@@ -240,6 +255,7 @@ class Relay:
                 self._sleep(min(float(wait), MAX_INLINE_WAIT_SECONDS))
             raise
 
+        progress.mailgun_id = mailgun_id
         self._record(key, "sent", mailgun_id)
         if self._replies is not None:
             self._replies.sent(plan, normalize(route_to) or route_to, message.mime, message.sender)
@@ -362,8 +378,9 @@ class Relay:
             return
         try:
             self._claims.delete(ref)
-        except (ClaimMissing, TransientError) as exc:
-            event(logging.WARNING, f"claim-check object left for the lifecycle rule: {exc.reason}", stage="relay")
+        except Exception as exc:  # cleanup of a sent message: whatever fails, the lifecycle rule is the backstop
+            reason = exc.reason if isinstance(exc, (ClaimMissing, TransientError)) else type(exc).__name__
+            event(logging.WARNING, f"claim-check object left for the lifecycle rule: {reason}", stage="relay")
 
     def _release(self, key: str) -> None:
         try:
@@ -396,7 +413,7 @@ class PubSubDeadLetters:
     def put(self, data: bytes, attributes: dict[str, str], reason: str) -> None:
         stamped = {
             **attributes,
-            "deadletter_reason": reason[:1000],
+            "deadletter_reason": reason.encode("utf-8")[:1000].decode("utf-8", "ignore"),  # attributes: 1 KB
             "deadlettered_at": datetime.fromtimestamp(self._clock(), UTC).isoformat(),
         }
         self._publisher.publish(data, stamped)

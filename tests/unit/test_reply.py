@@ -244,3 +244,24 @@ def test_verdicts_are_read_from_a_message_rebuilt_from_the_parsed_form() -> None
     assert owner_problem(rebuilt, OWNER, TARGETS) == ""
     failing = mailgun_posts.parsed_post(reply(dkim="Fail"), REVERSE, OWNER, "key")
     assert "DKIM" in owner_problem(to_inbound(parse_form(failing.content_type, failing.body), 1).mime, OWNER, TARGETS)
+
+
+class _Key:
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def get(self) -> str:
+        if self.value is None:
+            from tagrelay.core.errors import SecretUnavailable
+
+            raise SecretUnavailable("TAGRELAY_REPLY_KEY_PREVIOUS: Secret Manager failed (NotFound)")
+        return self.value
+
+
+def test_an_unreadable_previous_reply_key_only_narrows_what_verifies() -> None:
+    """After a rotation the previous version may be disabled: reply addresses made with the current
+    key keep working (no 503 at ingest, no relay spinning on a key it cannot read)."""
+    from tagrelay.core.reply import ReplyKeys
+
+    assert ReplyKeys(_Key("n" * 64), _Key(None)).all() == ["n" * 64]
+    assert ReplyKeys(_Key("n" * 64), _Key("o" * 64)).all() == ["n" * 64, "o" * 64]

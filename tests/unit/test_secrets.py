@@ -267,3 +267,19 @@ def test_callers_without_a_key_share_the_first_fetch() -> None:
         thread.join(10)
     assert results == ["key-first"] * 5
     assert blocking.calls == 1
+
+
+def test_an_empty_secret_version_is_never_a_key() -> None:
+    """An empty signing key would let anyone who knows the route key forge a signature."""
+    secret = Secret(REF, client_factory=Factory(FakeSecretManager([b"  \n"])), clock=Clock())
+    with pytest.raises(SecretUnavailable, match="empty"):
+        secret.get()
+
+
+def test_a_credentials_refresh_failure_is_an_outage_not_a_crash() -> None:
+    from google.auth.exceptions import RefreshError
+
+    refresh_failed = RefreshError("metadata server")  # type: ignore[no-untyped-call]
+    secret = Secret(REF, client_factory=Factory(FakeSecretManager([refresh_failed])), clock=Clock())
+    with pytest.raises(SecretUnavailable, match="RefreshError"):
+        secret.get()
