@@ -74,16 +74,17 @@ def stop(stack: Stack, name: str) -> None:
         child.stop()
 
 
-def worker_pid(child: Child, seconds: float = 10.0) -> int:
-    """The gunicorn worker of a functions-framework process (the child's own child)."""
+def worker_pid(child: Child | int, seconds: float = 10.0) -> int:
+    """The gunicorn worker of a functions-framework process (the child's own child; a Child or a pid)."""
+    pid = child if isinstance(child, int) else child.process.pid
     deadline = time.monotonic() + seconds
-    path = Path(f"/proc/{child.process.pid}/task/{child.process.pid}/children")
+    path = Path(f"/proc/{pid}/task/{pid}/children")
     while time.monotonic() < deadline:
         pids = path.read_text().split() if path.exists() else []
         if pids:
             return int(pids[0])
         time.sleep(0.05)
-    raise RuntimeError(f"{child.name} has no worker process")
+    raise RuntimeError(f"process {pid} has no worker process")
 
 
 def memory_kib(pid: int) -> dict[str, int]:

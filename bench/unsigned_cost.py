@@ -28,24 +28,23 @@ import argparse
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import requests
 from urllib3 import encode_multipart_formdata
 
+from bench.procs import memory_kib, worker_pid
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import IngestConfig, SecretRef
 from tagrelay.core.log import LOGGER_NAME
 from tagrelay.core.routes import load
 from tagrelay.services.ingest import Ingest
+from tagrelay_tools.localstack import REPO, framework_argv, free_port
 
 MB = 1_000_000
 CHUNK = 1 << 20
@@ -141,44 +140,19 @@ def measure(post: Post, service: Ingest | None = None) -> Cost:
     return Cost(post.shape, len(post.body), status, seconds, used, baseline)
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _hwm_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
-
-
-def _worker(pid: int, seconds: float = 30.0) -> int:
-    deadline = time.monotonic() + seconds
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    while time.monotonic() < deadline:
-        found = children.read_text().split() if children.exists() else []
-        if found:
-            return int(found[0])
-        time.sleep(0.05)
-    raise RuntimeError("functions-framework started no worker")
 
 
 def through_process(size: int) -> list[tuple[str, int, float, int]]:
     """(shape, status, seconds, worker VmHWM growth in KiB so far) for each unsigned post of ``size``."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GOOGLE_CLOUD_PROJECT": "bench-unsigned",
         "TAGRELAY_ROUTES": str(REPO / "bench" / "routes.toml"),
         "MAILGUN_WEBHOOK_SIGNING_KEY": "bench-signing-key",
     }
-    argv = [sys.executable, "-m", "functions_framework", "--target", "ingest", "--host", "127.0.0.1"]
-    argv += ["--source", str(REPO / "functions" / "ingest" / "main.py"), "--port", str(port)]
+    source = REPO / "functions" / "ingest" / "main.py"
+    argv = [part.replace("{port}", str(port)) for part in framework_argv(source, "ingest")]
     process = subprocess.Popen(
         argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -194,13 +168,13 @@ def through_process(size: int) -> list[tuple[str, int, float, int]]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        worker = _worker(process.pid)
-        before = _hwm_kib(worker)
+        worker = worker_pid(process.pid, seconds=30.0)
+        before = memory_kib(worker)["VmHWM"]
         for post in unsigned_posts(size):
             started = time.perf_counter()
             response = requests.post(url, data=post.body, headers={"Content-Type": post.content_type}, timeout=60)
             seconds = time.perf_counter() - started
-            rows.append((post.shape, response.status_code, seconds, _hwm_kib(worker) - before))
+            rows.append((post.shape, response.status_code, seconds, memory_kib(worker)["VmHWM"] - before))
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

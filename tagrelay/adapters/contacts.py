@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tagrelay.adapters import firestore
 from tagrelay.adapters.lazy import Lazy
-from tagrelay.core.errors import LedgerUnavailable
 from tagrelay.core.ports import Contact, ContactCount
 
 CONTACTS = "tagrelay_contacts"
@@ -108,16 +108,10 @@ class FirestoreContacts:
         return self._client.get().collection(CONTACTS).document(key)
 
     def _call(self, operation: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        from google.api_core.exceptions import AlreadyExists, GoogleAPIError, NotFound
-        from google.api_core.retry import Retry
-
-        retry = Retry(initial=0.1, maximum=1.0, timeout=self._timeout)
-        try:
-            return operation(*args, retry=retry, timeout=self._timeout, **kwargs)
-        except (AlreadyExists, NotFound):  # answers, not outages
-            raise
-        except GoogleAPIError as exc:
-            raise LedgerUnavailable(f"Firestore failed on contacts ({type(exc).__name__})") from None
+        answers = ("AlreadyExists", "NotFound")  # answers, not outages
+        return firestore.call(
+            operation, *args, timeout=self._timeout, answers=answers, what="Firestore (contacts)", **kwargs
+        )
 
     def remember(self, key: str, alias: str, correspondent: str) -> None:
         from google.api_core.exceptions import AlreadyExists

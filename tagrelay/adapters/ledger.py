@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from tagrelay.adapters import firestore
 from tagrelay.adapters.lazy import Lazy
 from tagrelay.core.errors import ClaimMissing, LedgerUnavailable, TransientError
 from tagrelay.core.ports import Begin, ClaimStore, DeliveryState, Record, Refusal
@@ -248,16 +249,9 @@ class FirestoreLedger:
         AlreadyExists and FailedPrecondition are answers (the record exists, someone
         else changed it first), not outages, so they pass through to the caller.
         """
-        from google.api_core.exceptions import AlreadyExists, FailedPrecondition, GoogleAPIError
-        from google.api_core.retry import Retry
-
-        retry = Retry(initial=0.1, maximum=1.0, timeout=self._timeout)
-        try:
-            return operation(*args, retry=retry, timeout=self._timeout, **kwargs)
-        except (AlreadyExists, FailedPrecondition):
-            raise
-        except GoogleAPIError as exc:
-            raise LedgerUnavailable(f"Firestore failed ({type(exc).__name__})") from None
+        return firestore.call(
+            operation, *args, timeout=self._timeout, answers=("AlreadyExists", "FailedPrecondition"), **kwargs
+        )
 
     def _read(self, refs: list[Any]) -> dict[str, Any]:
         db = self._db()
