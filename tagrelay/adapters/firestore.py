@@ -23,6 +23,7 @@ def call(
 ) -> Any:
     from google.api_core import exceptions
     from google.api_core.retry import Retry
+    from google.auth.exceptions import GoogleAuthError
 
     passing = tuple(getattr(exceptions, name) for name in answers)
     retry = Retry(initial=0.1, maximum=1.0, timeout=timeout)
@@ -30,5 +31,5 @@ def call(
         return operation(*args, retry=retry, timeout=timeout, **kwargs)
     except passing:
         raise
-    except exceptions.GoogleAPIError as exc:
+    except (exceptions.GoogleAPIError, GoogleAuthError) as exc:  # a credentials refresh failing is an outage too
         raise LedgerUnavailable(f"{what} failed ({type(exc).__name__})") from None
