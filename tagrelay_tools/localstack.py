@@ -30,7 +30,7 @@ from typing import Any
 import requests
 
 from tagrelay_tools import mailgun_posts
-from tagrelay_tools.standin import STANDIN_KEY_VARIABLE, StandinClient
+from tagrelay_tools.standin import STANDIN_KEY_VARIABLE, STANDIN_WEBHOOK_KEY_VARIABLE, StandinClient
 from tagrelay_tools.standin import argv as standin_argv
 
 HTTP_TIMEOUT = 5.0
@@ -207,7 +207,8 @@ class Stack:
     def start_standin(self, name: str = "standin", outbox: Path | None = None) -> Child:
         """A Mailgun stand-in with the stack's domain and key (another one needs its own ``outbox``)."""
         argv = standin_argv(outbox or self.outbox, self.domain)
-        return self.spawn(name, argv, {STANDIN_KEY_VARIABLE: self.api_key}, ready_path="/healthz")
+        keys = {STANDIN_KEY_VARIABLE: self.api_key, STANDIN_WEBHOOK_KEY_VARIABLE: self.signing_key}
+        return self.spawn(name, argv, keys, ready_path="/healthz")
 
     def _start_emulators(self) -> None:
         self.spawn(

@@ -18,7 +18,7 @@ sender wrote it, and the owner's reading is nobody's business); DKIM signing is 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -49,15 +49,20 @@ class MailgunClient:
         self._key = key
         self._timeout = (CONNECT_TIMEOUT_SECONDS, timeout)
 
-    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
-        """Send a complete MIME message to ``to``; return Mailgun's message id."""
-        response = self._post(to, mime, self._key.get())
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
+        """Send a complete MIME message to ``to`` (with ``variables`` as ``v:`` parameters); return Mailgun's id."""
+        fields = [
+            *(("to", address) for address in to),
+            *SENDING_OPTIONS,
+            *((f"v:{name}", value) for name, value in (variables or {}).items()),
+        ]
+        response = self._post(fields, mime, self._key.get())
         if response.status_code == 401 and self._key.rotatable:
-            response = self._post(to, mime, self._key.refresh())
+            response = self._post(fields, mime, self._key.refresh())
         return _outcome(response)
 
-    def _post(self, to: Sequence[str], mime: Mime, key: str) -> requests.Response:
-        body = MultipartBody([*(("to", address) for address in to), *SENDING_OPTIONS], "message", mime)
+    def _post(self, fields: list[tuple[str, str]], mime: Mime, key: str) -> requests.Response:
+        body = MultipartBody(fields, "message", mime)
         try:
             return self._session.post(
                 self._url,

@@ -7,7 +7,7 @@ Services import only this module and the rest of the core, never an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -104,10 +104,18 @@ def whole(mime: Mime) -> bytes:
     return mime if isinstance(mime, bytes) else b"".join(mime)
 
 
-class Sender(Protocol):
-    """Sends a complete MIME message; returns the provider's message id."""
+DELIVERY_VARIABLE = "tagrelay-delivery"
 
-    def send_mime(self, to: Sequence[str], mime: Mime) -> str: ...
+
+class Sender(Protocol):
+    """Sends a complete MIME message; returns the provider's message id.
+
+    ``variables`` travel with the message as Mailgun user variables (``v:`` parameters)
+    and come back in every event about it: ``DELIVERY_VARIABLE`` carries the delivery
+    key, so an event maps to exactly one delivery record (issue 12).
+    """
+
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str: ...
 
 
 class StoredMessages(Protocol):

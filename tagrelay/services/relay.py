@@ -55,7 +55,7 @@ from tagrelay.core.errors import (
 )
 from tagrelay.core.log import event
 from tagrelay.core.notice import build_notice
-from tagrelay.core.ports import ClaimStore, DeadLetters, Ledger, Refusal, Sender, StoredMessages
+from tagrelay.core.ports import DELIVERY_VARIABLE, ClaimStore, DeadLetters, Ledger, Refusal, Sender, StoredMessages
 from tagrelay.core.reply import ReplyDesk
 from tagrelay.core.rewrite import rewrite
 from tagrelay.core.routes import Reject, Routes, normalize
@@ -237,7 +237,7 @@ class Relay:
                 )  # fmt: skip
             else:
                 outgoing = rewrite(mime, alias, message.sender, spam_tag=tag).pieces
-            mailgun_id = self._sender.send_mime(targets, outgoing)
+            mailgun_id = self._sender.send_mime(targets, outgoing, {DELIVERY_VARIABLE: key})
         except Unrewritable as exc:
             return self._give_up(failed, f"cannot rewrite: {exc.reason}")
         except PermanentError as exc:

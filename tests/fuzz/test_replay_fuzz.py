@@ -7,7 +7,7 @@ does not acknowledge is a 503 that Mailgun's retry can still publish."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from hypothesis import HealthCheck, given, settings
@@ -75,7 +75,7 @@ class Sent:
     sent: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
     letters: list[str] = field(default_factory=list)
 
-    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
         self.sent.append((tuple(to), whole(mime)))  # what Mailgun receives, in one piece
         return f"<{len(self.sent)}@mailgun.example>"
 

@@ -7,7 +7,7 @@ import email
 import email.policy
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -79,7 +79,7 @@ class Recorder:
         self.published.append(Published(data, dict(attributes)))
         return f"ps-{len(self.published)}"
 
-    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
         if self.send_error is not None:
             raise self.send_error
         self.sent.append((tuple(to), whole(mime)))  # what Mailgun receives, in one piece

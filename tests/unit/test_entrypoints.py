@@ -21,7 +21,7 @@ import hashlib
 import os
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +92,7 @@ class RecordingSender:
     plan: list[Exception] = field(default_factory=list)
     sent: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
 
-    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
         if self.plan:
             raise self.plan.pop(0)
         self.sent.append((tuple(to), whole(mime)))  # what Mailgun receives, in one piece

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -46,7 +46,7 @@ class RecordingSender:
     plan: list[str | Exception] = field(default_factory=list)
     sent: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
 
-    def send_mime(self, to: Sequence[str], mime: Mime) -> str:
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
         outcome = self.plan.pop(0) if self.plan else "<sent@mailgun.example>"
         if isinstance(outcome, Exception):
             raise outcome
