@@ -27,7 +27,7 @@ from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
 from tagrelay.core.ports import ClaimStore as ClaimStorePort
-from tagrelay.core.ports import DeadLetters, Ledger, RefusalLog, Sender, StoredMessages
+from tagrelay.core.ports import DeadLetters, Ledger, RefusalLog, Sender, SentLog, StoredMessages
 from tagrelay.core.ports import Publisher as PublisherPort
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class StandIns:
     sender: Sender | None = None
     deadletters: DeadLetters | None = None
     claims: ClaimStorePort | None = None
+    sent_log: SentLog | None = None
     # Client factories behind the real adapters (the benchmarks count every call through them).
     firestore_client: Callable[[], Any] | None = None
     publisher_client: Callable[[], Any] | None = None
@@ -132,7 +133,13 @@ def build_relay() -> Relay:
         _stand_ins.deadletters,
         lambda: PubSubDeadLetters(_publisher(config.project, config.deadletter_topic, timeout=10.0)),
     )
-    limits = Limits(config.max_attempts, config.max_delivery_age_seconds, config.mailgun_timeout)
+    limits = Limits(
+        config.max_attempts,
+        config.max_delivery_age_seconds,
+        config.mailgun_timeout,
+        config.events_settle_seconds,
+        config.lease_margin_seconds,
+    )
     # A claim reference names its bucket (gs://BUCKET/claims/...), so the relay needs a store, not a
     # bucket of its own: without one, every message over Pub/Sub's limit would be dead-lettered.
     # TAGRELAY_CLAIM_BUCKET (if set) is where large refusals go (without it a refused message over
@@ -150,6 +157,7 @@ def build_relay() -> Relay:
         limits,
         stored=_unless(_stand_ins.stored, lambda: mailgun),
         replies=build_replies(firestore),
+        sent_log=_unless(_stand_ins.sent_log, lambda: mailgun),  # Mailgun's Events API (issue 12)
     )
 
 

@@ -4,10 +4,14 @@ Three collections, each with an ``expires_at`` field that a Firestore TTL policy
 uses to delete old records, so the database does not grow without bound:
 
 ``tagrelay_deliveries`` (one per alias, targets and SHA-256 of the message bytes)
-    ``state`` ``sending`` (with a lease), ``retry``, ``sent`` (with the Mailgun
-    id) or ``dead``, and the number of ``attempts``. A redelivered message that
-    is already ``sent`` is acknowledged without sending; an expired lease is
-    taken over; a live one means another instance is sending it right now.
+    ``state`` ``sending`` (with a lease from ``leased_at`` to ``lease_until``), ``retry``,
+    ``sent`` (with the Mailgun id) or ``dead``, and the number of ``attempts``. A
+    redelivered message that is already ``sent`` is acknowledged without sending; an
+    expired lease is taken over; a live one means another instance is sending it right now.
+    ``unsure_since``/``unsure_until`` (epoch seconds, 0 when none): a send that may have
+    reached Mailgun unseen (issue 12), kept until the relay resolves it through Mailgun's
+    events. Taking over an expired ``sending`` lease adds that lease's window (the instance
+    may have died inside the send). ``begin_delivery`` answers it as ``Begin.doubt``.
 
 ``tagrelay_tokens`` (one per Mailgun token)
     ``digest``: the message the token was first seen with. Written in the same
@@ -43,7 +47,7 @@ from typing import Any, Literal
 from tagrelay.adapters import firestore
 from tagrelay.adapters.lazy import Lazy
 from tagrelay.core.errors import ClaimMissing, LedgerUnavailable, TransientError
-from tagrelay.core.ports import Begin, ClaimStore, DeliveryState, Record, Refusal
+from tagrelay.core.ports import Begin, ClaimStore, DeliveryState, Doubt, Record, Refusal
 
 TOKENS = "tagrelay_tokens"
 DELIVERIES = "tagrelay_deliveries"
@@ -80,6 +84,21 @@ def _decide_delivery(record: dict[str, Any], now: float, retake_dead: bool) -> D
     return "go"
 
 
+def _doubt(record: dict[str, Any]) -> Doubt | None:
+    """What a record taken over leaves unresolved: its recorded unsure send, and, for a ``sending``
+    record (its lease ran out: a live one is "busy"), that whole lease (it may have died mid-send)."""
+    since = float(record.get("unsure_since") or 0)
+    recorded = Doubt(since, max(since, float(record.get("unsure_until") or 0))) if since > 0 else None
+    if record.get("state") != "sending":
+        return recorded
+    leased_at = float(record.get("leased_at") or record.get("updated_at") or 0)
+    return Doubt(leased_at, max(leased_at, float(record.get("lease_until") or 0))).widen(recorded)
+
+
+def _unsure_fields(doubt: Doubt | None) -> dict[str, float]:
+    return {"unsure_since": doubt.since if doubt else 0.0, "unsure_until": doubt.until if doubt else 0.0}
+
+
 @dataclass(frozen=True)
 class _Plan:
     """What one begin_delivery round decided, from the two records it read."""
@@ -104,19 +123,23 @@ def _plan(
         return _Plan(Begin("conflict", 0, str(token_record.get("digest", "")), previous))
     write_token = check_token and token_record is None
     attempts = int(delivery.get("attempts", 0)) if delivery is not None else 0
+    doubt = None
     if delivery is not None:
         decision = _decide_delivery(delivery, now, retake_dead)
         if decision != "go":
             return _Plan(Begin(decision, attempts, str(delivery.get("detail", "")), previous), write_token)
+        doubt = _doubt(delivery)
     record = {
         **info,
         "state": "sending",
+        "leased_at": now,
         "lease_until": now + lease_seconds,
         "attempts": attempts + 1,
         "updated_at": now,
         "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
+        **_unsure_fields(doubt),  # kept until resolved: this instance may die too
     }
-    return _Plan(Begin("go", attempts + 1, "", previous), write_token, record)
+    return _Plan(Begin("go", attempts + 1, "", previous, doubt), write_token, record)
 
 
 def _token_record(digest: str, now: float) -> dict[str, Any]:
@@ -182,10 +205,13 @@ class MemoryLedger:
             if key in self.deliveries:
                 self.deliveries[key].update(state=state, detail=detail, lease_until=0, updated_at=self._clock())
 
-    def release_delivery(self, key: str) -> None:
+    def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         with self._lock:
-            if key in self.deliveries:
-                self.deliveries[key].update(state="retry", lease_until=0, updated_at=self._clock())
+            record = self.deliveries.get(key)
+            if record is not None:
+                record.update(state="retry", lease_until=0, updated_at=self._clock(), **_unsure_fields(doubt))
+                if not attempted:
+                    record["attempts"] = int(record.get("attempts", 0)) - 1
 
     def recent_deliveries(self, limit: int) -> list[Record]:
         with self._lock:
@@ -320,9 +346,15 @@ class FirestoreLedger:
         ref = self._db().collection(DELIVERIES).document(key)
         self._call(ref.update, {"state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()})
 
-    def release_delivery(self, key: str) -> None:
+    def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
+        from google.cloud.firestore import Increment
+
         ref = self._db().collection(DELIVERIES).document(key)
-        self._call(ref.update, {"state": "retry", "lease_until": 0, "updated_at": self._clock()})
+        fields: dict[str, Any] = {"state": "retry", "lease_until": 0, "updated_at": self._clock()}
+        fields.update(_unsure_fields(doubt))
+        if not attempted:  # one write, no read: the lease that only waited does not count
+            fields["attempts"] = Increment(-1)
+        self._call(ref.update, fields)
 
     def recent_deliveries(self, limit: int) -> list[Record]:
         from google.cloud import firestore

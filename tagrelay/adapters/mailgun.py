@@ -5,6 +5,13 @@
 rotated: refetch it once and try again, then transient (a bad key must not lose
 mail). Any other 4xx → MailgunRejected, permanent. Every call has a timeout.
 
+Whether a failed send may still have been accepted (issue 12): a refused connection, a
+connect timeout or a failed DNS lookup happen before a byte of the request is written, and
+an answer (429, 5xx) says Mailgun did not take it; those are MailgunTransient. A read timeout
+or a connection lost once it was open (reset, closed without an answer, a broken TLS stream)
+may come after Mailgun accepted the message: MailgunUnsure, so the relay asks the Events API
+(``find_accepted``) before it sends again.
+
 Sending options go as API parameters on every send (SENDING_OPTIONS), never as
 ``X-Mailgun-*`` headers in the MIME (the rewrite drops every such header a sender
 wrote): Mailgun documents each ``o:`` parameter next to the SMTP header it stands
@@ -18,19 +25,30 @@ sender wrote it, and the owner's reading is nobody's business); DKIM signing is 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError
 
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.errors import MailgunRejected, MailgunTransient
+from tagrelay.core.errors import MailgunRejected, MailgunTransient, MailgunUnsure
 from tagrelay.core.headers import has_control_chars
 from tagrelay.core.ports import Mime
+from tagrelay.core.resend import accepted_id
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+# The Events API walk before a re-send (issue 12): one page holds at most 300 events; a small
+# domain's accepted events to one target since an unsure send fit in a few. Past either bound
+# the answer is "cannot tell" (transient), never "not found".
+EVENTS_PAGE_LIMIT = 300
+EVENTS_MAX_PAGES = 20
+EVENTS_BUDGET_SECONDS = 20.0
+EVENTS_READ_TIMEOUT_SECONDS = 10.0
 SENDING_OPTIONS: tuple[tuple[str, str], ...] = (
     ("o:tracking", "no"),
     ("o:tracking-clicks", "no"),
@@ -46,6 +64,7 @@ class MailgunClient:
         self._session = session
         self._base = api_base.rstrip("/")
         self._url = f"{api_base.rstrip('/')}/v3/{domain}/messages.mime"
+        self._events_url = f"{api_base.rstrip('/')}/v3/{domain}/events"
         self._key = key
         self._timeout = (CONNECT_TIMEOUT_SECONDS, timeout)
 
@@ -71,12 +90,68 @@ class MailgunClient:
                 headers={"Content-Type": body.content_type},
                 timeout=self._timeout,
             )
-        except requests.Timeout:
-            raise MailgunTransient("Mailgun did not answer in time") from None
-        except requests.ConnectionError:
-            raise MailgunTransient("cannot connect to Mailgun") from None
         except requests.RequestException as exc:
-            raise MailgunTransient(f"request to Mailgun failed ({type(exc).__name__})") from None
+            raise send_failure(exc) from None
+
+    def find_accepted(self, recipient: str, delivery: str, since: float) -> str | None:
+        """The Mailgun id of an ``accepted`` event to ``recipient`` since ``since`` whose user variables
+        carry ``delivery`` (None: none in the whole range). Walks ``paging.next`` until an empty page,
+        at most EVENTS_MAX_PAGES pages in EVENTS_BUDGET_SECONDS; anything short of that whole walk
+        (an error, a bound reached, a page URL off the API's host) is MailgunTransient, never "none".
+        """
+        deadline = time.monotonic() + EVENTS_BUDGET_SECONDS
+        params: dict[str, str] | None = {
+            "event": "accepted",
+            "recipient": recipient,
+            "begin": f"{since:.3f}",
+            "ascending": "yes",
+            "limit": str(EVENTS_PAGE_LIMIT),
+        }
+        url = self._events_url
+        for _ in range(EVENTS_MAX_PAGES):
+            page = self._events_page(url, params, deadline)
+            items = page.get("items")
+            if not isinstance(items, list):
+                raise MailgunTransient("Mailgun's Events API answered a page without items")
+            found = accepted_id(items, delivery)
+            if found is not None or not items:
+                return found
+            paging = page.get("paging")
+            url = str(paging.get("next", "")) if isinstance(paging, dict) else ""
+            params = None  # the next URL carries the query
+            if not same_origin(url, self._base):
+                raise MailgunTransient(f"Mailgun's Events API gave an unusable next page URL: {url[:120]!r}")
+        raise MailgunTransient(f"Mailgun's Events API: still not at the end after {EVENTS_MAX_PAGES} pages")
+
+    def _events_page(self, url: str, params: dict[str, str] | None, deadline: float) -> dict[str, Any]:
+        response = self._get_events(url, params, self._key.get(), deadline)
+        if response.status_code == 401 and self._key.rotatable:
+            response = self._get_events(url, params, self._key.refresh(), deadline)
+        if response.status_code != 200:
+            raise MailgunTransient(f"Mailgun's Events API answered {response.status_code}: {_message(response)}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise MailgunTransient("Mailgun's Events API answered something other than a JSON object")
+        return body
+
+    def _get_events(
+        self, url: str, params: dict[str, str] | None, key: str, deadline: float
+    ) -> requests.Response:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise MailgunTransient(f"Mailgun's Events API: no complete answer within {EVENTS_BUDGET_SECONDS:g}s")
+        try:
+            return self._session.get(
+                url,
+                params=params,
+                auth=("api", key),
+                timeout=(min(CONNECT_TIMEOUT_SECONDS, left), min(EVENTS_READ_TIMEOUT_SECONDS, left)),
+            )
+        except requests.RequestException as exc:
+            raise MailgunTransient(f"Mailgun's Events API cannot be asked ({type(exc).__name__})") from None
 
     def fetch_stored(self, url: str) -> bytes:
         """The raw MIME of a message a ``store(notify=...)`` route kept at Mailgun (its ``message-url``).
@@ -111,6 +186,30 @@ class MailgunClient:
             raise MailgunTransient("Mailgun did not answer in time") from None
         except requests.RequestException as exc:
             raise MailgunTransient(f"request to Mailgun failed ({type(exc).__name__})") from None
+
+
+def send_failure(exc: requests.RequestException) -> MailgunTransient:
+    """A send that got no answer: MailgunUnsure unless it surely never reached Mailgun."""
+    if isinstance(exc, requests.ConnectTimeout) or _never_connected(exc):
+        return MailgunTransient(f"cannot connect to Mailgun ({type(exc).__name__})")
+    if isinstance(exc, requests.Timeout):
+        return MailgunUnsure("Mailgun did not answer in time; it may have accepted the message")
+    return MailgunUnsure(f"the connection to Mailgun broke ({type(exc).__name__}); it may have accepted the message")
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """requests wraps a connection that never opened as ConnectionError(MaxRetryError(NewConnectionError...))."""
+    cause = exc.args[0] if exc.args else None
+    reason = cause.reason if isinstance(cause, MaxRetryError) else cause
+    return isinstance(exc, requests.ConnectionError) and isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+def same_origin(url: str, api_base: str) -> bool:
+    """Whether ``url`` is on the API base's scheme and host (where the API key may go)."""
+    parsed, base = urlsplit(url), urlsplit(api_base)
+    if has_control_chars(url) or parsed.username or parsed.password:
+        return False
+    return bool(parsed.scheme) and (parsed.scheme, parsed.netloc) == (base.scheme, base.netloc)
 
 
 def stored_url_allowed(url: str, api_base: str) -> bool:

@@ -24,6 +24,9 @@ LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = MAX_MESSAGE_BYTES + 1024 * 1024
 MIN_ROUTE_KEY_CHARS = 16
+DEFAULT_EVENTS_SETTLE_SECONDS = 1800  # Mailgun's Event Polling guidance: trust events older than half an hour
+MAX_EVENTS_SETTLE_SECONDS = 24 * 3600  # Mailgun keeps events 1 day (free plans) to 30 days
+DEFAULT_LEASE_MARGIN_SECONDS = 30
 _SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]")
 _RESOURCE_ID = re.compile(r"[A-Za-z][A-Za-z0-9._~%+-]{2,254}")
@@ -79,6 +82,10 @@ class RelayConfig:
     mailgun_timeout: float
     max_delivery_age_seconds: float
     max_attempts: int
+    # How old Mailgun's events must be before "no accepted event" is believed (issue 12): a send that
+    # may have reached Mailgun unseen is sent again only after this long (Mailgun: about half an hour).
+    events_settle_seconds: float = DEFAULT_EVENTS_SETTLE_SECONDS
+    lease_margin_seconds: float = DEFAULT_LEASE_MARGIN_SECONDS  # a delivery lease: MAILGUN_TIMEOUT + this
 
 
 class _Reader:
@@ -217,11 +224,27 @@ def load_relay(env: Mapping[str, str]) -> RelayConfig:
     key = reader.secret("MAILGUN_API_KEY")
     deadletter = reader.resource_id("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
     timeout = reader.number("MAILGUN_TIMEOUT", 60, 1, 540, "seconds")
+    before = len(reader.problems)
     max_age = reader.number("TAGRELAY_MAX_DELIVERY_AGE_SECONDS", 24 * 3600, 1, 7 * 24 * 3600, "seconds")
+    age_ok = len(reader.problems) == before
     attempts = reader.whole("TAGRELAY_MAX_ATTEMPTS", 10, 1, 1000, "attempts")
+    before = len(reader.problems)
+    settle = reader.whole(
+        "TAGRELAY_EVENTS_SETTLE_SECONDS", DEFAULT_EVENTS_SETTLE_SECONDS, 0, MAX_EVENTS_SETTLE_SECONDS, "seconds"
+    )
+    if age_ok and len(reader.problems) == before and settle >= max_age:
+        reader.problems.append(
+            f"TAGRELAY_EVENTS_SETTLE_SECONDS={settle} is not below "
+            f"TAGRELAY_MAX_DELIVERY_AGE_SECONDS={_plain(max_age)}: "
+            "a send that may have reached Mailgun would be dead-lettered before its events can be trusted; "
+            "put a settle time shorter than the delivery age (or a longer age)"
+        )
+    margin = reader.whole("TAGRELAY_LEASE_MARGIN_SECONDS", DEFAULT_LEASE_MARGIN_SECONDS, 1, 600, "seconds")
     reader.done()
     assert routes is not None
-    return RelayConfig(project, routes, domain, base, key, deadletter, timeout, max_age, attempts)
+    return RelayConfig(
+        project, routes, domain, base, key, deadletter, timeout, max_age, attempts, settle, margin
+    )  # fmt: skip
 
 
 # -- replying as the alias (issue 13) ------------------------------------------------------

@@ -16,7 +16,10 @@ or give up and keep a record.
     │   ├── LedgerUnavailable    Firestore did not answer
     │   ├── SecretUnavailable    Secret Manager did not answer
     │   ├── ClaimUnavailable     Cloud Storage did not answer
+    │   ├── Settling             a send may have reached Mailgun and its events are not trustworthy yet: wait
     │   └── MailgunTransient     429 (with retry_after), 5xx, timeout, connection error, 401
+    │       └── MailgunUnsure    the request was written, then a timeout or lost connection: Mailgun may
+    │                            have accepted it (ask its Events API before sending again)
     └── PermanentError           retrying cannot help: dead-letter with the reason
         ├── SchemaError          a Pub/Sub message that is not a tagrelay.v1 envelope
         ├── Unrewritable         the rewrite cannot produce a safe header block
@@ -98,10 +101,27 @@ class ClaimUnavailable(TransientError):
     """Cloud Storage did not answer; retry later."""
 
 
+class Settling(TransientError):
+    """An earlier send may have reached Mailgun, its Events API does not show it, and the window is too
+    recent to trust that: retry later (not an outage; the wait does not count as a send attempt)."""
+
+    def __init__(self, reason: str, wait_seconds: float) -> None:
+        super().__init__(reason)
+        self.wait_seconds = wait_seconds
+
+
 class MailgunTransient(TransientError):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class MailgunUnsure(MailgunTransient):
+    """The request reached Mailgun (at least in part) and no answer came back: it may have been accepted.
+
+    Raised for a read timeout or a connection lost after it was established; never for a refused
+    connection, a connect timeout or an answer (429, 5xx), which say for sure nothing was accepted.
+    """
 
 
 class PermanentError(TagrelayError):

@@ -15,11 +15,32 @@ DeliveryState = Literal["go", "done", "busy", "conflict"]
 
 
 @dataclass(frozen=True)
+class Doubt:
+    """Earlier sends of a delivery that may have reached Mailgun without the relay learning it (issue 12):
+    a send that timed out or lost its connection after the request was written, or a lease that ran out
+    while the delivery was ``sending`` (the instance died or was killed, perhaps inside the send).
+
+    Mailgun accepted such a send, if at all, between ``since`` and ``until`` (epoch seconds): from the
+    start of the earliest unsure attempt to the end of the latest (its recorded failure, or its lease).
+    """
+
+    since: float
+    until: float
+
+    def widen(self, other: Doubt | None) -> Doubt:
+        """Both windows in one (the earliest start, the latest end)."""
+        if other is None:
+            return self
+        return Doubt(min(self.since, other.since), max(self.until, other.until))
+
+
+@dataclass(frozen=True)
 class Begin:
     state: DeliveryState  # "conflict": the token is bound to another message's digest (never deliver)
     attempts: int  # including this one, when state is "go"
     detail: str = ""  # the Mailgun id (or the dead-letter reason) when done; the bound digest on conflict
     previous: str = ""  # the record's state before this call ("" when new): "sent", "dead", "sending", ...
+    doubt: Doubt | None = None  # when "go": an earlier send may have been accepted (ask Mailgun first)
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,12 @@ class Ledger(RefusalLog, Protocol):
     ``digest`` if it is not bound yet (first binding wins; a token bound to another
     digest answers "conflict" and starts nothing, unless ``ignore_token``), and the
     delivery record takes a lease ("go"), or is already done, or is leased elsewhere.
+    A "go" carries the record's ``Doubt`` (kept in the record until a release clears
+    it): a recorded unsure send, and a ``sending`` lease that ran out.
+
+    ``release_delivery`` ends a lease without a result: ``doubt`` is what stays unresolved
+    (None: nothing this delivery sent can have reached Mailgun); ``attempted=False`` says the
+    lease sent nothing (it waited for Mailgun's events), so it does not count as an attempt.
     """
 
     def begin_delivery(
@@ -66,7 +93,7 @@ class Ledger(RefusalLog, Protocol):
         ignore_token: bool = False,
     ) -> Begin: ...
     def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None: ...
-    def release_delivery(self, key: str) -> None: ...
+    def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None: ...
     def recent_deliveries(self, limit: int) -> list[Record]: ...
 
 
@@ -116,6 +143,17 @@ class Sender(Protocol):
     """
 
     def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str: ...
+
+
+class SentLog(Protocol):
+    """What Mailgun accepted, from its Events API (MailgunTransient when it cannot be asked).
+
+    ``find_accepted`` answers the Mailgun id (as the send API returns it, ``<...>``) of an
+    ``accepted`` event for ``recipient`` since ``since`` (epoch seconds) whose
+    ``DELIVERY_VARIABLE`` user variable is ``delivery``; None when there is none.
+    """
+
+    def find_accepted(self, recipient: str, delivery: str, since: float) -> str | None: ...
 
 
 class StoredMessages(Protocol):

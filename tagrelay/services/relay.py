@@ -18,6 +18,14 @@ The retry idiom of Cloud Functions: raise to be redelivered, return to stop.
   dead-letter policy is the backstop.)
 - Permanent failures (Mailgun 4xx, no route any more, not a tagrelay message)
   go to the dead-letter topic with the reason and are acknowledged.
+- A send that may have reached Mailgun unseen (issue 12: a timeout or a lost connection
+  after the request was written, or a lease that ran out while ``sending``: the instance
+  died) is never sent again blind: the ledger answers it as ``Begin.doubt``, and the relay
+  asks Mailgun's Events API first (``SentLog``). Accepted: recorded ``sent``, not sent
+  again. Not found: sent only once the window is older than the settle time
+  (``Limits.events_settle_seconds``); until then, and while the Events API cannot be asked,
+  the lease is released without counting an attempt and the message waits for Pub/Sub's
+  redelivery (``Settling``). See :mod:`tagrelay.core.resend`.
 
 Nothing is dropped without a record: a dead-letter publish that fails raises too,
 and an exception outside the tree (a programming error) dead-letters the whole
@@ -48,15 +56,29 @@ from tagrelay.core.errors import (
     Busy,
     ClaimMissing,
     LedgerUnavailable,
+    MailgunTransient,
+    MailgunUnsure,
     PermanentError,
     SchemaError,
+    Settling,
     TransientError,
     Unrewritable,
 )
 from tagrelay.core.log import event
 from tagrelay.core.notice import build_notice
-from tagrelay.core.ports import DELIVERY_VARIABLE, ClaimStore, DeadLetters, Ledger, Refusal, Sender, StoredMessages
-from tagrelay.core.reply import ReplyDesk
+from tagrelay.core.ports import (
+    DELIVERY_VARIABLE,
+    ClaimStore,
+    DeadLetters,
+    Doubt,
+    Ledger,
+    Refusal,
+    Sender,
+    SentLog,
+    StoredMessages,
+)
+from tagrelay.core.reply import ReplyDesk, ReplyPlan
+from tagrelay.core.resend import decide, query_since
 from tagrelay.core.rewrite import rewrite
 from tagrelay.core.routes import Reject, Routes, normalize
 
@@ -75,6 +97,8 @@ class Limits:
     max_attempts: int = 10
     max_age_seconds: float = 24 * 3600
     send_timeout_seconds: float = 60.0  # the lease outlives one Mailgun call
+    events_settle_seconds: float = 1800.0  # "not in Mailgun's events" is believed this long after a send
+    lease_margin_seconds: float = LEASE_MARGIN_SECONDS
 
 
 @dataclass
@@ -96,6 +120,7 @@ class Failure:
     attributes: dict[str, str]
     pubsub_id: str
     notify: str
+    doubt: Doubt | None = None  # kept through a release: an earlier send may have reached Mailgun
 
 
 class Relay:
@@ -111,8 +136,10 @@ class Relay:
         sleep: Callable[[float], None] = time.sleep,
         stored: StoredMessages | None = None,
         replies: ReplyDesk | None = None,
+        sent_log: SentLog | None = None,
     ) -> None:
         self._stored = stored
+        self._sent_log = sent_log  # Mailgun's Events API: asked before a send that may have happened is redone
         self._routes = routes
         self._sender = sender
         self._deadletters = deadletters
@@ -204,7 +231,7 @@ class Relay:
 
         key = delivery_key(message.recipient, targets, digest)
         info = {"alias": message.recipient, "message_id": message.message_id, "targets": ",".join(targets)}
-        lease = self._limits.send_timeout_seconds + LEASE_MARGIN_SECONDS
+        lease = self._limits.send_timeout_seconds + self._limits.lease_margin_seconds
         begin = self._ledger.begin_delivery(
             key,
             lease,
@@ -224,6 +251,27 @@ class Relay:
         progress.key = key
 
         failed = Failure(key, carried, carried, attributes, delivery.pubsub_id, resolved.rule.notify)
+        if begin.doubt is not None:
+            try:
+                earlier = self._earlier_send(key, begin.doubt, targets[0], fields)
+            except TransientError as exc:
+                self._release(key, begin.doubt, attempted=False)  # a wait is not a send attempt
+                age = self._age(delivery)
+                if age is not None and age > self._limits.max_age_seconds:
+                    reason = (
+                        f"gave up after {age:.0f}s: an earlier send may have reached Mailgun, "
+                        f"and its events cannot tell ({exc.reason})"
+                    )
+                    return self._give_up(replace(failed, doubt=begin.doubt), reason)
+                if not isinstance(exc, Settling):
+                    event(logging.WARNING, f"will retry: {exc.reason}", stage="relay", outcome="retry", **fields)
+                raise
+            if earlier:
+                progress.mailgun_id = earlier
+                self._record(key, "sent", earlier)
+                self._after_sent(message, plan, route_to)
+                return Outcome("duplicate", earlier)
+        started = 0.0
         try:
             mime = self._message_bytes(message, digest)
             failed = replace(failed, original=mime)
@@ -237,11 +285,23 @@ class Relay:
                 )  # fmt: skip
             else:
                 outgoing = rewrite(mime, alias, message.sender, spam_tag=tag).pieces
+            started = self._clock()
             mailgun_id = self._sender.send_mime(targets, outgoing, {DELIVERY_VARIABLE: key})
         except Unrewritable as exc:
             return self._give_up(failed, f"cannot rewrite: {exc.reason}")
         except PermanentError as exc:
             return self._give_up(failed, exc.reason)
+        except MailgunUnsure as exc:
+            # Mailgun may have it: never given up on (nor sent again) before its events say so.
+            self._release(key, Doubt(started, self._clock()))
+            event(
+                logging.WARNING,
+                f"will ask Mailgun's events before sending again: {exc.reason}",
+                stage="relay",
+                outcome="retry",
+                **fields,
+            )
+            raise
         except TransientError as exc:
             self._release(key)
             age = self._age(delivery)
@@ -257,10 +317,7 @@ class Relay:
 
         progress.mailgun_id = mailgun_id
         self._record(key, "sent", mailgun_id)
-        if self._replies is not None:
-            self._replies.sent(plan, normalize(route_to) or route_to, message.mime, message.sender)
-        if message.claim:
-            self._drop_claim(message.claim)
+        self._after_sent(message, plan, route_to)
         event(
             logging.INFO,
             "sent",
@@ -272,6 +329,50 @@ class Relay:
             **fields,
         )
         return Outcome("sent", mailgun_id)
+
+    def _after_sent(self, message: Envelope, plan: ReplyPlan | None, route_to: str) -> None:
+        """What follows a send Mailgun accepted: the contact record (replies on), the claim-check object."""
+        if self._replies is not None:
+            self._replies.sent(plan, normalize(route_to) or route_to, message.mime, message.sender)
+        if message.claim:
+            self._drop_claim(message.claim)
+
+    def _earlier_send(self, key: str, doubt: Doubt, recipient: str, fields: dict[str, str]) -> str:
+        """The Mailgun id of an earlier send of this delivery that Mailgun accepted, or "" when its events
+        surely show none (then it is sent now). Raises Settling while "none" cannot be believed yet, and
+        MailgunTransient while the Events API cannot be asked: never sent blind."""
+        if self._sent_log is None:
+            raise MailgunTransient("an earlier send may have reached Mailgun, and no Events API client is set up")
+        found = self._sent_log.find_accepted(recipient, key, query_since(doubt))
+        decision = decide(found, doubt, self._clock(), self._limits.events_settle_seconds)
+        if decision.verdict == "sent":
+            event(
+                logging.INFO,
+                "Mailgun had accepted an earlier send (found in its events): recorded sent, not sent again",
+                stage="relay",
+                outcome="duplicate",
+                mailgun_id=decision.mailgun_id,
+                **fields,
+            )
+            return decision.mailgun_id
+        if decision.verdict == "wait":
+            event(
+                logging.INFO,
+                "waiting for Mailgun's events to settle: an earlier send may have reached Mailgun "
+                f"({decision.wait_seconds:.0f}s more before its absence is believed)",
+                stage="relay",
+                outcome="retry",
+                **fields,
+            )
+            raise Settling("waiting for Mailgun's events to settle", decision.wait_seconds)
+        event(
+            logging.INFO,
+            "Mailgun's settled events show no earlier send: sending it",
+            stage="relay",
+            outcome="resend",
+            **fields,
+        )
+        return ""
 
     def _message_bytes(self, message: Envelope, digest: str) -> bytes:
         """The message to send: carried, fetched from the claim check (checked against its digest),
@@ -345,7 +446,7 @@ class Relay:
         try:
             outcome = self._dead_letter(failed.data, failed.attributes, reason, failed.pubsub_id)
         except TransientError:
-            self._release(failed.key)
+            self._release(failed.key, failed.doubt)
             raise
         self._record(failed.key, "dead", reason)
         if failed.notify:
@@ -382,9 +483,9 @@ class Relay:
             reason = exc.reason if isinstance(exc, (ClaimMissing, TransientError)) else type(exc).__name__
             event(logging.WARNING, f"claim-check object left for the lifecycle rule: {reason}", stage="relay")
 
-    def _release(self, key: str) -> None:
+    def _release(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         try:
-            self._ledger.release_delivery(key)
+            self._ledger.release_delivery(key, doubt, attempted)
         except LedgerUnavailable as exc:
             event(logging.WARNING, f"lease not released (it runs out): {exc.reason}", stage="relay")
 
