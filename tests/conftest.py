@@ -16,7 +16,12 @@ from tests.integration.conftest import TAP, running_stack
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    relay_env = {"MAILGUN_TIMEOUT": "3", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "20"}
+    # A send that may have reached Mailgun waits this settle time (issue 12); it must stay below the age limit.
+    relay_env = {
+        "MAILGUN_TIMEOUT": "3",
+        "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "20",
+        "TAGRELAY_EVENTS_SETTLE_SECONDS": "2",
+    }
     with running_stack(tmp_path_factory, "stack", relay_env) as local:
         local.ensure_subscription(TAP, local.topic)
         local.ensure_subscription(f"{local.deadletter_topic}-tap", local.deadletter_topic)

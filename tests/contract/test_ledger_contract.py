@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tagrelay.adapters.ledger import FirestoreLedger, MemoryLedger
-from tagrelay.core.ports import Begin, Refusal
+from tagrelay.core.ports import Begin, Doubt, Refusal
 
 Ledger = MemoryLedger | FirestoreLedger
 D1, D2 = "1" * 64, "2" * 64
@@ -77,9 +77,46 @@ def test_a_new_delivery_goes_then_is_busy_then_done(make: Callable[[Clock], Ledg
 def test_an_expired_lease_is_taken_over_and_counts_an_attempt(make: Callable[[Clock], Ledger]) -> None:
     clock = Clock()
     ledger, k = make(clock), key()
+    start = clock.now
     assert ledger.begin_delivery(k, 60, INFO).attempts == 1
     clock.now += 61
-    assert ledger.begin_delivery(k, 60, INFO) == Begin("go", 2, "", "sending")
+    # The instance that held it may have died inside the send: its whole lease is in doubt (issue 12).
+    assert ledger.begin_delivery(k, 60, INFO) == Begin("go", 2, "", "sending", Doubt(start, start + 60))
+
+
+def test_a_recorded_doubt_comes_back_until_a_release_clears_it(make: Callable[[Clock], Ledger]) -> None:
+    clock = Clock()
+    ledger, k = make(clock), key()
+    assert ledger.begin_delivery(k, 60, INFO).doubt is None
+    ledger.release_delivery(k, Doubt(clock.now - 5, clock.now))
+    clock.now += 1
+    assert ledger.begin_delivery(k, 60, INFO) == Begin("go", 2, "", "retry", Doubt(clock.now - 6, clock.now - 1))
+    ledger.release_delivery(k, Doubt(clock.now - 6, clock.now - 1), attempted=False)  # waited, sent nothing
+    assert ledger.begin_delivery(k, 60, INFO) == Begin("go", 2, "", "retry", Doubt(clock.now - 6, clock.now - 1))
+    ledger.release_delivery(k)  # resolved, then a sure failure
+    assert ledger.begin_delivery(k, 60, INFO) == Begin("go", 3, "", "retry", None)
+
+
+def test_a_lease_run_out_while_in_doubt_widens_the_doubt(make: Callable[[Clock], Ledger]) -> None:
+    clock = Clock()
+    ledger, k = make(clock), key()
+    first = clock.now
+    ledger.begin_delivery(k, 60, INFO)
+    ledger.release_delivery(k, Doubt(first, first + 2))
+    clock.now += 100
+    assert ledger.begin_delivery(k, 60, INFO).doubt == Doubt(first, first + 2)
+    clock.now += 61  # this instance died too
+    assert ledger.begin_delivery(k, 60, INFO).doubt == Doubt(first, first + 160)
+
+
+def test_a_dead_delivery_keeps_its_doubt_for_a_replay(make: Callable[[Clock], Ledger]) -> None:
+    clock = Clock()
+    ledger, k = make(clock), key()
+    ledger.begin_delivery(k, 60, INFO)
+    ledger.release_delivery(k, Doubt(clock.now, clock.now + 1))
+    ledger.begin_delivery(k, 60, INFO)
+    ledger.delivery_done(k, "dead", "gave up: its events cannot tell")
+    assert ledger.begin_delivery(k, 60, INFO, retake_dead=True).doubt == Doubt(clock.now, clock.now + 1)
 
 
 def test_a_released_delivery_goes_again_at_once(make: Callable[[Clock], Ledger]) -> None:

@@ -357,3 +357,68 @@ def test_a_count_too_long_to_convert_is_a_problem_not_a_crash(relay_env: dict[st
 def test_fractional_seconds_are_still_accepted(ingest_env: dict[str, str]) -> None:
     ingest_env["TAGRELAY_PUBLISH_TIMEOUT"] = "0.5"
     assert load_ingest(ingest_env).publish_timeout == 0.5
+
+
+# -- issue 12: how long Mailgun's events need before "not accepted" is believed ------------------------------------
+
+
+def test_events_settle_time_and_lease_margin_default_to_half_an_hour_and_thirty_seconds(
+    relay_env: dict[str, str],
+) -> None:
+    config = load_relay(relay_env)
+    assert (config.events_settle_seconds, config.lease_margin_seconds) == (1800, 30)
+
+
+def test_events_settle_time_and_lease_margin_are_read(relay_env: dict[str, str]) -> None:
+    relay_env.update({"TAGRELAY_EVENTS_SETTLE_SECONDS": "0", "TAGRELAY_LEASE_MARGIN_SECONDS": "2"})
+    config = load_relay(relay_env)
+    assert (config.events_settle_seconds, config.lease_margin_seconds) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "TAGRELAY_EVENTS_SETTLE_SECONDS",
+            "1800.5",
+            "TAGRELAY_EVENTS_SETTLE_SECONDS='1800.5' is not a whole number: "
+            "put a whole number of seconds between 0 and 86400",
+        ),
+        (
+            "TAGRELAY_EVENTS_SETTLE_SECONDS",
+            "-1",
+            "TAGRELAY_EVENTS_SETTLE_SECONDS='-1' is out of range: put a whole number of seconds between 0 and 86400",
+        ),
+        (
+            "TAGRELAY_EVENTS_SETTLE_SECONDS",
+            "30m",
+            "TAGRELAY_EVENTS_SETTLE_SECONDS='30m' is not a number: put a whole number of seconds between 0 and 86400",
+        ),
+        (
+            "TAGRELAY_LEASE_MARGIN_SECONDS",
+            "0",
+            "TAGRELAY_LEASE_MARGIN_SECONDS='0' is out of range: put a whole number of seconds between 1 and 600",
+        ),
+    ],
+)
+def test_events_settings_messages_name_the_unit(
+    relay_env: dict[str, str], variable: str, value: str, message: str
+) -> None:
+    relay_env[variable] = value
+    assert relay_problems(relay_env) == [message]
+
+
+def test_a_settle_time_not_below_the_delivery_age_is_a_contradiction(relay_env: dict[str, str]) -> None:
+    relay_env["TAGRELAY_MAX_DELIVERY_AGE_SECONDS"] = "1800"
+    assert relay_problems(relay_env) == [
+        "TAGRELAY_EVENTS_SETTLE_SECONDS=1800 is not below TAGRELAY_MAX_DELIVERY_AGE_SECONDS=1800: "
+        "a send that may have reached Mailgun would be dead-lettered before its events can be trusted; "
+        "put a settle time shorter than the delivery age (or a longer age)"
+    ]
+    relay_env["TAGRELAY_EVENTS_SETTLE_SECONDS"] = "1799"
+    assert load_relay(relay_env).events_settle_seconds == 1799
+
+
+def test_a_wrong_delivery_age_is_reported_once_not_also_as_a_contradiction(relay_env: dict[str, str]) -> None:
+    relay_env["TAGRELAY_MAX_DELIVERY_AGE_SECONDS"] = "-5"
+    assert len(relay_problems(relay_env)) == 1
