@@ -103,6 +103,16 @@ class Child:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def kill(self) -> None:
+        """SIGKILL this child's process group at once (a crash: nothing in it runs another line)."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.process.wait(timeout=STOP_SECONDS)
+
     def stop(self) -> None:
         """Stop this child and its process group (the group id is the child's pid)."""
         if self.process.poll() is not None:
@@ -315,10 +325,14 @@ class Stack:
         env = self.relay_environment(extra)
         return self.spawn(name, self._framework("relay", "cloudevent"), env, ready_path=None)
 
-    def restart(self, name: str) -> Child:
-        """Kill a function process by its pid and start it again on the same port."""
+    def restart(self, name: str, hard: bool = False) -> Child:
+        """Stop a function process by its pid (SIGTERM; ``hard``: SIGKILL, a crash) and start it again
+        on the same port."""
         old = self.children.pop(name)
-        old.stop()
+        if hard:
+            old.kill()
+        else:
+            old.stop()
         starter = self.start_relay if name == "relay" else self.start_ingest
         return starter(name=name, extra={"PORT": str(old.port)})
 

@@ -6,6 +6,13 @@ calls, the relay process is stopped and started again mid-run, and the messages
 are posted again the way Mailgun retries, some of them concurrently. At the end
 every message is counted at the stand-in and in the dead-letter topic.
 
+Then the crash window of issue 12: the relay is SIGKILLed while Mailgun holds the answer
+to a send it has already accepted (the restarted relay must find it in Mailgun's events
+and not send it again), and while a send hangs before Mailgun accepted it (the restarted
+relay must wait for the events to settle, then send it once). The suite's relay runs a
+2 s settle time and a 3 s lease (MAILGUN_TIMEOUT 2 + TAGRELAY_LEASE_MARGIN_SECONDS 1),
+so a crash costs seconds here, not the production half hour.
+
 Bounded: the message count (TAGRELAY_FAULT_MESSAGES, default 240) and every wait
 have limits; all traffic stays on 127.0.0.1.
 """
@@ -19,6 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import requests
@@ -26,17 +34,27 @@ import requests
 from tagrelay_tools import mailgun_posts
 from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import accepted, message, pull, running_stack, set_faults
+from tests.integration.waits import alias, arrived, log_lines, wait_for, wait_for_log
 
 MESSAGES = int(os.environ.get("TAGRELAY_FAULT_MESSAGES", "240"))
 FAULT_RATES = {"500": 0.08, "503": 0.06, "429": 0.04, "hang": 0.02, "400": 0.03}
 SETTLE_SECONDS = 300.0
 MAILGUN_RETRY_SECONDS = 0.5
 MAILGUN_RETRIES = 40
+EVENTS_SETTLE_SECONDS = 2
+HOLD_SECONDS = 5  # longer than the relay's MAILGUN_TIMEOUT: it is killed while waiting, well before the answer
+CRASH_SECONDS = 30.0  # the bound on each crash scenario's resolution (it takes a few seconds)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    relay_env = {"MAILGUN_TIMEOUT": "2", "TAGRELAY_MAX_ATTEMPTS": "15", "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "240"}
+    relay_env = {
+        "MAILGUN_TIMEOUT": "2",
+        "TAGRELAY_MAX_ATTEMPTS": "15",
+        "TAGRELAY_MAX_DELIVERY_AGE_SECONDS": "240",
+        "TAGRELAY_EVENTS_SETTLE_SECONDS": str(EVENTS_SETTLE_SECONDS),
+        "TAGRELAY_LEASE_MARGIN_SECONDS": "1",
+    }
     with running_stack(tmp_path_factory, "faults", relay_env) as local:
         local.ensure_subscription("deadletter-count", local.deadletter_topic)
         yield local
@@ -121,3 +139,65 @@ def test_every_message_is_delivered_once_or_dead_lettered(stack: Stack, capsys: 
     assert duplicates == 0
     assert all(reason for reason in dead.values())
     assert len(delivered) + len(dead) == MESSAGES
+
+
+# -- issue 12: a relay killed in the middle of a send ------------------------------------------------
+
+
+def kill_during_send(stack: Stack, message_id: str, sent: Any) -> float:
+    """Wait (tightly: the relay times out in 2 s) until ``sent()`` shows the relay's send reached the
+    stand-in, then SIGKILL the relay by its pid and start it again; return when it was killed."""
+    deadline = time.monotonic() + CRASH_SECONDS
+    while not sent():
+        assert time.monotonic() < deadline, f"<{message_id}>: the relay never called Mailgun"
+        time.sleep(0.05)
+    killed = time.monotonic()
+    stack.restart("relay", hard=True)
+    return killed
+
+
+def crash_report(capsys: pytest.CaptureFixture[str], case: str, seconds: float, arrivals: int) -> None:
+    with capsys.disabled():
+        print(f"\n  SIGKILL {case}: resolved {seconds:.1f}s after the kill, {arrivals} copy at Mailgun, 0 lost")
+
+
+def test_killed_after_mailgun_accepted_is_not_sent_again(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    address, mid = alias("killed-after-accept")
+    set_faults(stack, {"queue": [f"hold:{HOLD_SECONDS}"]})
+    relay_log = stack.children["relay"].log
+    made = mailgun_posts.mime_post(message(mid), address, "a@bank.example", stack.signing_key)
+    assert mailgun_post(stack, made) == 200
+    killed = kill_during_send(stack, mid, lambda: arrived(stack, mid))
+    # Killed before its send's answer came: it never logged a result or a timeout of that send.
+    retries = log_lines(relay_log, message_id=f"<{mid}>", outcome="retry")
+    assert not [r for r in retries if r["message"].startswith("will ask Mailgun's events")]
+    assert log_lines(relay_log, message_id=f"<{mid}>", outcome="sent") == []
+    [found] = wait_for_log(relay_log, CRASH_SECONDS, message_id=f"<{mid}>", outcome="duplicate")
+    resolved = time.monotonic() - killed
+    [copy] = arrived(stack, mid)
+    assert found["mailgun_id"] == copy["id"]
+    assert found["message"].startswith("Mailgun had accepted an earlier send")
+    crash_report(capsys, "after Mailgun accepted (found in its events)", resolved, len(arrived(stack, mid)))
+    assert len(arrived(stack, mid)) == 1
+
+
+def test_killed_before_mailgun_accepted_is_sent_once_after_the_settle_time(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address, mid = alias("killed-before-accept")
+    set_faults(stack, {"queue": ["hang"]})  # the send reaches the stand-in, which never records it
+    relay_log = stack.children["relay"].log
+    calls = stack.standin.calls()
+    made = mailgun_posts.mime_post(message(mid), address, "a@bank.example", stack.signing_key)
+    assert mailgun_post(stack, made) == 200
+    killed = kill_during_send(stack, mid, lambda: stack.standin.calls() > calls)
+    [copy] = wait_for(f"<{mid}> at the stand-in", lambda: arrived(stack, mid), CRASH_SECONDS)
+    delivered = time.monotonic() - killed
+    retries = log_lines(relay_log, message_id=f"<{mid}>", outcome="retry")
+    assert [r for r in retries if r["message"].startswith("waiting for Mailgun's events to settle")]
+    assert not [r for r in retries if r["message"].startswith("will ask Mailgun's events")]  # killed, not timed out
+    [sent] = wait_for_log(relay_log, CRASH_SECONDS, message_id=f"<{mid}>", outcome="sent")
+    assert sent["mailgun_id"] == copy["id"]
+    assert delivered >= EVENTS_SETTLE_SECONDS  # not sent blind: only once the events had settled
+    crash_report(capsys, "before Mailgun accepted (sent once after the settle time)", delivered, 1)
+    assert len(arrived(stack, mid)) == 1
