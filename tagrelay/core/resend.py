@@ -27,6 +27,10 @@ from tagrelay.core.ports import DELIVERY_VARIABLE, Doubt
 # The query begins this long before the unsure send started: clocks (ours, Mailgun's event
 # timestamps) disagree by far less, and a wider range only costs a few more events to read.
 QUERY_MARGIN_SECONDS = 60.0
+# How long Mailgun surely keeps events: "one day for free accounts and up to 30 days for paid
+# accounts" (https://documentation.mailgun.com/docs/mailgun/user-manual/events/); the API reference
+# says "at least 3 days". Past this, "not found" may only mean "forgotten" (a late replay).
+EVENTS_RETENTION_SECONDS = 24 * 3600.0
 
 Verdict = Literal["sent", "wait", "send"]
 
@@ -36,6 +40,7 @@ class Decision:
     verdict: Verdict
     mailgun_id: str = ""  # "sent": the id Mailgun gave the earlier send
     wait_seconds: float = 0.0  # "wait": until "not found" can be believed
+    forgotten: bool = False  # "send": the unsure send is older than Mailgun surely keeps events
 
 
 def query_since(doubt: Doubt) -> float:
@@ -50,7 +55,7 @@ def decide(found: str | None, doubt: Doubt, now: float, settle_seconds: float) -
     trusted_at = doubt.until + settle_seconds
     if now < trusted_at:
         return Decision("wait", wait_seconds=trusted_at - now)
-    return Decision("send")
+    return Decision("send", forgotten=now - doubt.since > EVENTS_RETENTION_SECONDS)
 
 
 def accepted_id(items: Iterable[Any], delivery: str) -> str | None:

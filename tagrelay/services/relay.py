@@ -365,6 +365,16 @@ class Relay:
                 **fields,
             )
             raise Settling("waiting for Mailgun's events to settle", decision.wait_seconds)
+        if decision.forgotten:  # a replay days later: Mailgun may have dropped the events that would tell
+            event(
+                logging.WARNING,
+                "sending it: an earlier send may have reached Mailgun over a day ago, longer than Mailgun "
+                "surely keeps its events; if it did, this is a second copy",
+                stage="relay",
+                outcome="resend",
+                **fields,
+            )
+            return ""
         event(
             logging.INFO,
             "Mailgun's settled events show no earlier send: sending it",

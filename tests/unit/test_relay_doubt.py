@@ -242,3 +242,21 @@ def test_no_events_client_means_no_blind_resend() -> None:
     with pytest.raises(MailgunTransient, match="no Events API client"):
         relay.handle_event_data(event_data())
     assert mailgun.calls == 1
+
+
+def test_a_replay_days_later_is_sent_with_a_warning_that_mailgun_may_have_forgotten(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    published = datetime.fromtimestamp(NOW, UTC).isoformat().replace("+00:00", "Z")
+    s = setup(["timeout"], max_age=3600)
+    with pytest.raises(MailgunUnsure):
+        s.handle(event_data(published=published))
+    s.mailgun.events_down = True
+    s.clock.now = NOW + 3601
+    assert s.handle(event_data(published=published)).status == "dead-lettered"
+    s.mailgun.events_down = False
+    s.clock.now = NOW + 2 * 86400
+    with caplog.at_level("WARNING", logger="tagrelay"):
+        assert s.handle(with_attributes(event_data(published=published), replay="1")).status == "sent"
+    assert len(s.mailgun.accepted) == 1
+    assert any("longer than Mailgun surely keeps its events" in r.getMessage() for r in caplog.records)

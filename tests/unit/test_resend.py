@@ -86,6 +86,12 @@ def test_not_found_is_believed_only_a_settle_time_after_the_window_closed() -> N
     assert decide(None, DOUBT, now=1_000_070.0 + 1800, settle_seconds=1800) == Decision("send")
 
 
+def test_not_found_a_day_later_is_sent_but_marked_as_possibly_forgotten() -> None:
+    """Mailgun keeps events one day on free plans: a late replay cannot trust "not found" as proof."""
+    assert decide(None, DOUBT, now=DOUBT.since + 86400, settle_seconds=1800) == Decision("send")
+    assert decide(None, DOUBT, now=DOUBT.since + 86401, settle_seconds=1800) == Decision("send", forgotten=True)
+
+
 def test_a_zero_settle_time_sends_at_once_when_not_found() -> None:
     assert decide(None, DOUBT, now=1_000_070.0, settle_seconds=0) == Decision("send")
 
