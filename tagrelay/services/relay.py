@@ -476,8 +476,8 @@ class Relay:
 
     def _record(self, key: str, state: Any, detail: str) -> None:
         """Record the end of a delivery. If the ledger fails here, the message is still
-        acknowledged: the only duplicate left is a redelivery Pub/Sub makes on its own
-        after the lease, the one narrow window the README names."""
+        acknowledged; a redelivery Pub/Sub makes on its own finds the record ``sending``,
+        and once the lease runs out it asks Mailgun's events before sending (issue 12)."""
         try:
             self._ledger.delivery_done(key, state, detail)
         except LedgerUnavailable as exc:
