@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
-from tagrelay.core.errors import Busy, MailgunTransient, MailgunUnsure, Settling
+from tagrelay.core.errors import Busy, LedgerUnavailable, MailgunTransient, MailgunUnsure, Settling
 from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
 from tagrelay.services.relay import Limits, Relay
 from tests.unit.test_relay import NOW, ROUTES, RecordingDeadLetters, Sleeps, event_data, with_attributes
@@ -260,3 +260,22 @@ def test_a_replay_days_later_is_sent_with_a_warning_that_mailgun_may_have_forgot
         assert s.handle(with_attributes(event_data(published=published), replay="1")).status == "sent"
     assert len(s.mailgun.accepted) == 1
     assert any("longer than Mailgun surely keeps its events" in r.getMessage() for r in caplog.records)
+
+
+def test_a_sent_record_that_could_not_be_written_is_settled_by_mailguns_events_not_resent() -> None:
+    """Mailgun accepted, the ledger was down for the 'sent' write: the record still says sending."""
+    s = setup()
+
+    class Failing(MemoryLedger):
+        def delivery_done(self, key: str, state: Any, detail: str) -> None:
+            raise LedgerUnavailable("Firestore did not answer")
+
+    failing = Failing(clock=s.clock)
+    failing.deliveries, failing.tokens = s.ledger.deliveries, s.ledger.tokens  # one store, like two instances
+    limits = Limits(10, 24 * 3600, SEND_TIMEOUT, events_settle_seconds=SETTLE)
+    first = Relay(ROUTES, s.mailgun, s.deadletters, failing, limits=limits, clock=s.clock, sleep=Sleeps())
+    assert first.handle_event_data(event_data()).status == "sent"
+    assert s.record()["state"] == "sending"
+    s.clock.now = NOW + LEASE  # Pub/Sub delivers it again (e.g. the ack was lost), after the lease
+    assert s.handle().status == "duplicate"
+    assert len(s.mailgun.accepted) == 1 and s.record()["state"] == "sent"
