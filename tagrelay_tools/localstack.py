@@ -405,6 +405,7 @@ class Stack:
             "pubsub_host": self.pubsub_host,
             "firestore_host": f"127.0.0.1:{self.children['firestore'].port}" if "firestore" in self.children else "",
             "project": self.project,
+            "routes": str(self.routes),
             "pids": {name: child.process.pid for name, child in self.children.items()},
         }
         path.write_text(json.dumps(state, indent=2))

@@ -29,6 +29,7 @@ import flask.testing
 import functions_framework
 import pytest
 
+from tagrelay.adapters.aliases import MemoryAliases
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.app import StandIns, stand_ins
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunRejected, MailgunTransient
@@ -113,9 +114,12 @@ def client(source: str, target: str, signature_type: str, replacements: StandIns
     return app.test_client()
 
 
-def ingest_client(publisher: RecordingPublisher, ledger: MemoryLedger | None = None) -> flask.testing.FlaskClient:
+def ingest_client(
+    publisher: RecordingPublisher, ledger: MemoryLedger | None = None, aliases: MemoryAliases | None = None
+) -> flask.testing.FlaskClient:
     ledger = MemoryLedger() if ledger is None else ledger
-    return client(str(INGEST), "ingest", "http", StandIns(publisher=publisher, refusals=ledger))
+    aliases = MemoryAliases() if aliases is None else aliases  # alias control states (issue 14), in memory
+    return client(str(INGEST), "ingest", "http", StandIns(publisher=publisher, refusals=ledger, aliases=aliases))
 
 
 # -- ingest ----------------------------------------------------------------------------------
