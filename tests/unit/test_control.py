@@ -13,9 +13,10 @@ from tagrelay.adapters.aliases import MemoryAliases
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core import control
-from tagrelay.core.config import ConfigError, load_public_url
+from tagrelay.core.aliases import LockMode
+from tagrelay.core.config import load_public_url
 from tagrelay.core.control import BadLink, Control, ControlCache, Snapshot, sender_org
-from tagrelay.core.errors import LedgerUnavailable, RoutesError
+from tagrelay.core.errors import ConfigError, LedgerUnavailable, RoutesError
 from tagrelay.core.headers import header_fields
 from tagrelay.core.routes import load
 from tagrelay.services.ingest import Ingest
@@ -96,7 +97,7 @@ def test_active_and_malformed_records_are_not_controls() -> None:
     assert snap.controls == {}
 
 
-def locked(mode: control.LockMode = "refuse", allowed: tuple[str, ...] = ("github.com",)) -> Control:
+def locked(mode: LockMode = "refuse", allowed: tuple[str, ...] = ("github.com",)) -> Control:
     return Control("shop@example.org", "locked", mode, frozenset(allowed))
 
 
