@@ -287,6 +287,7 @@ class Stack:
                 "TAGRELAY_REPLY_KEY": self.reply_key,
                 "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
                 "TAGRELAY_ROUTE_KEY": self.route_key,
+                "TAGRELAY_ALIAS_CACHE_SECONDS": "1",  # tagrelay block/lock show within a second locally
                 **self.ingest_env,
                 **(extra or {}),
             }
