@@ -363,3 +363,34 @@ def test_relay_fetches_a_claim_checked_message_whole_and_deletes_its_object() ->
     [(_, sent)] = h.sender.sent
     assert body_bytes(sent) == body_bytes(raw)
     assert claims.objects == {}
+
+
+# -- the one-click block link at /block (issue 14) ----------------------------------------------
+
+
+def test_block_link_route_is_served_by_ingest_with_its_own_mac_and_no_route_key() -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    from tagrelay.core import control
+
+    reply_key = "e" * 40
+    os.environ["TAGRELAY_REPLY_KEY"] = reply_key
+    os.environ["TAGRELAY_ROUTE_KEY"] = "route-key-of-the-entrypoint-test"
+    aliases = MemoryAliases()
+    http = ingest_client(RecordingPublisher(), aliases=aliases)
+    link = control.block_link("http://localhost", "link-shop@example.org", time.time(), control.link_key(reply_key))
+    fields = {k: v[0] for k, v in parse_qs(urlparse(link).query).items()}
+    page = http.get("/block", query_string=fields)
+    assert page.status_code == 200 and page.mimetype == "text/html" and page.headers["X-Frame-Options"] == "DENY"
+    assert aliases.records == {}
+    assert http.post("/block", data=fields).status_code == 200
+    assert aliases.records["link-shop@example.org"]["state"] == "blocked"
+    assert http.post("/block", data={**fields, "s": "f" * 64}).status_code == 403
+    assert http.post("/block", data={"a": "x" * 5000}).status_code == 413
+    assert http.post("/mime", data=b"").status_code == 401  # Mailgun's path still wants the route key
+
+
+def test_block_link_route_is_404_without_a_reply_key() -> None:
+    os.environ.pop("TAGRELAY_REPLY_KEY", None)
+    http = ingest_client(RecordingPublisher())
+    assert http.get("/block?a=x@example.org&x=1&s=00").status_code == 404
