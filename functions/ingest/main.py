@@ -12,7 +12,9 @@ LINK_BODY_BYTES = 4096  # a block link's form is three short fields
 
 @functions_framework.http
 def ingest(request: flask.Request) -> flask.Response:
-    if request.path == "/block":  # the one-click block link (issue 14): its own MAC, no route key
+    # The one-click block link (issue 14): its own MAC, no route key. The path a function sees differs
+    # between Cloud Functions generations ("/block" or "/ingest/block"): match its end.
+    if request.path.rstrip("/").endswith("/block"):
         return block_link(request)
     # k, the route key, comes from the route URL's query string (the body is not read for it).
     result = _service.handle(request.content_type or "", request_chunks(request), request.args.get("k"))
