@@ -46,6 +46,7 @@ class MemoryAliases:
         self.records: dict[str, dict[str, Any]] = {}
         self.queries = 0  # how many times controlled() was called (the cache's round trips)
         self.down = False  # True: every call raises LedgerUnavailable, as an outage would
+        self._versions: dict[str, int] = {}  # per alias, bumped by every write (Firestore's update time)
 
     def _check(self) -> None:
         if self.down:
@@ -68,14 +69,23 @@ class MemoryAliases:
             return dict(record) if record is not None else None
 
     def change_alias(self, alias: str, change: AliasChange) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        with self._lock:
-            self._check()
-            before = self.records.get(alias)
-            snapshot = dict(before) if before is not None else None
-            fields = change(snapshot)
-            if fields is not None:
-                self.records[alias] = _merge(before, fields)
-            return snapshot, fields
+        """Like Firestore's: read, decide outside the lock, write only if nobody wrote in between."""
+        for _ in range(CHANGE_ROUNDS):
+            with self._lock:
+                self._check()
+                before = self.records.get(alias)
+                snapshot = dict(before) if before is not None else None
+                version = self._versions.get(alias, 0)
+            fields = change(dict(snapshot) if snapshot is not None else None)
+            if fields is None:
+                return snapshot, None
+            with self._lock:
+                if self._versions.get(alias, 0) != version:
+                    continue  # changed in between: decide again
+                self.records[alias] = _merge(self.records.get(alias), fields)
+                self._versions[alias] = version + 1
+                return snapshot, fields
+        raise LedgerUnavailable(f"the alias document kept changing ({CHANGE_ROUNDS} tries); try again")
 
 
 class FirestoreAliases:
