@@ -364,3 +364,47 @@ def test_a_link_after_an_unblock_changes_nothing() -> None:
         "state": "blocked",
         "state_changed_at": NOW,
     }
+
+
+# -- reply addresses (issue 13) under a lock or a block ---------------------------------------------
+
+
+class FixedKey:
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def get(self) -> str:
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("state", "verified", "status"),
+    [
+        ("locked", True, 200),  # a verified contact is an exchange the alias already has: the owner's replies
+        ("locked", False, 406),  # an altered address naming the alias is a stranger, locked out
+        ("blocked", True, 406),  # a block refuses replies too, as the routes file's list does
+    ],
+)
+def test_a_lock_spares_a_verified_reply_contact_and_a_block_does_not(state: str, verified: bool, status: int) -> None:
+    from tagrelay.adapters.contacts import MemoryContacts
+    from tagrelay.core import reverse
+    from tagrelay.core.reply import ReplyDesk, ReplyKeys
+
+    reply_key, alice = "z" * 64, "alice@bank.example"
+    contacts = MemoryContacts()
+    if verified:
+        contacts.remember(reverse.contact_id("shop@example.org", alice), "shop@example.org", alice)
+    aliases = MemoryAliases()
+    aliases.records["shop@example.org"] = {"alias": "shop@example.org", "state": state, "lock_mode": "refuse"}
+    config = ingest_config(ROUTES)
+    ingest = Ingest(
+        config,
+        Secret(config.signing_key),
+        RecordingPublisher(),
+        MemoryLedger(clock=lambda: NOW),
+        clock=lambda: NOW,
+        replies=ReplyDesk(ReplyKeys(FixedKey(reply_key)), contacts),
+        controls=ControlCache(aliases.controlled, 30, lambda: NOW),
+    )
+    address = reverse.make("shop@example.org", alice, reply_key)
+    assert post(ingest, address, headers(from_="owner@gmail.com"), sender="owner@gmail.com") == status
