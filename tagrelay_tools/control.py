@@ -29,7 +29,7 @@ from tagrelay.core import control
 from tagrelay.core.aliases import alias_key
 from tagrelay.core.errors import RoutesError, TransientError
 from tagrelay.core.ports import AliasRecords
-from tagrelay.core.routes import Forward, Routes, load_file
+from tagrelay.core.routes import Forward, Reject, Routes, load_file
 from tagrelay_tools.localstack import running_state
 from tagrelay_tools.terminal import printable, say, warn
 
@@ -145,8 +145,11 @@ def _store(args: argparse.Namespace) -> AliasRecords:
 
 def cmd_change(args: argparse.Namespace) -> int:
     try:
-        alias = checked_alias(args.alias, routes_for(args.routes))
+        routes = routes_for(args.routes)
+        alias = checked_alias(args.alias, routes)
         lines = apply(_store(args), args.change, alias, time.time(), args)
+        if routes is not None and routes.resolve(alias) == Reject(alias, "blocked alias"):
+            lines.append(f"  note: {alias} is also in the routes file's blocked list; that one stays until edited")
     except ControlError as exc:
         warn(f"error: {exc}")
         return 2

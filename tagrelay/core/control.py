@@ -369,7 +369,7 @@ class ControlCache:
         self,
         load: Callable[[], list[dict[str, Any]]],
         seconds: float = DEFAULT_CACHE_SECONDS,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         retry_seconds: float = RETRY_SECONDS,
     ) -> None:
         self._load = load

@@ -88,3 +88,20 @@ def test_block_link_needs_a_url_and_a_reply_key(monkeypatch: pytest.MonkeyPatch)
     assert link.startswith("https://r-p.cloudfunctions.net/ingest/block?")
     fields = {k: v[0] for k, v in parse_qs(urlparse(link).query).items()}
     assert control.check_link(fields, WHEN, [control.link_key("q" * 40)]).alias == "a@example.org"
+
+
+def test_unblocking_a_statically_blocked_alias_says_the_routes_file_still_blocks_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tagrelay_tools import control as tool
+
+    store = MemoryAliases()
+    monkeypatch.setattr(tool, "_store", lambda args: store)
+    monkeypatch.setattr(tool, "routes_for", lambda path: ROUTES)
+    namespace = argparse.Namespace(alias="Leaked@example.org", routes=None, change="unblock", mode="hold", allow=[])
+    assert tool.cmd_change(namespace) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "leaked@example.org is active: nothing to unblock",
+        "  note: leaked@example.org is also in the routes file's blocked list; that one stays until edited",
+    ]
