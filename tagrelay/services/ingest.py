@@ -209,7 +209,8 @@ class Ingest:
         return keys
 
     def _handle_signed(self, form: Form, stamp: int, now: float) -> tuple[str, dict[str, str]]:
-        """A verified post: decide the stateless 406s, publish. Every 406 from here on leaves a
+        """A verified post: decide the stateless 406s and the alias's block or lock, publish (the Pub/Sub
+        id and attributes; ``("", {})`` when a locked alias held it instead). Every 406 from here on leaves a
         refusal record, and so does an unexpected error (then a 406 too: the record keeps the
         message, and a deterministic error would fail every one of Mailgun's retries for 8 hours)."""
         message: InboundMessage | None = None
