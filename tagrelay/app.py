@@ -23,15 +23,17 @@ from tagrelay.adapters.lazy import Lazy
 from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import load_ingest, load_relay, load_replies
+from tagrelay.core.control import ControlCache
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
+from tagrelay.core.ports import AliasRecords, DeadLetters, Ledger, RefusalLog, Sender, SentLog, StoredMessages
 from tagrelay.core.ports import ClaimStore as ClaimStorePort
-from tagrelay.core.ports import DeadLetters, Ledger, RefusalLog, Sender, SentLog, StoredMessages
 from tagrelay.core.ports import Publisher as PublisherPort
 
 if TYPE_CHECKING:
     from tagrelay.core.reply import ReplyDesk
+    from tagrelay.services.blocklink import BlockLinks
     from tagrelay.services.ingest import Ingest
     from tagrelay.services.relay import Relay
 
@@ -56,6 +58,7 @@ class StandIns:
     deadletters: DeadLetters | None = None
     claims: ClaimStorePort | None = None
     sent_log: SentLog | None = None
+    aliases: AliasRecords | None = None  # alias control states (issue 14)
     # Client factories behind the real adapters (the benchmarks count every call through them).
     firestore_client: Callable[[], Any] | None = None
     publisher_client: Callable[[], Any] | None = None
@@ -105,6 +108,9 @@ def build_ingest() -> Ingest:
     # (one read, after its MAC verified); never for an ordinary published post.
     refusals = _unless(_stand_ins.refusals, lambda: FirestoreLedger(firestore, blobs=claims))
     route_keys = [Secret(ref) for ref in (config.route_key, config.route_key_previous) if ref is not None]
+    # Block and lock (issue 14): one query for every non-active alias, at most once per cache period.
+    aliases = _unless(_stand_ins.aliases, lambda: _aliases(firestore))
+    controls = ControlCache(aliases.controlled, config.alias_cache_seconds)
     return Ingest(
         config,
         Secret(config.signing_key),
@@ -113,7 +119,28 @@ def build_ingest() -> Ingest:
         claims,
         replies=build_replies(firestore),
         route_keys=route_keys,
+        controls=controls,
     )
+
+
+def _aliases(firestore: Callable[[], Any]) -> AliasRecords:
+    from tagrelay.adapters.aliases import FirestoreAliases
+
+    return FirestoreAliases(firestore)
+
+
+def build_block_links() -> BlockLinks | None:
+    """The one-click block link served by ingest at /block (issue 14); None without a reply key
+    (the link key is derived from it), and then /block answers 404."""
+    from tagrelay.services.blocklink import BlockLinks
+
+    replies = load_replies(os.environ)
+    if replies is None:
+        return None
+    config = load_ingest(os.environ)
+    keys = [Secret(ref) for ref in (replies.key, replies.previous) if ref is not None]
+    aliases = _unless(_stand_ins.aliases, lambda: _aliases(_firestore(config.project)))
+    return BlockLinks(config.routes, keys, aliases)
 
 
 def build_relay() -> Relay:

@@ -298,6 +298,7 @@ class Stack:
                 "TAGRELAY_REPLY_KEY": self.reply_key,
                 "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
                 "TAGRELAY_ROUTE_KEY": self.route_key,
+                "TAGRELAY_ALIAS_CACHE_SECONDS": "1",  # tagrelay block/lock show within a second locally
                 **self.ingest_env,
                 **(extra or {}),
             }
@@ -420,6 +421,7 @@ class Stack:
             "pubsub_host": self.pubsub_host,
             "firestore_host": f"127.0.0.1:{self.children['firestore'].port}" if "firestore" in self.children else "",
             "project": self.project,
+            "routes": str(self.routes),
             "pids": {name: child.process.pid for name, child in self.children.items()},
         }
         path.write_text(json.dumps(state, indent=2))

@@ -11,6 +11,12 @@ released with a precondition before the publish (a second release is refused),
 and the relay's delivery record makes a redelivered copy a duplicate.
 Against the real project (Application Default Credentials), or with ``--local``
 against the emulators of a running ``tagrelay run``.
+
+Held messages (a locked alias in ``hold`` mode: Mailgun got a 200, nothing was published)
+are refusal records of kind ``held``: ``list`` marks them ``HELD`` (``--held`` shows only
+them) and ``release`` delivers them like any other refusal. The relay does not check an
+alias's block or lock (only ingest does), so a released message is delivered even while
+the alias stays locked.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from tagrelay_tools import terminal
 from tagrelay_tools.terminal import say, warn
 
 DROPPED_ATTRIBUTES = ("deadletter_reason", "deadlettered_at", "original_pubsub_id", "replay", "release")
+HELD_SCAN = 1000  # newest refusals looked through for held ones (no composite index needed)
+RELEASABLE_KINDS = ("message", "held")  # "form": only a summary of a form that could not become a message
 
 
 class ReleaseError(Exception):
@@ -55,11 +63,12 @@ def rows(records: list[Record], now: float) -> list[str]:
         data = record.data
         age = _human(max(0.0, now - float(data.get("at", now))))
         released = f" released {printable(data['released'], 25)}" if data.get("released") else ""
+        held = "HELD  " if data.get("kind") == "held" else ""
         lines.append(
-            f"  {record.key}  {age:>6}  {printable(data.get('alias', ''), 32):<32} "
+            f"  {record.key}  {age:>6}  {held}{printable(data.get('alias', ''), 32):<32} "
             f"from {printable(data.get('sender', ''), 40):<40} {int(data.get('size', 0)):>9} B  "
             f"{printable(data.get('reason', ''), 200)}{released}"
-            + ("" if data.get("kind", "message") == "message" else "  (form summary only)")
+            + ("" if data.get("kind", "message") in RELEASABLE_KINDS else "  (form summary only)")
         )
     return lines
 
@@ -76,7 +85,7 @@ def release(
     if record is None:
         raise ReleaseError(f"no refusal {ident!r}, or it was released already (see 'tagrelay refusals list')")
     try:
-        if record.get("kind", "message") != "message":
+        if record.get("kind", "message") not in RELEASABLE_KINDS:
             raise ReleaseError("only a summary of the form was kept (it could not become a message): not releasable")
         if record.get("truncated"):
             raise ReleaseError("only the start of this message was kept (no claim-check bucket): not releasable")
@@ -113,6 +122,7 @@ def register(commands: Any) -> None:
     actions = refusals.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="id, age, alias, sender, size and reason of every refusal")
     listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--held", action="store_true", help="only messages a locked alias holds for review")
     releasing = actions.add_parser("release", help="deliver a refused message despite the refusal, exactly once")
     releasing.add_argument("id", help="the refusal id from 'tagrelay refusals list'")
     for parser in (listing, releasing):
@@ -135,11 +145,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     from tagrelay_tools.ops import _project
 
     store, _ = _store(_project(args))
-    records = store.recent_refusals(args.limit)
+    records = store.recent_refusals(max(args.limit, HELD_SCAN) if args.held else args.limit)
+    if args.held:
+        records = [r for r in records if r.data.get("kind") == "held"][: args.limit]
     if not records:
-        say("no refusals in the last 7 days")
+        say("no held messages in the last 7 days" if args.held else "no refusals in the last 7 days")
         return 0
-    say(f"{len(records)} refusal(s), newest first:")
+    what = "held message(s)" if args.held else "refusal(s)"
+    say(f"{len(records)} {what}, newest first:")
     for line in rows(records, datetime.now(UTC).timestamp()):
         say(line)
     return 0

@@ -69,6 +69,7 @@ class IngestConfig:
     claim_bucket: str = ""  # Cloud Storage bucket for messages over Pub/Sub's 10 MB cap
     route_key: SecretRef | None = None  # the route URL's ?k=: when set, a post without it is refused first
     route_key_previous: SecretRef | None = None  # still accepted while a rotation settles
+    alias_cache_seconds: float = 30.0  # how long ingest trusts its read of the alias control states
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,30 @@ def load_ingest(env: Mapping[str, str]) -> IngestConfig:
     bucket = env.get("TAGRELAY_CLAIM_BUCKET", "").strip()
     if bucket and not _BUCKET.fullmatch(bucket):
         reader.problems.append(f"TAGRELAY_CLAIM_BUCKET={bucket!r} is not a bucket name (3-63 of a-z 0-9 - _ .)")
+    cache = reader.number("TAGRELAY_ALIAS_CACHE_SECONDS", 30, 0.5, 300, "seconds")
     reader.done()
     assert routes is not None
-    return IngestConfig(project, topic, routes, key, max_age, timeout, max_body, bucket, route_key, route_key_previous)
+    return IngestConfig(
+        project, topic, routes, key, max_age, timeout, max_body, bucket, route_key, route_key_previous, cache
+    )
+
+
+def load_public_url(env: Mapping[str, str]) -> str:
+    """``TAGRELAY_PUBLIC_URL``: ingest's public URL, the base of block links ("" when unset).
+
+    https (http only to this machine, for the local stack); the links carry a MAC, not a secret,
+    but a page that changes state is not served over clear text.
+    """
+    if not env.get("TAGRELAY_PUBLIC_URL", "").strip():
+        return ""
+    reader = _Reader(env)
+    value = reader.url("TAGRELAY_PUBLIC_URL", "")
+    if reader.problems:
+        reader.problems = [
+            "TAGRELAY_PUBLIC_URL must be ingest's https URL, e.g. https://REGION-PROJECT.cloudfunctions.net/ingest"
+        ]
+    reader.done()
+    return value
 
 
 def load_relay(env: Mapping[str, str]) -> RelayConfig:

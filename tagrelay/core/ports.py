@@ -7,9 +7,12 @@ Services import only this module and the rest of the core, never an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from tagrelay.core.control import Snapshot
 
 DeliveryState = Literal["go", "done", "busy", "conflict"]
 
@@ -198,3 +201,28 @@ class Contacts(Protocol):
     def lookup(self, key: str) -> Contact | None: ...
     def count(self, key: str, direction: ContactCount) -> None: ...
     def list_alias(self, alias: str, limit: int) -> list[Contact]: ...
+
+
+# -- control of an alias without a redeploy (issue 14) -------------------------------------
+
+AliasChange = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+
+
+class AliasRecords(Protocol):
+    """The alias documents (``tagrelay_aliases``; LedgerUnavailable when the store does not answer).
+
+    ``controlled`` returns the control fields of every alias whose state is not active, in one
+    query. ``change_alias`` reads one alias document, asks ``change`` for the fields to merge
+    (None: leave it), and writes them only if the document did not change since the read
+    (read again and asked again if it did); it returns the record before and the fields written.
+    """
+
+    def controlled(self) -> list[dict[str, Any]]: ...
+    def read_alias(self, alias: str) -> dict[str, Any] | None: ...
+    def change_alias(self, alias: str, change: AliasChange) -> tuple[dict[str, Any] | None, dict[str, Any] | None]: ...
+
+
+class ControlStates(Protocol):
+    """The control states ingest decides from, through a short cache (LedgerUnavailable when unknown)."""
+
+    def current(self) -> Snapshot: ...

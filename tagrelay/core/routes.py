@@ -35,7 +35,9 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_PART = re.compile(rf"{_ATEXT}(\.{_ATEXT})*")
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-ROUTE_KEYS = frozenset({"match", "forward", "fallback", "name", "notify", "spam", "spam_threshold", "reply_name"})
+ROUTE_KEYS = frozenset(
+    {"match", "forward", "fallback", "name", "notify", "spam", "spam_threshold", "reply_name", "block_link"}
+)
 TOP_KEYS = frozenset({"route", "fallback", "blocked", "spam", "spam_threshold"})
 DETAIL = "detail"
 MAX_ADDRESS_OCTETS = 254  # RFC 5321's path limit, less the angle brackets
@@ -53,6 +55,7 @@ class Rule:
     notify: str = ""  # who is told when a message for this route cannot be delivered
     spam: SpamPolicy = field(default_factory=SpamPolicy)
     reply_name: str = ""  # display name of the alias on replies sent as it (issue 13)
+    block_link: bool = False  # one-click block links for its aliases (issue 14)
 
     def describe(self) -> str:
         return f"route #{self.index} (line {self.line}): match = {self.match!r}"
@@ -245,6 +248,9 @@ def _rule(
         )
     _check_not_ours(fallback, domains, where, "fallback")
     notify = _notify(raw.get("notify", False), fallback, domains, where)
+    block_link = raw.get("block_link", False)
+    if not isinstance(block_link, bool):
+        raise RoutesError(f"{where}: block_link must be true or false")
     return Rule(
         index=index,
         line=line,
@@ -256,6 +262,7 @@ def _rule(
         notify=notify,
         spam=_spam_policy(raw, default_spam, where),
         reply_name=reply_name.strip(),
+        block_link=block_link,
     )
 
 

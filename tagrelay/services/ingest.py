@@ -3,12 +3,19 @@
 Statuses (Mailgun treats 200 as done, 406 as "do not retry", anything else as
 a failure it retries for about 8 hours):
 
-- 200 published and acknowledged by Pub/Sub;
+- 200 published and acknowledged by Pub/Sub; or held for the owner's review (a locked
+  alias in ``hold`` mode: kept as a held refusal record, not published);
 - 400 not a Mailgun form at all (or an unexpected error before the signature was checked);
 - 401 bad or missing signature, or a timestamp outside the window;
-- 406 signed, but never deliverable (no route, blocked alias, loop, too large), or
+- 406 signed, but never deliverable (no route, blocked alias, loop, too large, a sender
+  a locked alias does not let through in ``refuse`` mode), or
   signed and impossible to handle (an unexpected error): kept as a refusal record;
-- 503 Pub/Sub, the key store, or the refusal record's store unavailable: Mailgun retries.
+- 503 Pub/Sub, the key store, or the refusal record's store unavailable, or the alias
+  control states never read by this instance: Mailgun retries.
+
+The control states (``tagrelay block|lock``, issue 14) come from a cache read at most
+every ``TAGRELAY_ALIAS_CACHE_SECONDS`` (``tagrelay.core.control.ControlCache``), so a
+published post still costs one publish.
 
 Ingest does what only ingest can, at the cost of one publish: verify, decide the
 406s that need no state, publish. Replay protection (a token bound to the first
@@ -32,7 +39,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tagrelay.core import envelope, spam
+from tagrelay.core import control, envelope, spam
 from tagrelay.core.config import IngestConfig
 from tagrelay.core.errors import (
     BadRequest,
@@ -59,7 +66,7 @@ from tagrelay.core.inbound import (
     to_inbound,
 )
 from tagrelay.core.log import event
-from tagrelay.core.ports import ClaimStore, KeySource, Publisher, Refusal, RefusalLog
+from tagrelay.core.ports import ClaimStore, ControlStates, KeySource, Publisher, Refusal, RefusalLog
 from tagrelay.core.reply import ReplyDesk
 from tagrelay.core.rewrite import carries_loop_marker
 from tagrelay.core.routes import Reject
@@ -118,6 +125,7 @@ class Ingest:
         clock: Callable[[], float] = time.time,
         replies: ReplyDesk | None = None,
         route_keys: Sequence[KeySource] = (),
+        controls: ControlStates | None = None,
     ) -> None:
         self.config = config
         self._replies = replies
@@ -127,6 +135,7 @@ class Ingest:
         self._claims = claims
         self._clock = clock
         self._route_keys = tuple(route_keys)  # current first, then the previous one during a rotation
+        self._controls = controls  # alias block/lock states (issue 14); None: only the routes file's list
         self._unauthenticated = RefusalSummary(clock)
 
     def handle(self, content_type: str, body: Body, route_key: str | None = None) -> Response:
@@ -158,6 +167,8 @@ class Ingest:
             alias = form.text("recipient")[:200]
             stamp = int(form.text("timestamp"))
             pubsub_id, attributes = self._handle_signed(form, stamp, now)
+            if not pubsub_id:
+                return Response(200, "held for the owner's review")
         except RejectedInput as exc:
             if signed:
                 event(
@@ -198,14 +209,21 @@ class Ingest:
         return keys
 
     def _handle_signed(self, form: Form, stamp: int, now: float) -> tuple[str, dict[str, str]]:
-        """A verified post: decide the stateless 406s, publish. Every 406 from here on leaves a
+        """A verified post: decide the stateless 406s and the alias's block or lock, publish (the Pub/Sub
+        id and attributes; ``("", {})`` when a locked alias held it instead). Every 406 from here on leaves a
         refusal record, and so does an unexpected error (then a 406 too: the record keeps the
         message, and a deterministic error would fail every one of Mailgun's retries for 8 hours)."""
         message: InboundMessage | None = None
         try:
             message = to_inbound(form, stamp)
             stored = stored_message_url(form)
-            fields = self._check_deliverable(message, stored)
+            fields, routed = self._check_deliverable(message, stored)
+            held = self._check_control(message, fields, routed)
+            if held:
+                ident = self._keep_refusal(form, message, held, kind="held")
+                event(logging.INFO, f"held: {held}", stage="ingest", alias=message.recipient[:200],
+                      outcome="held", refusal=ident, reason=held)  # fmt: skip
+                return "", {}
             return self._publish_once(message, now, stored, fields)
         except Undeliverable as exc:
             self._keep_refusal(form, message, exc.reason)
@@ -225,8 +243,10 @@ class Ingest:
             self._keep_refusal(form, message, reason)
             raise Undeliverable(f"{reason}; kept as a refusal record") from None
 
-    def _keep_refusal(self, form: Form, message: InboundMessage | None, reason: str) -> None:
-        """Record a refusal of signed mail; LedgerUnavailable (so 503, and Mailgun retries) when it cannot."""
+    def _keep_refusal(self, form: Form, message: InboundMessage | None, reason: str, kind: str = "message") -> str:
+        """Record a refusal of signed mail; LedgerUnavailable (so 503, and Mailgun retries) when it cannot.
+
+        ``kind`` "held": a message a locked alias holds for review (answered 200, releasable)."""
         alias, sender, token = form.text("recipient")[:300], form.text("sender")[:600], form.text("token")[:300]
         upload = form.files.get("body-mime")
         raw = upload.data if upload is not None else form.fields.get("body-mime")
@@ -236,7 +256,7 @@ class Ingest:
             stored = stored_message_url(form)
             kept = {"stored": stored, "spam_flag": message.spam_flag, "spam_score": message.spam_score}
             attributes = {k: v for k, v in kept.items() if v} or None
-            refusal = Refusal(reason, alias, sender, message.mime, "message", attributes)
+            refusal = Refusal(reason, alias, sender, message.mime, kind, attributes)
         elif raw is not None:
             refusal = Refusal(reason, alias, sender, raw, "message")  # the envelope was refused, not the message
         else:
@@ -256,6 +276,23 @@ class Ingest:
             refusal=ident,
             reason=reason,
         )
+        return ident
+
+    def _check_control(self, message: InboundMessage, fields: list[Field], routed: _Routed) -> str:
+        """The alias's block or lock (issue 14): Undeliverable to refuse, a reason to hold, "" to publish.
+
+        A post to a reverse address whose contact record verified is an exchange the alias already
+        has (the owner's replies come this way), so a lock does not apply to it; a block does.
+        """
+        if self._controls is None:
+            return ""
+        found = self._controls.current().lookup(routed.alias)
+        if found is None or (routed.contact and found.state == "locked"):
+            return ""
+        decision = control.decide(found, control.sender_org(fields, message.sender))
+        if decision.action == "refuse":
+            raise Undeliverable(decision.reason)
+        return decision.reason if decision.action == "hold" else ""
 
     def _publish_once(
         self, message: InboundMessage, now: float, stored: str = "", fields: list[Field] | None = None
@@ -281,10 +318,11 @@ class Ingest:
             raise
         return pubsub_id, attributes
 
-    def _check_deliverable(self, message: InboundMessage, stored: str = "") -> list[Field]:
-        """Raise Undeliverable for the 406s that need no state; return the parsed header fields."""
+    def _check_deliverable(self, message: InboundMessage, stored: str = "") -> tuple[list[Field], _Routed]:
+        """Raise Undeliverable for the 406s that need no state; return the parsed header fields and the alias."""
         recipient, mime = message.recipient, message.mime
-        resolved = self.config.routes.resolve(self._route_address(recipient))
+        routed = self._route_address(recipient)
+        resolved = self.config.routes.resolve(routed.alias)
         if isinstance(resolved, Reject):
             raise Undeliverable(resolved.reason)
         seen = spam.verdict(message.spam_flag, message.spam_score)
@@ -306,15 +344,15 @@ class Ingest:
                 alias=recipient,
                 outcome="stored message",
             )
-            return fields
+            return fields, routed
         if len(mime) > envelope.MAX_DATA_BYTES and self._claims is None:
             raise Undeliverable(
                 f"message of {len(mime)} bytes is over the {envelope.MAX_DATA_BYTES} byte Pub/Sub limit "
                 "and no claim-check bucket is set (TAGRELAY_CLAIM_BUCKET)"
             )
-        return fields
+        return fields, routed
 
-    def _route_address(self, recipient: str) -> str:
+    def _route_address(self, recipient: str) -> _Routed:
         """The address to route: a reverse address routes as its alias (issue 13).
 
         Its MAC is checked before any lookup. A made-up or altered one that still names
@@ -323,15 +361,23 @@ class Ingest:
         is blocked, is refused with 406. A blocked alias is refused by the routes.
         """
         if self._replies is None:
-            return recipient
+            return _Routed(recipient)
         found = self._replies.identify(recipient)
         if found is None:
-            return recipient
+            return _Routed(recipient)
         if not found.alias:
             raise Undeliverable(f"reply address: {found.reason}")
         if found.contact is not None and found.contact.blocked:
             raise Undeliverable("reply address: the contact is blocked")
-        return found.alias
+        return _Routed(found.alias, contact=found.contact is not None)
+
+
+@dataclass(frozen=True)
+class _Routed:
+    """The address a recipient routes as: itself, or the alias of a reverse address (``contact``: verified)."""
+
+    alias: str
+    contact: bool = False
 
 
 SUMMARY_SECONDS = 60.0  # at most one WARNING line per this many seconds about unauthenticated posts

@@ -102,14 +102,20 @@ def test_a_predicted_message_id_does_not_suppress_the_real_message(hostile_stack
     assert len(arrivals(stack, mid)) == 2
 
 
-def test_ingest_needs_no_firestore(hostile_stack: Stack) -> None:
-    """One publish per post: an ingest whose Firestore is unreachable still queues routable mail."""
+def test_an_ingest_that_never_read_the_alias_states_answers_503_not_200_or_406(hostile_stack: Stack) -> None:
+    """Ingest reads the block/lock states of aliases (issue 14) once per cache period, never per post (one
+    publish per post in steady state; a failed refresh serves the last states read). An instance that has
+    never read them cannot tell a blocked alias from an active one: it answers 503, so Mailgun retries
+    and nothing is lost or forwarded against a block; the retry succeeds once Firestore answers."""
     stack = hostile_stack
     child = stack.start_ingest(name="ingest-no-firestore", extra={"FIRESTORE_EMULATOR_HOST": "127.0.0.1:9"})
     try:
         mid = f"nofs-{uuid.uuid4().hex}@x.example"
         response = post(stack, message(mid), "nofs@example.org", url=child.url)
-        assert response.status_code == 200, response.text
+        assert response.status_code == 503, response.text
+        assert response.text == "temporarily unavailable, retry later\n"
+        retry = post(stack, message(mid), "nofs@example.org")  # Mailgun's retry, to an instance that has read them
+        assert retry.status_code == 200, retry.text
         wait_for_arrival(stack, mid)
     finally:
         stack.children.pop("ingest-no-firestore").stop()

@@ -29,6 +29,7 @@ import flask.testing
 import functions_framework
 import pytest
 
+from tagrelay.adapters.aliases import MemoryAliases
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.app import StandIns, stand_ins
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunRejected, MailgunTransient
@@ -113,9 +114,12 @@ def client(source: str, target: str, signature_type: str, replacements: StandIns
     return app.test_client()
 
 
-def ingest_client(publisher: RecordingPublisher, ledger: MemoryLedger | None = None) -> flask.testing.FlaskClient:
+def ingest_client(
+    publisher: RecordingPublisher, ledger: MemoryLedger | None = None, aliases: MemoryAliases | None = None
+) -> flask.testing.FlaskClient:
     ledger = MemoryLedger() if ledger is None else ledger
-    return client(str(INGEST), "ingest", "http", StandIns(publisher=publisher, refusals=ledger))
+    aliases = MemoryAliases() if aliases is None else aliases  # alias control states (issue 14), in memory
+    return client(str(INGEST), "ingest", "http", StandIns(publisher=publisher, refusals=ledger, aliases=aliases))
 
 
 # -- ingest ----------------------------------------------------------------------------------
@@ -359,3 +363,34 @@ def test_relay_fetches_a_claim_checked_message_whole_and_deletes_its_object() ->
     [(_, sent)] = h.sender.sent
     assert body_bytes(sent) == body_bytes(raw)
     assert claims.objects == {}
+
+
+# -- the one-click block link at /block (issue 14) ----------------------------------------------
+
+
+def test_block_link_route_is_served_by_ingest_with_its_own_mac_and_no_route_key() -> None:
+    from urllib.parse import parse_qs, urlparse
+
+    from tagrelay.core import control
+
+    reply_key = "e" * 40
+    os.environ["TAGRELAY_REPLY_KEY"] = reply_key
+    os.environ["TAGRELAY_ROUTE_KEY"] = "route-key-of-the-entrypoint-test"
+    aliases = MemoryAliases()
+    http = ingest_client(RecordingPublisher(), aliases=aliases)
+    link = control.block_link("http://localhost", "link-shop@example.org", time.time(), control.link_key(reply_key))
+    fields = {k: v[0] for k, v in parse_qs(urlparse(link).query).items()}
+    page = http.get("/block", query_string=fields)
+    assert page.status_code == 200 and page.mimetype == "text/html" and page.headers["X-Frame-Options"] == "DENY"
+    assert aliases.records == {}
+    assert http.post("/block", data=fields).status_code == 200
+    assert aliases.records["link-shop@example.org"]["state"] == "blocked"
+    assert http.post("/block", data={**fields, "s": "f" * 64}).status_code == 403
+    assert http.post("/block", data={"a": "x" * 5000}).status_code == 413
+    assert http.post("/mime", data=b"").status_code == 401  # Mailgun's path still wants the route key
+
+
+def test_block_link_route_is_404_without_a_reply_key() -> None:
+    os.environ.pop("TAGRELAY_REPLY_KEY", None)
+    http = ingest_client(RecordingPublisher())
+    assert http.get("/block?a=x@example.org&x=1&s=00").status_code == 404
