@@ -152,3 +152,20 @@ class Contacts(Protocol):
     def lookup(self, key: str) -> Contact | None: ...
     def count(self, key: str, direction: ContactCount) -> None: ...
     def list_alias(self, alias: str, limit: int) -> list[Contact]: ...
+
+
+# -- what each alias receives (issue 14) ---------------------------------------------------
+
+
+class AliasInsight(Protocol):
+    """The per-alias record of ``tagrelay_aliases`` (LedgerUnavailable when the store does not answer).
+
+    ``observe`` applies one message's write (a ``tagrelay.core.insight.Write``) in one round
+    trip and returns the whole record, read after the write, only when ``domain`` was new
+    to the alias (its count became 1), else None. ``claim_leak`` creates the marker of a
+    flagged (alias, domain) once: False when it exists (another relay flagged it first).
+    """
+
+    def observe(self, alias: str, write: Any, domain: str) -> dict[str, Any] | None: ...
+    def update(self, alias: str, write: Any) -> None: ...
+    def claim_leak(self, alias: str, domain: str, evidence: dict[str, Any]) -> bool: ...
