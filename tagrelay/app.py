@@ -26,8 +26,8 @@ from tagrelay.core.config import load_ingest, load_relay, load_replies
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
+from tagrelay.core.ports import AliasInsight, DeadLetters, Ledger, RefusalLog, Sender, StoredMessages
 from tagrelay.core.ports import ClaimStore as ClaimStorePort
-from tagrelay.core.ports import DeadLetters, Ledger, RefusalLog, Sender, StoredMessages
 from tagrelay.core.ports import Publisher as PublisherPort
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class StandIns:
     sender: Sender | None = None
     deadletters: DeadLetters | None = None
     claims: ClaimStorePort | None = None
+    insight: AliasInsight | None = None
     # Client factories behind the real adapters (the benchmarks count every call through them).
     firestore_client: Callable[[], Any] | None = None
     publisher_client: Callable[[], Any] | None = None
@@ -150,7 +151,15 @@ def build_relay() -> Relay:
         limits,
         stored=_unless(_stand_ins.stored, lambda: mailgun),
         replies=build_replies(firestore),
+        insight=_unless(_stand_ins.insight, lambda: _insight(firestore)),
     )
+
+
+def _insight(firestore: Callable[[], Any]) -> AliasInsight:
+    """Per-alias counts, sender domains and the leak signal (issue 14), on the relay's Firestore client."""
+    from tagrelay.adapters.insight import FirestoreInsight
+
+    return FirestoreInsight(firestore)
 
 
 def build_replies(firestore: Callable[[], Any]) -> ReplyDesk | None:

@@ -19,7 +19,6 @@ one notifies the owner.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 

@@ -56,14 +56,13 @@ from __future__ import annotations
 
 import email.utils
 import functools
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from tagrelay.core.aliases import registrable_domain
-from tagrelay.core.ports import AliasInsight
 from tagrelay.core.headers import clean_text, decode_words, first, header_fields
+from tagrelay.core.ports import AliasInsight
 from tagrelay.core.reply import mailgun_verdicts
 
 DAYS_KEPT = 31
@@ -290,8 +289,8 @@ def apply(record: dict[str, Any], write: Write) -> dict[str, Any]:
     return out
 
 
-def _copy(value: Any) -> Any:
-    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
+    return {k: _copy(v) if isinstance(v, dict) else v for k, v in value.items()}
 
 
 def _get(record: dict[str, Any], path: Path) -> Any:
