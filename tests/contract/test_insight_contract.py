@@ -80,8 +80,7 @@ def test_day_buckets_older_than_31_days_are_deleted_by_the_next_write(store: Ali
 def test_a_leak_marker_is_claimed_once_even_by_racing_relays(store: AliasInsight) -> None:
     wins: list[bool] = []
     threads = [
-        threading.Thread(target=lambda: wins.append(store.claim_leak(ALIAS, "x.example", {"at": AT})))
-        for _ in range(4)
+        threading.Thread(target=lambda: wins.append(store.claim_leak(ALIAS, "x.example", {"at": AT}))) for _ in range(4)
     ]
     for t in threads:
         t.start()
