@@ -242,11 +242,9 @@ def count_path(domain: str) -> Path:
 def write_for(seen: Sighting) -> Write:
     """What one message adds to its alias's record (no read needed)."""
     day = day_key(seen.at)
-    increments: dict[Path, int] = {("messages",): 1, ("days", day): 1}
+    increments: dict[Path, int] = {("messages",): 1, ("spam",): int(seen.spam), ("days", day): 1}
     minimums: dict[Path, float] = {("first_seen",): seen.at}
-    if seen.spam:
-        increments[("spam",)] = 1
-    elif seen.domain:
+    if not seen.spam and seen.domain:
         increments[count_path(seen.domain)] = 1
         minimums[("domains", seen.domain, "first_seen")] = seen.at
     stale = tuple(("days", day_key(seen.at - n * 86400)) for n in range(DAYS_KEPT, 2 * DAYS_KEPT))
