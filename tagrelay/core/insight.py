@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import email.utils
 import functools
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -74,6 +75,10 @@ MAX_KNOWN_ORGS = 3
 NOTICES_PER_DAY = 2
 REQUIRE_SPF = True
 MAX_SHOWN = 200
+MAX_DOMAIN_CHARS = 253
+# A sender domain becomes a Firestore map key: letters, digits, hyphens and underscores between dots
+# (IDNA form), never a reserved ``__name__``: a From domain a sender made up cannot break the write.
+_DNS_NAME = re.compile(r"(?!__)[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
 # Consumer mailbox providers (registrable domains): anyone may write from them. Not a suffix list.
 FREEMAIL = frozenset(
@@ -186,7 +191,9 @@ class Sighting:
 
     @property
     def domain(self) -> str:
-        return registrable_domain(self.from_address) if self.from_address else ""
+        """The From address's organisation, or "" when it is not a plain DNS name (then it is only counted)."""
+        found = registrable_domain(self.from_address) if self.from_address else ""
+        return found if len(found) <= MAX_DOMAIN_CHARS and _DNS_NAME.fullmatch(found) else ""
 
 
 def _shown(value: str) -> str:

@@ -264,3 +264,22 @@ def test_the_leak_rates_on_the_labelled_histories_stay_where_they_were_measured(
     assert rates.early_flag <= 0.10
     assert rates.at_first >= 0.36
     assert rates.missed <= 0.34
+
+
+@pytest.mark.parametrize(
+    ("address", "domain"),
+    [
+        ("a@Mail.GitHub.com", "github.com"),
+        ("a@bücher.example", "xn--bcher-kva.example"),
+        ("a@x_y.example", "x_y.example"),
+        ("a@ev`il.com", ""),  # not a DNS name: counted as a message, never a map key
+        ("a@__name__", ""),  # Firestore reserves __names__
+        ("a@x/y.com", ""),
+        ("a@x*.com", ""),
+        ("", ""),
+    ],
+)
+def test_only_a_plain_dns_name_becomes_a_sender_domain(address: str, domain: str) -> None:
+    assert seen(address).domain == domain
+    write = insight.write_for(seen(address))
+    assert (insight.count_path(domain) in write.increments) is bool(domain)
