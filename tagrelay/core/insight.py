@@ -40,7 +40,8 @@ organisations is shared (given to many) and carries no signal. A new domain is
   and ``github.com`` are both ``github``);
 - one stem is the other plus an infrastructure word (:data:`INFRA_WORDS`, with or
   without a hyphen): ``githubusercontent``, ``amazonses``, ``paypal-communication``;
-  never ``github-security`` or ``githubb`` (the phisher's lookalikes);
+  or a marketing prefix before it (:data:`MARKETING_PREFIXES`: ``getdave``); never
+  ``github-security``, ``securegithub`` or ``githubb`` (the phisher's lookalikes);
 - Mailgun's SPF verdict is ``Pass`` and the envelope sender's domain is known or
   related (an organisation's new brand sending through its own bounce domain);
 - it is a consumer mailbox provider (:data:`FREEMAIL`: a friend writes from Gmail) or a
@@ -71,6 +72,7 @@ MAX_DOMAINS = 100  # ~10 kB of the 1 MiB document; a lock with more than this is
 MAX_LEAKS = 20
 ESTABLISHED_MESSAGES = 2
 ESTABLISHED_SECONDS = 2 * 24 * 3600.0
+QUIET_ESTABLISHED_SECONDS = 14 * 24 * 3600.0  # one message a week ago establishes a quiet alias too
 MAX_KNOWN_ORGS = 3
 NOTICES_PER_DAY = 2
 REQUIRE_SPF = True
@@ -119,6 +121,10 @@ INFRA_WORDS = (
 )  # fmt: skip
 
 
+# A marketing domain in front of the brand: getdave.com, trynotion.com, joinhoney.com (never "secure", "login", "my").
+MARKETING_PREFIXES = ("get", "try", "join", "use")
+
+
 @functools.cache
 def _icann() -> Any:
     from publicsuffixlist import PublicSuffixList
@@ -145,10 +151,13 @@ def kind(domain: str) -> str:
 
 
 def _extends(longer: str, shorter: str) -> bool:
-    if len(shorter) < 3 or not longer.startswith(shorter):
+    if len(shorter) < 3:
         return False
-    rest = longer[len(shorter) :].removeprefix("-")
-    return rest in INFRA_WORDS
+    if longer.startswith(shorter):
+        return longer[len(shorter) :].removeprefix("-") in INFRA_WORDS
+    if longer.endswith(shorter):
+        return longer[: -len(shorter)] in MARKETING_PREFIXES
+    return False
 
 
 @functools.lru_cache(maxsize=16384)
@@ -368,7 +377,8 @@ def judge(record: dict[str, Any], seen: Sighting) -> Leak | None:
         return None  # nothing established with an organisation: friends and platforms only
     before = sum(int((domains[d] or {}).get("count", 0)) for d in orgs)
     since = min(float((domains[d] or {}).get("first_seen", seen.at)) for d in orgs)
-    if before < ESTABLISHED_MESSAGES or seen.at - since < ESTABLISHED_SECONDS:
+    age = seen.at - since
+    if not (before >= ESTABLISHED_MESSAGES and age >= ESTABLISHED_SECONDS) and age < QUIET_ESTABLISHED_SECONDS:
         return None
     if _groups(orgs) > MAX_KNOWN_ORGS:
         return None  # a shared alias: new organisations are its normal traffic

@@ -44,6 +44,9 @@ def established(*addresses: str, days: float = 10) -> MemoryInsight:
         ("githubusercontent.com", "github.com", True),  # stem + an infrastructure word
         ("paypal-communication.com", "paypal.de", True),
         ("amazonses.com", "amazon.com", True),
+        ("getdave.com", "dave.com", True),  # a marketing prefix
+        ("securegithub.com", "github.com", False),
+        ("mygithub.com", "github.com", False),
         ("github-security.com", "github.com", False),  # the phisher's lookalikes
         ("githubb.com", "github.com", False),
         ("secure-github.com", "github.com", False),
@@ -110,6 +113,15 @@ def test_a_young_alias_is_not_established(messages: int, days: float) -> None:
     for n in range(messages):
         insight.observe(store, seen("notifications@github.com", NOW - days * DAY + n))
     assert insight.observe(store, seen("deals@marketer.example")) is None
+
+
+def test_one_message_two_weeks_ago_establishes_a_quiet_alias() -> None:
+    store = MemoryInsight()
+    insight.observe(store, seen("welcome@github.com", NOW - 13 * DAY))
+    assert insight.observe(store, seen("deals@early.example")) is None
+    quiet = MemoryInsight()
+    insight.observe(quiet, seen("welcome@github.com", NOW - 14 * DAY))
+    assert insight.observe(quiet, seen("deals@late.example")) is not None
 
 
 def test_an_alias_shared_with_many_organisations_carries_no_signal() -> None:
@@ -259,11 +271,11 @@ def test_the_leak_rates_on_the_labelled_histories_stay_where_they_were_measured(
 
     rates = leaks.evaluate(leaks.generate(leaks.HISTORIES, leaks.SEED))
     assert (rates.clean, rates.leaking) == (200, 200)
-    # Measured (python -m bench.leaks): false alarm 13.0%, early 7.0%, at first 39.0%, missed 31.0%.
-    assert rates.false_alarm <= 0.16
+    # Measured (python -m bench.leaks): false alarm 14.5%, early 7.5%, at first 43.5%, missed 27.5%.
+    assert rates.false_alarm <= 0.175
     assert rates.early_flag <= 0.10
-    assert rates.at_first >= 0.36
-    assert rates.missed <= 0.34
+    assert rates.at_first >= 0.40
+    assert rates.missed <= 0.31
 
 
 @pytest.mark.parametrize(
