@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tagrelay.adapters import firestore
@@ -31,6 +32,9 @@ from tagrelay.core.ports import Record
 ALIASES = "tagrelay_aliases"
 LEAK_MARKERS = "tagrelay_alias_leaks"
 INSIGHT_TIMEOUT_SECONDS = 5.0
+# A marker only has to outlive a race (the domain is in the alias's ``domains`` from then on, so never
+# new again); ``expires_at`` lets a Firestore TTL policy on the collection delete it.
+MARKER_KEEP_SECONDS = 30 * 24 * 3600
 
 
 def leak_id(alias: str, domain: str) -> str:
@@ -142,7 +146,8 @@ class FirestoreInsight:
 
         ref = self._client.get().collection(LEAK_MARKERS).document(leak_id(alias, domain))
         try:
-            self._call(ref.create, {"alias": alias, "domain": domain, **evidence})
+            expires = datetime.now(UTC) + timedelta(seconds=MARKER_KEEP_SECONDS)
+            self._call(ref.create, {"alias": alias, "domain": domain, **evidence, "expires_at": expires})
         except AlreadyExists:
             return False
         return True

@@ -27,10 +27,13 @@ fields, no read): the commit answers the new ``domains.<d>.count``, and only
 when it is 1 (a domain never seen before) is the document read to judge a leak.
 
 The leak signal (:func:`judge`): an alias *established* with an organisation starts
-receiving non-spam mail from an *unrelated* one. Established means at least
-:data:`ESTABLISHED_MESSAGES` non-spam messages from organisations over at least
-:data:`ESTABLISHED_SECONDS`: a sign-up brings mail from several parties at once
-(the shop, its payment and shipping partners), which is the baseline, not a leak.
+receiving non-spam mail, from a sender that passed Mailgun's SPF check, from an
+*unrelated* organisation. Established means at least :data:`ESTABLISHED_MESSAGES`
+non-spam messages from organisations over at least :data:`ESTABLISHED_SECONDS`, or
+one message :data:`QUIET_ESTABLISHED_SECONDS` ago (an account that mails once a
+quarter): a sign-up brings mail from several parties at once (the shop, its payment
+and shipping partners), which is the baseline, not a leak. Unauthenticated mail (SPF
+not ``Pass``) never flags: its From names nobody for sure, and most of it is spam.
 An alias that already receives from more than :data:`MAX_KNOWN_ORGS` unrelated
 organisations is shared (given to many) and carries no signal. A new domain is
 *related* to a known one (never flagged) when:
@@ -460,6 +463,6 @@ def leak_notice(leak: Leak, to: str, block_url: str = "") -> bytes:
     )
     if block_url:
         text += f"\nOr block it with one click: {block_url}\n"
-    text += "\nYou get this once per alias and new domain, and at most twice a day per alias.\n"
+    text += f"\nYou get this once per alias and new domain, and at most {NOTICES_PER_DAY} a day per alias.\n"
     subject = f"Possible leak: {leak.alias} got mail from {leak.domain}"
     return build_text_notice(leak.alias, to, subject, text)
