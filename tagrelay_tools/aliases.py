@@ -3,7 +3,7 @@
 ``aliases`` prints one line per alias the relay has forwarded mail for: messages (all
 and the last 30 days), distinct sender domains, first and last seen, spam share, state
 (``active`` when the control fields are absent), refusals (records of
-``tagrelay_refusals`` whose alias matches, kept 7 days: one count query per alias) and
+``tagrelay_refusals`` whose alias matches, kept 7 days: one bounded scan of their alias field) and
 the leak flag with the flagged domains. ``senders ALIAS`` lists the alias's sender
 domains with counts and first seen. ``--json`` prints one JSON document for scripts.
 Against the real project (Application Default Credentials), or with ``--local`` against
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from typing import Any
 
 from tagrelay.core.insight import last_30_days
@@ -21,6 +22,7 @@ from tagrelay.core.routes import normalize
 from tagrelay_tools.terminal import printable, say, say_json, warn
 
 DEFAULT_LIMIT = 500
+REFUSAL_SCAN = 5000  # refusal records read at most (newest first; they are kept 7 days)
 
 
 def _when(seconds: object) -> str:
@@ -89,15 +91,20 @@ def _client(args: argparse.Namespace) -> Any:
     return firestore.Client(project=_project(args))
 
 
-def refusal_count(client: Any, alias: str, timeout: float = 10.0) -> int:
-    """Refusal records for ``alias`` (one aggregation query)."""
-    from google.cloud.firestore_v1.base_query import FieldFilter
+def refusal_counts(client: Any, limit: int = REFUSAL_SCAN, timeout: float = 10.0) -> Counter[str]:
+    """Refusal records per alias key: one bounded scan of the newest records (kept 7 days), alias field
+    only. Ingest records the recipient as Mailgun posted it, so keys are normalised here (case, IDNA)."""
+    from google.cloud import firestore as fs
 
+    from tagrelay.adapters import firestore
     from tagrelay.adapters.ledger import REFUSALS
 
-    query = client.collection(REFUSALS).where(filter=FieldFilter("alias", "==", alias))
-    result = query.count().get(timeout=timeout)
-    return int(result[0][0].value) if result and result[0] else 0
+    query = client.collection(REFUSALS).order_by("at", direction=fs.Query.DESCENDING).limit(limit).select(["alias"])
+    counts: Counter[str] = Counter()
+    for document in firestore.call(query.get, timeout=timeout, what="Firestore (refusals)"):
+        written = str((document.to_dict() or {}).get("alias", ""))
+        counts[normalize(written) or written.lower()] += 1
+    return counts
 
 
 def cmd_aliases(args: argparse.Namespace) -> int:
@@ -110,8 +117,9 @@ def cmd_aliases(args: argparse.Namespace) -> int:
 
         documents = fs.call(client.collection(ALIASES).limit(max(1, args.limit)).get, timeout=10.0)
         records = [dict(d.to_dict() or {}) for d in documents]
+        refused = refusal_counts(client)
         now = time.time()
-        rows = [summary(r, refusal_count(client, str(r.get("alias", ""))), now) for r in records if r.get("alias")]
+        rows = [summary(r, refused[str(r.get("alias", ""))], now) for r in records if r.get("alias")]
     except LedgerUnavailable as exc:
         warn(f"error: {exc.reason}")
         return 1

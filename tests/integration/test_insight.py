@@ -79,11 +79,17 @@ def test_counts_domains_and_a_leak_flagged_once_but_not_for_a_subdomain(
     sent = wait_for("the leak notice", lambda: notices(stack, address), 10)
     assert len(sent) == 1 and b"marketer.example" in sent[0]
 
+    # A refusal for the alias (a loop marker: 406 at ingest), posted with the recipient's case as a sender wrote it.
+    looped = mail(f"loop.{mid}", "Deals <offers@marketer.example>", "looped").replace(
+        b"MIME-Version", b"X-Tagrelay-Loop: example.org\r\nMIME-Version"
+    )
+    assert post(stack, looped, address.upper(), sender="offers@marketer.example").status_code == 406
+
     assert cli.main(["aliases", "--json", "--project", stack.project]) == 0
     rows = {row["alias"]: row for row in json.loads(capsys.readouterr().out)["aliases"]}
     row = rows[address]
     assert (row["messages"], row["last_30_days"], row["senders"], row["state"]) == (5, 5, 2, "active")
-    assert (row["leak"], row["leaks"], row["spam_share"], row["refusals"]) == (True, ["marketer.example"], 0.0, 0)
+    assert (row["leak"], row["leaks"], row["spam_share"], row["refusals"]) == (True, ["marketer.example"], 0.0, 1)
 
     assert cli.main(["senders", address, "--json", "--project", stack.project]) == 0
     listed = json.loads(capsys.readouterr().out)["senders"]
