@@ -267,7 +267,7 @@ class Relay:
             self._drop_claim(message.claim)
         spam_seen = seen.flagged or (seen.score is not None and seen.score >= resolved.rule.spam.threshold)
         if found is None:  # a forwarded message (never a reply as the alias, nor an owner's notice)
-            self._observe(message, alias, resolved.targets, resolved.rule.notify, spam_seen)
+            self._observe(message, mime, alias, resolved.targets, resolved.rule.notify, spam_seen)
         event(
             logging.INFO,
             "sent",
@@ -280,13 +280,16 @@ class Relay:
         )
         return Outcome("sent", mailgun_id)
 
-    def _observe(self, message: Envelope, alias: str, targets: tuple[str, ...], notify: str, spam: bool) -> None:
-        """Count the sent message in its alias's record and judge a leak; a failure here is only logged
-        (the message was sent: nothing may undo or repeat that)."""
+    def _observe(
+        self, message: Envelope, mime: bytes, alias: str, targets: tuple[str, ...], notify: str, spam: bool
+    ) -> None:
+        """Count the sent message (``mime``: as received, fetched whole for a claim check or a stored
+        message) in its alias's record and judge a leak; a failure here is only logged (the message
+        was sent: nothing may undo or repeat that)."""
         if self._insight is None:
             return
         try:
-            seen = insight.sighting(alias, message.mime, message.sender, spam, self._clock())
+            seen = insight.sighting(alias, mime, message.sender, spam, self._clock())
             flag = insight.observe(self._insight, seen)
             if flag is None:
                 return
