@@ -295,3 +295,24 @@ def test_only_a_plain_dns_name_becomes_a_sender_domain(address: str, domain: str
     assert seen(address).domain == domain
     write = insight.write_for(seen(address))
     assert (insight.count_path(domain) in write.increments) is bool(domain)
+
+
+def test_a_reply_as_the_alias_is_not_counted() -> None:
+    from tagrelay.adapters.contacts import MemoryContacts
+    from tagrelay.adapters.ledger import MemoryLedger
+    from tagrelay.core.reply import ReplyDesk, ReplyKeys
+    from tests.unit import test_reply_service as replies
+
+    store = MemoryInsight()
+    w = replies.world()
+    desk = ReplyDesk(ReplyKeys(replies.Key(replies.KEY), None), MemoryContacts(clock=lambda: NOW))
+    w.relay = Relay(
+        replies.ROUTES, w.sender, w.deadletters, MemoryLedger(clock=lambda: NOW), clock=lambda: NOW,
+        replies=desk, insight=store,
+    )  # fmt: skip
+    address = replies.forward_original(w)
+    replies.deliver(w, replies.owner_reply(address), address, "owner@gmail.com")
+    assert len(w.sender.sent) == 2  # the forwarded copy and the reply to Alice
+    assert [r["alias"] for r in store.records.values()] == ["github@example.org"]
+    record = store.lookup("github@example.org")
+    assert record is not None and record["messages"] == 1 and list(record["domains"]) == ["bank.example"]
