@@ -145,7 +145,7 @@ def org_stem(domain: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def kind(domain: str) -> str:
     """``freemail``, ``platform`` or ``org`` (a registrable domain, or a domain under one of the lists)."""
-    for candidate in (domain, registrable_domain(domain), _icann().privatesuffix(domain) or ""):
+    for candidate in (domain, _registrable(domain), _icann().privatesuffix(domain) or ""):
         if candidate in FREEMAIL:
             return "freemail"
         if candidate in PLATFORMS:
@@ -168,14 +168,24 @@ def related(a: str, b: str) -> bool:
     """Whether two domains plausibly belong to one organisation (see the module docstring)."""
     if not a or not b:
         return False
-    if a == b or registrable_domain(a) == registrable_domain(b):
+    if a == b or _registrable(a) == _registrable(b):
         return True
     sa, sb = org_stem(a), org_stem(b)
     return sa == sb or _extends(sa, sb) or _extends(sb, sa)
 
 
 def day_key(at: float) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+    return _day(int(at // 86400))
+
+
+@functools.lru_cache(maxsize=1024)
+def _day(number: int) -> str:
+    return datetime.fromtimestamp(number * 86400, UTC).strftime("%Y-%m-%d")
+
+
+@functools.lru_cache(maxsize=8192)
+def _registrable(address_or_domain: str) -> str:
+    return registrable_domain(address_or_domain)
 
 
 def last_30_days(days: dict[str, Any], now: float) -> int:
@@ -201,10 +211,10 @@ class Sighting:
     spf_pass: bool = False  # Mailgun's own X-Mailgun-Spf verdict
     spam: bool = False
 
-    @property
+    @functools.cached_property
     def domain(self) -> str:
         """The From address's organisation, or "" when it is not a plain DNS name (then it is only counted)."""
-        found = registrable_domain(self.from_address) if self.from_address else ""
+        found = _registrable(self.from_address.rpartition("@")[2]) if self.from_address else ""
         return found if len(found) <= MAX_DOMAIN_CHARS and _DNS_NAME.fullmatch(found) else ""
 
 
@@ -387,7 +397,8 @@ def judge(record: dict[str, Any], seen: Sighting) -> Leak | None:
         return None  # a shared alias: new organisations are its normal traffic
     if any(related(domain, known) for known in domains):
         return None
-    envelope = registrable_domain(seen.envelope_sender) if seen.spf_pass and "@" in seen.envelope_sender else ""
+    bounce = seen.envelope_sender.rpartition("@")[2] if seen.spf_pass and "@" in seen.envelope_sender else ""
+    envelope = _registrable(bounce) if bounce else ""
     if envelope and envelope != domain and any(related(envelope, known) for known in domains):
         return None
     ranked = sorted(domains, key=lambda d: (-int((domains[d] or {}).get("count", 0)), d))[:10]
