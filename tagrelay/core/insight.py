@@ -458,6 +458,12 @@ def leak_notice(leak: Leak, to: str, block_url: str = "") -> bytes:
     """The leak notice as MIME bytes: plain text, every sender-controlled value cleaned and encoded."""
     from tagrelay.core.notice import build_text_notice
 
+    # Every value is cleaned again here (one line, no control characters), whoever built the Leak:
+    # the text is base64 (no header can come of it), but a CR or an ESC would still forge lines.
+    leak = Leak(
+        _shown(leak.alias), _shown(leak.domain), leak.at, _shown(leak.shown_from), _shown(leak.subject),
+        _shown(leak.date), tuple(_shown(k) for k in leak.known),
+    )  # fmt: skip
     when = datetime.fromtimestamp(leak.at, UTC).strftime("%Y-%m-%d %H:%M UTC")
     known = ", ".join(leak.known) or "(none)"
     text = (
@@ -473,7 +479,7 @@ def leak_notice(leak: Leak, to: str, block_url: str = "") -> bytes:
         f"  tagrelay lock {leak.alias}     let only the domains above through\n"
     )
     if block_url:
-        text += f"\nOr block it with one click: {block_url}\n"
+        text += f"\nOr block it with one click: {_shown(block_url)}\n"
     text += f"\nYou get this once per alias and new domain, and at most {NOTICES_PER_DAY} a day per alias.\n"
     subject = f"Possible leak: {leak.alias} got mail from {leak.domain}"
     return build_text_notice(leak.alias, to, subject, text)
