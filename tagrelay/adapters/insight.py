@@ -132,7 +132,9 @@ class FirestoreInsight:
         values = list(getattr(result, "transform_results", ()) or ())
         order = write.transforms()
         if len(values) != len(order):  # not answered as expected: read to be sure (never miss a new domain)
-            return self.lookup(alias)
+            record = self.lookup(alias)
+            entry = ((record or {}).get("domains") or {}).get(domain) or {}
+            return record if entry.get("count") == 1 else None
         answered = values[order.index(path)]
         if int(getattr(answered, "integer_value", 0)) != 1:
             return None
