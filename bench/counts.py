@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -186,9 +187,12 @@ def _per(counter: dict[str, int], messages: int) -> dict[str, float]:
     return {name: count / messages for name, count in sorted(counter.items())}
 
 
-def measure(stack: Stack, messages: int, raw_for: Callable[[int], bytes]) -> dict[str, Stage]:
+def measure(
+    stack: Stack, messages: int, raw_for: Callable[[int], bytes], replace: dict[str, Any] | None = None
+) -> dict[str, Stage]:
     """Post ``messages`` signed messages through ingest, then hand each published message to the relay,
-    both in this process with counted clients; what each stage did, per message."""
+    both in this process with counted clients; what each stage did, per message. ``replace``: StandIns
+    fields to set (e.g. ``insight``, to count the relay without a collaborator)."""
     from tagrelay import app
     from tagrelay.adapters import bus
 
@@ -199,6 +203,8 @@ def measure(stack: Stack, messages: int, raw_for: Callable[[int], bytes]) -> dic
         storage_client=storage_factory(http),
         http_session=lambda: http,
     )
+    if replace:
+        stand_ins = dataclasses.replace(stand_ins, **replace)
     stack.ensure_topic(COUNT_TOPIC)
     stack.ensure_subscription(COUNT_HOLD, COUNT_TOPIC)
     stages: dict[str, Stage] = {}

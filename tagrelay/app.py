@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,17 +23,27 @@ from tagrelay.adapters.claimcheck import ClaimStore
 from tagrelay.adapters.lazy import Lazy
 from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.config import load_ingest, load_relay, load_replies
+from tagrelay.core.config import load_ingest, load_public_url, load_relay, load_replies
 from tagrelay.core.control import ControlCache
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
-from tagrelay.core.ports import AliasRecords, DeadLetters, Ledger, RefusalLog, Sender, SentLog, StoredMessages
+from tagrelay.core.ports import (
+    AliasInsight,
+    AliasRecords,
+    DeadLetters,
+    Ledger,
+    RefusalLog,
+    Sender,
+    SentLog,
+    StoredMessages,
+)
 from tagrelay.core.ports import ClaimStore as ClaimStorePort
 from tagrelay.core.ports import Publisher as PublisherPort
 
 if TYPE_CHECKING:
     from tagrelay.core.reply import ReplyDesk
+    from tagrelay.core.routes import Routes
     from tagrelay.services.blocklink import BlockLinks
     from tagrelay.services.ingest import Ingest
     from tagrelay.services.relay import Relay
@@ -59,6 +70,7 @@ class StandIns:
     claims: ClaimStorePort | None = None
     sent_log: SentLog | None = None
     aliases: AliasRecords | None = None  # alias control states (issue 14)
+    insight: AliasInsight | None = None
     # Client factories behind the real adapters (the benchmarks count every call through them).
     firestore_client: Callable[[], Any] | None = None
     publisher_client: Callable[[], Any] | None = None
@@ -185,7 +197,37 @@ def build_relay() -> Relay:
         stored=_unless(_stand_ins.stored, lambda: mailgun),
         replies=build_replies(firestore),
         sent_log=_unless(_stand_ins.sent_log, lambda: mailgun),  # Mailgun's Events API (issue 12)
+        insight=_unless(_stand_ins.insight, lambda: _insight(firestore)),
+        block_link=_leak_block_link(config.routes),
     )
+
+
+def _leak_block_link(routes: Routes) -> Callable[[str], str] | None:
+    """The one-click block link a leak notice carries (issue 14): only for a route with
+    ``block_link = true``, with a reply key (the link key derives from it) and TAGRELAY_PUBLIC_URL."""
+    from tagrelay.core.control import block_link, link_key
+    from tagrelay.core.routes import Reject
+
+    replies = load_replies(os.environ)
+    base_url = load_public_url(os.environ)
+    if replies is None or not base_url:
+        return None
+    key = Secret(replies.key)
+
+    def link(alias: str) -> str:
+        found = routes.resolve(alias)
+        if isinstance(found, Reject) or not found.rule.block_link:
+            return ""
+        return block_link(base_url, alias, time.time(), link_key(key.get()))
+
+    return link
+
+
+def _insight(firestore: Callable[[], Any]) -> AliasInsight:
+    """Per-alias counts, sender domains and the leak signal (issue 14), on the relay's Firestore client."""
+    from tagrelay.adapters.insight import FirestoreInsight
+
+    return FirestoreInsight(firestore)
 
 
 def build_replies(firestore: Callable[[], Any]) -> ReplyDesk | None:

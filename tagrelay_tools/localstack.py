@@ -147,6 +147,7 @@ class Stack:
     reply_key: str = field(default_factory=lambda: secrets.token_hex(32))  # reverse addresses (issue 13)
     route_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))  # "" runs ingest without one
     children: dict[str, Child] = field(default_factory=dict)
+    ingest_port: int = 0  # chosen at start (0: a free port when ingest starts)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -163,9 +164,10 @@ class Stack:
             self.ensure_topic(self.topic)
             self.ensure_topic(self.deadletter_topic)
             self.ensure_subscription(f"{self.deadletter_topic}-hold", self.deadletter_topic)
+            self.ingest_port = free_port()  # known before the relay starts: its leak notices link to ingest
             relay = self.start_relay()
             self.ensure_subscription(f"{self.topic}-relay", self.topic, push_endpoint=relay.url + "/")
-            self.start_ingest()
+            self.start_ingest(extra={"PORT": str(self.ingest_port)})
             self.write_state()
         except BaseException:
             self.stop()
@@ -314,6 +316,7 @@ class Stack:
                 "TAGRELAY_REPLY_KEY": self.reply_key,
                 "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
                 "MAILGUN_TIMEOUT": "10",
+                **({"TAGRELAY_PUBLIC_URL": f"http://127.0.0.1:{self.ingest_port}"} if self.ingest_port else {}),
                 **self.relay_env,
                 **(extra or {}),
             }

@@ -49,3 +49,13 @@ def say(*lines: object, file: TextIO | None = None) -> None:
 def warn(*lines: object) -> None:
     """:func:`say` to standard error."""
     say(*lines, file=sys.stderr)
+
+
+def say_json(value: object, file: TextIO | None = None) -> None:
+    """``value`` as one line of JSON for scripts (``--json``). ``ensure_ascii`` makes it printable ASCII:
+    every control, format or non-ASCII character is a JSON ``\\uXXXX`` escape, which a terminal shows
+    literally; passing it through :func:`say` would double its backslashes and break the JSON."""
+    import json
+
+    out = file if file is not None else sys.stdout
+    print(json.dumps(value, ensure_ascii=True, sort_keys=True), file=out, flush=True)

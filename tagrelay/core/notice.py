@@ -108,3 +108,23 @@ def _boundary(original: bytes) -> str:
         boundary = f"tagrelay-notice-{secrets.token_hex(12)}"
         if boundary.encode("ascii") not in original:
             return boundary
+
+
+def build_text_notice(alias: str, to: str, subject: str, text: str) -> bytes:
+    """A plain-text notice to the owner (the leak notice of tagrelay.core.insight): the same header
+    rules as build_notice (every value one clean line, RFC 2047 when not ASCII), the text in base64."""
+    domain = loop_domain(alias.rpartition("@")[2]) or "localhost"
+    head = [
+        _header("From", f"tagrelay <tagrelay@{domain}>"),
+        _header("To", clean_text(to)),
+        _header("Subject", _shown(subject)),
+        _header("Date", formatdate(usegmt=True)),
+        _header("Message-ID", make_msgid(domain=domain)),
+        _header("Auto-Submitted", "auto-generated"),
+        _header(LOOP_HEADER, domain),
+        _header("MIME-Version", "1.0"),
+        _header("Content-Type", 'text/plain; charset="utf-8"'),
+        _header("Content-Transfer-Encoding", "base64"),
+    ]
+    body = base64.encodebytes(text.encode("utf-8", "replace")).replace(b"\n", CRLF)
+    return b"".join(head) + CRLF + body

@@ -226,3 +226,20 @@ class ControlStates(Protocol):
     """The control states ingest decides from, through a short cache (LedgerUnavailable when unknown)."""
 
     def current(self) -> Snapshot: ...
+
+
+# -- what each alias receives (issue 14) ---------------------------------------------------
+
+
+class AliasInsight(Protocol):
+    """The per-alias record of ``tagrelay_aliases`` (LedgerUnavailable when the store does not answer).
+
+    ``observe`` applies one message's write (a ``tagrelay.core.insight.Write``) in one round
+    trip and returns the whole record, read after the write, only when ``domain`` was new
+    to the alias (its count became 1), else None. ``claim_leak`` creates the marker of a
+    flagged (alias, domain) once: False when it exists (another relay flagged it first).
+    """
+
+    def observe(self, alias: str, write: Any, domain: str) -> dict[str, Any] | None: ...
+    def update(self, alias: str, write: Any) -> None: ...
+    def claim_leak(self, alias: str, domain: str, evidence: dict[str, Any]) -> bool: ...

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from tagrelay.core import spam
+from tagrelay.core import insight, spam
 from tagrelay.core.envelope import (
     Delivery,
     Envelope,
@@ -68,6 +68,7 @@ from tagrelay.core.log import event
 from tagrelay.core.notice import build_notice
 from tagrelay.core.ports import (
     DELIVERY_VARIABLE,
+    AliasInsight,
     ClaimStore,
     DeadLetters,
     Doubt,
@@ -137,7 +138,11 @@ class Relay:
         stored: StoredMessages | None = None,
         replies: ReplyDesk | None = None,
         sent_log: SentLog | None = None,
+        insight: AliasInsight | None = None,
+        block_link: Callable[[str], str] | None = None,
     ) -> None:
+        self._insight = insight  # None: no per-alias record (issue 14's insight)
+        self._block_link = block_link  # alias -> a one-click block URL for the leak notice ("" for none)
         self._stored = stored
         self._sent_log = sent_log  # Mailgun's Events API: asked before a send that may have happened is redone
         self._routes = routes
@@ -318,6 +323,9 @@ class Relay:
         progress.mailgun_id = mailgun_id
         self._record(key, "sent", mailgun_id)
         self._after_sent(message, plan, route_to)
+        spam_seen = seen.flagged or (seen.score is not None and seen.score >= resolved.rule.spam.threshold)
+        if found is None:  # a forwarded message (never a reply as the alias, nor an owner's notice)
+            self._observe(message, mime, alias, resolved.targets, resolved.rule.notify, spam_seen)
         event(
             logging.INFO,
             "sent",
@@ -383,6 +391,48 @@ class Relay:
             **fields,
         )
         return ""
+
+    def _observe(
+        self, message: Envelope, mime: bytes, alias: str, targets: tuple[str, ...], notify: str, spam: bool
+    ) -> None:
+        """Count the sent message (``mime``: as received, fetched whole for a claim check or a stored
+        message) in its alias's record and judge a leak; a failure here is only logged (the message
+        was sent: nothing may undo or repeat that)."""
+        if self._insight is None:
+            return
+        try:
+            seen = insight.sighting(alias, mime, message.sender, spam, self._clock())
+            flag = insight.observe(self._insight, seen)
+            if flag is None:
+                return
+            leak = flag.leak
+            event(
+                logging.WARNING,
+                f"possible leak: first mail from {leak.domain}",
+                stage="relay",
+                outcome="leak",
+                alias=alias,
+                reason=f"new organisation {leak.domain}; known: {', '.join(leak.known)}",
+            )
+            notified = flag.notify and self._tell_leak(leak, [notify] if notify else list(targets))
+            write = insight.leak_write(flag.record, leak, notified)
+            if write is not None:
+                self._insight.update(alias, write)
+        except Exception as exc:  # the message is sent: the insight is informational
+            why = exc.reason if isinstance(exc, (TransientError, PermanentError)) else type(exc).__name__
+            event(logging.WARNING, f"alias insight not recorded: {why}", stage="relay", alias=alias, outcome="sent")
+
+    def _tell_leak(self, leak: insight.Leak, to: list[str]) -> bool:
+        """Send the owner the leak notice (once: the marker is taken); False when it could not be sent."""
+        try:
+            link = self._block_link(leak.alias) if self._block_link is not None else ""
+            self._sender.send_mime(to, insight.leak_notice(leak, ", ".join(to), link))
+        except Exception as exc:  # the flag stays recorded (and logged); only the notice is lost
+            why = exc.reason if isinstance(exc, (TransientError, PermanentError)) else type(exc).__name__
+            event(logging.WARNING, f"leak notice not sent: {why}", stage="relay", alias=leak.alias, outcome="leak")
+            return False
+        event(logging.INFO, "owner told of a leak", stage="relay", alias=leak.alias, outcome="notified", targets=to)
+        return True
 
     def _message_bytes(self, message: Envelope, digest: str) -> bytes:
         """The message to send: carried, fetched from the claim check (checked against its digest),

@@ -30,6 +30,7 @@ import functions_framework
 import pytest
 
 from tagrelay.adapters.aliases import MemoryAliases
+from tagrelay.adapters.insight import MemoryInsight
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.app import StandIns, stand_ins
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunRejected, MailgunTransient
@@ -278,7 +279,9 @@ class MemoryClaims:
 
 def relay_harness(plan: list[Exception] | None = None, claims: MemoryClaims | None = None) -> RelayHarness:
     sender, deadletters = RecordingSender(list(plan or [])), RecordingDeadLetters()
-    replacements = StandIns(ledger=MemoryLedger(), sender=sender, deadletters=deadletters, claims=claims)
+    replacements = StandIns(
+        ledger=MemoryLedger(), sender=sender, deadletters=deadletters, claims=claims, insight=MemoryInsight()
+    )
     return RelayHarness(client(str(RELAY), "relay", "cloudevent", replacements), sender, deadletters)
 
 
