@@ -22,16 +22,17 @@ from tagrelay.adapters.claimcheck import ClaimStore
 from tagrelay.adapters.lazy import Lazy
 from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.config import load_ingest, load_relay, load_replies
+from tagrelay.core.config import load_events, load_ingest, load_relay, load_replies
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
 from tagrelay.core.log import event
 from tagrelay.core.ports import ClaimStore as ClaimStorePort
-from tagrelay.core.ports import DeadLetters, Ledger, RefusalLog, Sender, StoredMessages
+from tagrelay.core.ports import DeadLetters, EventLedger, Ledger, RefusalLog, Sender, StoredMessages
 from tagrelay.core.ports import Publisher as PublisherPort
 
 if TYPE_CHECKING:
     from tagrelay.core.reply import ReplyDesk
+    from tagrelay.services.events import Events
     from tagrelay.services.ingest import Ingest
     from tagrelay.services.relay import Relay
 
@@ -55,6 +56,7 @@ class StandIns:
     sender: Sender | None = None
     deadletters: DeadLetters | None = None
     claims: ClaimStorePort | None = None
+    event_ledger: EventLedger | None = None  # the events function's (issue 12)
     # Client factories behind the real adapters (the benchmarks count every call through them).
     firestore_client: Callable[[], Any] | None = None
     publisher_client: Callable[[], Any] | None = None
@@ -150,7 +152,42 @@ def build_relay() -> Relay:
         limits,
         stored=_unless(_stand_ins.stored, lambda: mailgun),
         replies=build_replies(firestore),
+        keep=claims if bucket or _stand_ins.claims is not None else None,
     )
+
+
+def build_events() -> Events:
+    """The events function (issue 12): Firestore ledger, dead-letter publisher, claim store for the kept
+    copies, a Mailgun client for the owner notice, the routes for ``notify``, ingest's signing key."""
+    import requests
+
+    from tagrelay.adapters.mailgun import MailgunClient
+    from tagrelay.services.events import Events
+    from tagrelay.services.relay import PubSubDeadLetters
+
+    config = load_events(os.environ)
+    session = (_stand_ins.http_session or requests.Session)()
+    mailgun = MailgunClient(
+        session, config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
+    )
+    deadletters = _unless(
+        _stand_ins.deadletters,
+        lambda: PubSubDeadLetters(_publisher(config.project, config.deadletter_topic, timeout=10.0)),
+    )
+    bucket = config.claim_bucket
+    claims = _stand_ins.claims if _stand_ins.claims is not None else (_claims(bucket) if bucket else None)
+    ledger = _unless(_stand_ins.event_ledger, lambda: FirestoreLedger(_firestore(config.project)))
+    return Events(
+        config, Secret(config.signing_key), ledger, deadletters, _unless(_stand_ins.sender, lambda: mailgun), claims
+    )
+
+
+def read_capped(request: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of the request body, whatever its Content-Length says."""
+    out = bytearray()
+    while len(out) < limit and (chunk := request.stream.read(min(CHUNK_BYTES, limit - len(out)))):
+        out += chunk
+    return bytes(out)
 
 
 def build_replies(firestore: Callable[[], Any]) -> ReplyDesk | None:
