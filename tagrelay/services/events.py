@@ -97,7 +97,7 @@ class Events:
                 read_event(data), signature.token, token_expiry(signature.timestamp, self.config.max_age_seconds)
             )
         except RejectedInput as exc:
-            level = logging.WARNING if signed or exc.status == 401 else logging.INFO
+            level = logging.WARNING if signed else logging.INFO  # unsigned posts must not flood WARNING
             log(level, f"refused: {exc.reason}", stage="events", outcome=f"http {exc.status}", reason=exc.reason)
             return Answer(exc.status, exc.reason)
         except TransientError as exc:

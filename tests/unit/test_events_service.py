@@ -337,3 +337,51 @@ def test_two_targets_one_failing_dead_letters_once_and_a_replay_retakes(world: W
     assert answer(world, webhook("failed", key, mailgun_id, "bob@gmail.com", **permanent())[0]) == (200, "unchanged")
     assert len(world.deadletters.letters) == 1
     assert world.ledger.begin_delivery(key, 60, {}, retake_dead=True).state == "go"
+
+
+@dataclass
+class Bucket:
+    """A claim store over a dict (what the events function reads and drops kept copies from)."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+    def put(self, data: bytes, prefix: str = "claims/") -> str:
+        ref = f"gs://b/{prefix}{len(self.objects)}.eml"
+        self.objects[ref] = data
+        return ref
+
+    def get(self, ref: str) -> bytes:
+        return self.objects[ref]
+
+    def delete(self, ref: str) -> None:
+        del self.objects[ref]
+
+
+def large(world: World, bucket: Bucket) -> tuple[Relay, Events, bytes]:
+    raw = RAW + b"x" * (600 * 1024) + b"\r\n"
+    relay = Relay(
+        ROUTES, world.sender, world.deadletters, world.ledger, limits=Limits(), clock=lambda: NOW, keep=bucket
+    )
+    events = Events(
+        CONFIG, Secret(CONFIG.signing_key), world.ledger, world.deadletters, world.sender, bucket, lambda: NOW
+    )
+    return relay, events, raw
+
+
+def test_a_copy_over_512_kib_is_kept_in_the_bucket_dead_lettered_whole_and_dropped_when_delivered(world: World) -> None:
+    bucket = Bucket()
+    relay, events, raw = large(world, bucket)
+    for recipient, kind in (("big@example.org", "failed"), ("big2@example.org", "delivered")):
+        assert relay.handle_event_data(push(recipient, raw)).status == "sent"
+        _, _, variables = world.sender.sent[-1]
+        key = variables[DELIVERY_VARIABLE]
+        record = world.ledger.deliveries[key]
+        assert "message" not in record and bucket.objects[record["blob"]] == raw
+        assert record["blob"].startswith("gs://b/sent/")
+        extra = permanent() if kind == "failed" else {}
+        target = f"owner+{recipient.partition('@')[0]}@gmail.com"
+        body, _ = webhook(kind, key, record["mailgun_id"], target, **extra)
+        assert events.handle("application/json", body).status == 200
+    [(data, _, _)] = world.deadletters.letters
+    assert data == raw  # the whole original, from the bucket
+    assert list(bucket.objects.values()) == [raw]  # the delivered one's copy is gone, the failed one's kept
