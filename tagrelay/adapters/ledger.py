@@ -149,6 +149,14 @@ def _plan(
     return _Plan(Begin("go", attempts + 1, "", previous), write_token, record)
 
 
+def _done_over(record: dict[str, Any], done: dict[str, Any]) -> dict[str, Any] | None:
+    """The relay's end-of-send write over ``record``: ``sent`` keeps a higher state an event set first;
+    ``dead`` does not overwrite a record an event showed Mailgun accepted (None: nothing to write)."""
+    if done["state"] == "sent":
+        return events.sent_fields(record, done)
+    return None if events.accepted(record) else done
+
+
 def _merge(record: dict[str, Any], fields: Mapping[str, Any]) -> None:
     """An update as Firestore applies it: top-level fields replaced, None deletes one."""
     for name, value in fields.items():
@@ -225,7 +233,9 @@ class MemoryLedger:
             if record is None:
                 return
             done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
-            record.update(events.sent_fields(record, done) if state == "sent" else done)
+            update = _done_over(record, done)
+            if update is not None:
+                record.update(update)
 
     def record_event(
         self,
@@ -253,7 +263,7 @@ class MemoryLedger:
 
     def release_delivery(self, key: str) -> None:
         with self._lock:
-            if key in self.deliveries:
+            if key in self.deliveries and not events.accepted(self.deliveries[key]):
                 self.deliveries[key].update(state="retry", lease_until=0, updated_at=self._clock())
 
     def recent_deliveries(self, limit: int) -> list[Record]:
@@ -391,34 +401,40 @@ class FirestoreLedger:
     def delivery_done(
         self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
     ) -> None:
-        """One update. ``sent`` carries a precondition (nothing wrote since this instance's lease), so an
-        event that came first is never overwritten; only then is the record read and merged."""
+        """One update with a precondition (nothing wrote since this instance's lease), so an event that came
+        first is never overwritten; only then is the record read and merged (:func:`_done_over`)."""
+        done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
+        self._write_over(key, lambda record: _done_over(record, done))
+
+    def _write_over(self, key: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        """Write ``decide(record)`` (None: nothing) to the delivery record: first on the lease write's update
+        time, without a read; if something wrote since (an event), on what a read finds, with a precondition."""
         from google.api_core.exceptions import FailedPrecondition, NotFound
 
         db = self._db()
         ref = db.collection(DELIVERIES).document(key)
-        done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
         leased = self._leases.pop(key, None)
-        if state != "sent":
-            self._call(ref.update, done)
-            return
         if leased is not None:
+            mine = decide({"state": "sending"})
             try:
-                self._call(ref.update, done, option=db.write_option(last_update_time=leased))
+                if mine is not None:
+                    self._call(ref.update, mine, option=db.write_option(last_update_time=leased))
                 return
             except FailedPrecondition:
-                pass  # an event (or another instance) wrote first: merge with what is there
+                pass  # an event (or another instance) wrote first: decide on what is there
         for _ in range(BEGIN_ROUNDS):
             snapshot = self._call(ref.get)
             if not snapshot.exists:
                 return
-            merged = events.sent_fields(snapshot.to_dict() or {}, done)
+            update = decide(snapshot.to_dict() or {})
+            if update is None:
+                return
             try:
-                self._call(ref.update, merged, option=db.write_option(last_update_time=snapshot.update_time))
+                self._call(ref.update, update, option=db.write_option(last_update_time=snapshot.update_time))
                 return
             except (FailedPrecondition, NotFound):
                 continue
-        raise LedgerUnavailable("the sent record kept changing under concurrent events")
+        raise LedgerUnavailable("the delivery record kept changing under concurrent events")
 
     def record_event(
         self,
@@ -476,9 +492,8 @@ class FirestoreLedger:
             self._leases[key] = written[-1].update_time
 
     def release_delivery(self, key: str) -> None:
-        self._leases.pop(key, None)
-        ref = self._db().collection(DELIVERIES).document(key)
-        self._call(ref.update, {"state": "retry", "lease_until": 0, "updated_at": self._clock()})
+        released = {"state": "retry", "lease_until": 0, "updated_at": self._clock()}
+        self._write_over(key, lambda record: None if events.accepted(record) else released)
 
     def recent_deliveries(self, limit: int) -> list[Record]:
         from google.cloud import firestore

@@ -277,6 +277,12 @@ def sent_fields(record: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> 
     return out
 
 
+def accepted(record: Mapping[str, Any]) -> bool:
+    """Whether an event already proved Mailgun accepted this send (then the relay's ``dead`` or
+    ``retry`` must not overwrite it: Mailgun has the message, though the relay never heard so)."""
+    return bool(record.get("mailgun_id")) and ORDER.get(str(record.get("state", "")), 0) >= ORDER["sent"]
+
+
 def retakes(record: Mapping[str, Any]) -> bool:
     """Whether a dead-letter replay sends this record's message again: dead, or a target failed."""
     if record.get("state") in ("dead", "failed"):

@@ -379,3 +379,26 @@ def test_racing_duplicates_of_one_failure_fail_it_once(make: Callable[[Clock], L
         t.join(60)
     assert sorted(outcomes) == ["applied", "unchanged", "unchanged", "unchanged"], outcomes
     assert record_of(first, k)["state"] == "failed"
+
+
+def test_a_release_or_dead_after_an_event_proved_acceptance_does_not_undo_it(make: Callable[[Clock], Ledger]) -> None:
+    """Mailgun accepted the send but the relay never heard (timeout, crash): its retry or give-up must not
+    lower what the events already recorded, or the next redelivery would send a duplicate."""
+    ledger, k1, k2 = make(Clock()), key(), key()
+    ledger.begin_delivery(k1, 60, INFO)
+    ledger.record_event(mailgun_event(k1, "delivered"), uuid.uuid4().hex, 1e10, nothing)
+    ledger.release_delivery(k1)
+    assert record_of(ledger, k1)["state"] == "delivered"
+    assert ledger.begin_delivery(k1, 60, INFO).state == "done"
+    ledger.begin_delivery(k2, 60, INFO)
+    ledger.record_event(mailgun_event(k2, "temporary"), uuid.uuid4().hex, 1e10, nothing)
+    ledger.delivery_done(k2, "dead", "gave up after 10 attempts")
+    assert (record_of(ledger, k2)["state"], record_of(ledger, k2)["mailgun_id"]) == ("sent", MAILGUN_ID)
+    # Without events, both still do what they did.
+    k3 = key()
+    ledger.begin_delivery(k3, 60, INFO)
+    ledger.release_delivery(k3)
+    assert record_of(ledger, k3)["state"] == "retry"
+    ledger.begin_delivery(k3, 60, INFO)
+    ledger.delivery_done(k3, "dead", "Mailgun answered 400")
+    assert record_of(ledger, k3)["state"] == "dead"
