@@ -300,7 +300,7 @@ def load_events(env: Mapping[str, str]) -> EventsConfig:
     base = reader.url("MAILGUN_API_BASE", DEFAULT_API_BASE)
     api_key = reader.secret("MAILGUN_API_KEY")
     deadletter = reader.resource_id("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
-    timeout = reader.number("MAILGUN_TIMEOUT", 30, 1, 540, "seconds")
+    timeout = reader.number("MAILGUN_TIMEOUT", 10, 1, 540, "seconds")  # the notice is sent before the answer
     bucket = env.get("TAGRELAY_CLAIM_BUCKET", "").strip()
     if bucket and not _BUCKET.fullmatch(bucket):
         reader.problems.append(f"TAGRELAY_CLAIM_BUCKET={bucket!r} is not a bucket name (3-63 of a-z 0-9 - _ .)")
