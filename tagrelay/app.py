@@ -23,7 +23,7 @@ from tagrelay.adapters.claimcheck import ClaimStore
 from tagrelay.adapters.lazy import Lazy
 from tagrelay.adapters.ledger import FirestoreLedger, default_firestore
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.config import load_ingest, load_public_url, load_relay, load_replies
+from tagrelay.core.config import load_events, load_ingest, load_public_url, load_relay, load_replies
 from tagrelay.core.control import ControlCache
 from tagrelay.core.errors import ConfigError
 from tagrelay.core.inbound import CHUNK_BYTES
@@ -32,6 +32,7 @@ from tagrelay.core.ports import (
     AliasInsight,
     AliasRecords,
     DeadLetters,
+    EventLedger,
     Ledger,
     RefusalLog,
     Sender,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from tagrelay.core.reply import ReplyDesk
     from tagrelay.core.routes import Routes
     from tagrelay.services.blocklink import BlockLinks
+    from tagrelay.services.events import Events
     from tagrelay.services.ingest import Ingest
     from tagrelay.services.relay import Relay
 
@@ -71,6 +73,7 @@ class StandIns:
     sent_log: SentLog | None = None
     aliases: AliasRecords | None = None  # alias control states (issue 14)
     insight: AliasInsight | None = None
+    event_ledger: EventLedger | None = None  # the events function's (issue 12)
     # Client factories behind the real adapters (the benchmarks count every call through them).
     firestore_client: Callable[[], Any] | None = None
     publisher_client: Callable[[], Any] | None = None
@@ -199,6 +202,7 @@ def build_relay() -> Relay:
         sent_log=_unless(_stand_ins.sent_log, lambda: mailgun),  # Mailgun's Events API (issue 12)
         insight=_unless(_stand_ins.insight, lambda: _insight(firestore)),
         block_link=_leak_block_link(config.routes),
+        keep=claims if bucket or _stand_ins.claims is not None else None,
     )
 
 
@@ -228,6 +232,40 @@ def _insight(firestore: Callable[[], Any]) -> AliasInsight:
     from tagrelay.adapters.insight import FirestoreInsight
 
     return FirestoreInsight(firestore)
+
+
+def build_events() -> Events:
+    """The events function (issue 12): Firestore ledger, dead-letter publisher, claim store for the kept
+    copies, a Mailgun client for the owner notice, the routes for ``notify``, ingest's signing key."""
+    import requests
+
+    from tagrelay.adapters.mailgun import MailgunClient
+    from tagrelay.services.events import Events
+    from tagrelay.services.relay import PubSubDeadLetters
+
+    config = load_events(os.environ)
+    session = (_stand_ins.http_session or requests.Session)()
+    mailgun = MailgunClient(
+        session, config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
+    )
+    deadletters = _unless(
+        _stand_ins.deadletters,
+        lambda: PubSubDeadLetters(_publisher(config.project, config.deadletter_topic, timeout=10.0)),
+    )
+    bucket = config.claim_bucket
+    claims = _stand_ins.claims if _stand_ins.claims is not None else (_claims(bucket) if bucket else None)
+    ledger = _unless(_stand_ins.event_ledger, lambda: FirestoreLedger(_firestore(config.project)))
+    return Events(
+        config, Secret(config.signing_key), ledger, deadletters, _unless(_stand_ins.sender, lambda: mailgun), claims
+    )
+
+
+def read_capped(request: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of the request body, whatever its Content-Length says."""
+    out = bytearray()
+    while len(out) < limit and (chunk := request.stream.read(min(CHUNK_BYTES, limit - len(out)))):
+        out += chunk
+    return bytes(out)
 
 
 def build_replies(firestore: Callable[[], Any]) -> ReplyDesk | None:

@@ -15,17 +15,25 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any, cast
 
 import requests
 
 from tagrelay.core.envelope import message_id_of
 from tagrelay.core.errors import RoutesError
+from tagrelay.core.events import FINAL
+from tagrelay.core.ports import DELIVERY_VARIABLE
 from tagrelay.core.routes import Forward, load_file
 from tagrelay_tools import mailgun_posts
 from tagrelay_tools.localstack import STATE_FILE, running_state
 from tagrelay_tools.mailgun_posts import ROUTE_KEY_VARIABLE
 from tagrelay_tools.terminal import say, warn
 
+if TYPE_CHECKING:
+    from tagrelay_tools.localstack import Stack
+    from tagrelay_tools.standin import Accepted
+
+EVENT_SECONDS = 20.0  # how long 'tagrelay run' waits for the sample's delivered event
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello.eml"
 ARRIVAL_SECONDS = 60.0
 
@@ -125,6 +133,24 @@ def _from_address(raw: bytes) -> str:
     return parseaddr(str(BytesHeaderParser().parsebytes(raw).get("From", "")))[1]
 
 
+def _delivery_state(stack: Stack, arrived: Accepted) -> str:
+    """The sample's delivery record once Mailgun's events reached it (issue 12): delivered, or where it stands."""
+    options = cast(dict[str, list[str]], arrived.get("options", {}))
+    key = (options.get(f"v:{DELIVERY_VARIABLE}") or [""])[-1]
+    if not key:
+        return "delivery record: the forward carried no delivery key"
+    record: dict[str, Any] | None = None
+    deadline = time.monotonic() + EVENT_SECONDS
+    while time.monotonic() < deadline:
+        record = stack.delivery_record(key)
+        if record is not None and record.get("state") in FINAL:
+            break
+        time.sleep(0.2)
+    if record is None:
+        return f"delivery record {key[:12]}…: not found"
+    return f"delivery record {key[:12]}…: {record.get('state')} (Mailgun id {record.get('mailgun_id', '')})"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from tagrelay_tools.localstack import Stack, StackError
 
@@ -136,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Both stop everything: SIGINT too, since a shell may start a background job with it ignored.
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    say("starting the local stack (Pub/Sub and Firestore emulators, ingest, relay, Mailgun stand-in)…")
+    say("starting the local stack (Pub/Sub and Firestore emulators, ingest, relay, events, Mailgun stand-in)…")
     try:
         stack.start()
     except StackError as exc:
@@ -158,6 +184,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             warn(f"error: nothing arrived at the stand-in within {ARRIVAL_SECONDS:g}s; see {stack.workdir}/logs")
             return 1
         say(f"forwarded copy (to {', '.join(arrived['to'])}): {arrived['path']}")
+        say(_delivery_state(stack, arrived))
         if args.once:
             return 0
         say(

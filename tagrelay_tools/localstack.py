@@ -1,7 +1,8 @@
 """The whole pipeline on one machine: real emulators, real function processes.
 
 Starts the Pub/Sub and Firestore emulators that ship with the Google Cloud CLI,
-the Mailgun stand-in, ingest and relay under ``functions-framework``, the
+the Mailgun stand-in, ingest, relay and events under ``functions-framework`` (the
+stand-in's event webhooks registered to events), the
 topics, and a push subscription from the inbound topic to the relay (as Eventarc
 does in production). Every child runs in its own process group and is stopped
 by its process id. Used by ``tagrelay run`` and by the integration tests.
@@ -39,6 +40,8 @@ PROCESS_START_SECONDS = 45.0
 STOP_SECONDS = 10.0
 REPO = Path(__file__).resolve().parent.parent
 STATE_FILE = Path(".tagrelay") / "local.json"  # where 'tagrelay run' records the running stack (default workdir)
+
+EVENT_WEBHOOKS = ("delivered", "permanent_fail", "temporary_fail", "complained")  # what the events function takes
 
 INSTALL_HINT = {
     "gcloud": (
@@ -142,6 +145,7 @@ class Stack:
     claim_bucket: str = "tagrelay-claims-local"
     relay_env: dict[str, str] = field(default_factory=dict)
     ingest_env: dict[str, str] = field(default_factory=dict)
+    events_env: dict[str, str] = field(default_factory=dict)
     signing_key: str = field(default_factory=lambda: "local-" + secrets.token_hex(16))
     api_key: str = field(default_factory=lambda: "key-" + secrets.token_hex(16))
     reply_key: str = field(default_factory=lambda: secrets.token_hex(32))  # reverse addresses (issue 13)
@@ -168,6 +172,8 @@ class Stack:
             relay = self.start_relay()
             self.ensure_subscription(f"{self.topic}-relay", self.topic, push_endpoint=relay.url + "/")
             self.start_ingest(extra={"PORT": str(self.ingest_port)})
+            events = self.start_events()
+            self.register_webhooks(events.url + "/")
             self.write_state()
         except BaseException:
             self.stop()
@@ -322,6 +328,38 @@ class Stack:
             }
         )
 
+    def events_environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """Everything the events function is configured with on this stack (issue 12): ingest's signing key,
+        the Mailgun stand-in for owner notices, the dead-letter topic and the claim bucket of kept copies."""
+        return self.function_env(
+            {
+                "MAILGUN_WEBHOOK_SIGNING_KEY": self.signing_key,
+                "MAILGUN_DOMAIN": self.domain,
+                "MAILGUN_API_BASE": self.standin_url,
+                "MAILGUN_API_KEY": self.api_key,
+                "TAGRELAY_CLAIM_BUCKET": self.claim_bucket,
+                "MAILGUN_TIMEOUT": "10",
+                **self.events_env,
+                **(extra or {}),
+            }
+        )
+
+    def start_events(self, name: str = "events", extra: dict[str, str] | None = None) -> Child:
+        env = self.events_environment(extra)
+        return self.spawn(name, self._framework("events", "http"), env, ready_path=None)
+
+    def register_webhooks(self, url: str, standin_url: str | None = None) -> None:
+        """Point the stand-in's event webhooks at ``url`` (created, or replaced when they exist), as
+        Mailgun's webhooks API takes them: ``POST /v3/domains/<domain>/webhooks`` with ``id`` and ``url``."""
+        base = f"{standin_url or self.standin_url}/v3/domains/{self.domain}/webhooks"
+        auth = ("api", self.api_key)
+        for name in EVENT_WEBHOOKS:
+            response = requests.post(base, data={"id": name, "url": url}, auth=auth, timeout=HTTP_TIMEOUT)
+            if response.status_code == 400 and "already exists" in response.text:
+                response = requests.put(f"{base}/{name}", data={"url": url}, auth=auth, timeout=HTTP_TIMEOUT)
+            if response.status_code != 200:
+                raise StackError(f"webhook {name} not registered: {response.status_code} {response.text[:200]}")
+
     def start_ingest(self, name: str = "ingest", extra: dict[str, str] | None = None) -> Child:
         return self.spawn(name, self._framework("ingest", "http"), self.ingest_environment(extra), ready_path=None)
 
@@ -337,8 +375,8 @@ class Stack:
             old.kill()
         else:
             old.stop()
-        starter = self.start_relay if name == "relay" else self.start_ingest
-        return starter(name=name, extra={"PORT": str(old.port)})
+        starters = {"relay": self.start_relay, "events": self.start_events}
+        return starters.get(name, self.start_ingest)(name=name, extra={"PORT": str(old.port)})
 
     def _framework(self, function: str, signature: str) -> list[str]:
         return framework_argv(REPO / "functions" / function / "main.py", function, signature)
@@ -411,11 +449,22 @@ class Stack:
         if response.status_code not in (200, 409):
             raise StackError(f"emulator refused PUT {path}: {response.status_code} {response.text[:200]}")
 
+    def delivery_record(self, key: str) -> dict[str, Any] | None:
+        """A delivery record as the Firestore emulator holds it (its REST API; values decoded), or None."""
+        host = f"127.0.0.1:{self.children['firestore'].port}"
+        url = f"http://{host}/v1/projects/{self.project}/databases/(default)/documents/tagrelay_deliveries/{key}"
+        response = requests.get(url, headers={"Authorization": "Bearer owner"}, timeout=HTTP_TIMEOUT)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return {name: firestore_value(value) for name, value in response.json().get("fields", {}).items()}
+
     def write_state(self) -> Path:
         """Record URLs and local keys for ``tagrelay send`` (mode 0600)."""
         path = self.workdir / STATE_FILE.name
         state = {
             "ingest_url": self.ingest_url,
+            "events_url": self.children["events"].url if "events" in self.children else "",
             "signing_key": self.signing_key,
             "reply_key": self.reply_key,
             "route_key": self.route_key,
@@ -430,6 +479,24 @@ class Stack:
         path.write_text(json.dumps(state, indent=2))
         path.chmod(0o600)
         return path
+
+
+def firestore_value(value: dict[str, Any]) -> Any:
+    """One value of Firestore's REST representation as Python (maps and arrays recursively)."""
+    if "mapValue" in value:
+        return {k: firestore_value(v) for k, v in value["mapValue"].get("fields", {}).items()}
+    if "arrayValue" in value:
+        return [firestore_value(v) for v in value["arrayValue"].get("values", [])]
+    if "integerValue" in value:
+        return int(value["integerValue"])
+    if "bytesValue" in value:
+        return base64.b64decode(value["bytesValue"])
+    if "nullValue" in value:
+        return None
+    for kind in ("stringValue", "doubleValue", "booleanValue", "timestampValue", "referenceValue"):
+        if kind in value:
+            return value[kind]
+    return value
 
 
 def running_state(path: Path = STATE_FILE) -> dict[str, Any] | None:

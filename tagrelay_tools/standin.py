@@ -397,17 +397,19 @@ def make_handler(state: Standin) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, {"message": "Webhook has been created", "webhook": {"urls": urls}})
 
         def _control(self, path: str, body: bytes) -> None:
-            plan = json.loads(body or b"{}")
             mailbox = state.mailbox
+            if path.startswith("/_standin/stored/"):  # a raw message, not JSON
+                with state.lock:
+                    state.stored[path.rpartition("/")[2]] = body
+                self._reply(200, {"ok": True})
+                return
+            plan = json.loads(body or b"{}")
             if path == "/_standin/faults":
                 with state.lock:
                     state.queue = [str(x) for x in plan.get("queue", [])]
                     state.rates = {str(k): float(v) for k, v in plan.get("rates", {}).items()}
                     state.random = random.Random(plan.get("seed", 0))  # noqa: S311
                     state.delay = max(0.0, float(plan.get("delay", 0.0)))
-            elif path.startswith("/_standin/stored/"):
-                with state.lock:
-                    state.stored[path.rpartition("/")[2]] = body
             elif path == "/_standin/outcomes":
                 mailbox.script(plan)
             elif path.startswith("/_standin/suppressions/") and path.rpartition("/")[2] in SUPPRESSION_LISTS:

@@ -1,17 +1,39 @@
 """Delivery records, token bindings and refusal records.
 
-Three collections, each with an ``expires_at`` field that a Firestore TTL policy
+Four collections, each with an ``expires_at`` field that a Firestore TTL policy
 uses to delete old records, so the database does not grow without bound:
 
 ``tagrelay_deliveries`` (one per alias, targets and SHA-256 of the message bytes)
-    ``state`` ``sending`` (with a lease from ``leased_at`` to ``lease_until``), ``retry``,
-    ``sent`` (with the Mailgun id) or ``dead``, and the number of ``attempts``. A
-    redelivered message that is already ``sent`` is acknowledged without sending; an
-    expired lease is taken over; a live one means another instance is sending it right now.
-    ``unsure_since``/``unsure_until`` (epoch seconds, 0 when none): a send that may have
-    reached Mailgun unseen (issue 12), kept until the relay resolves it through Mailgun's
-    events. Taking over an expired ``sending`` lease adds that lease's window (the instance
-    may have died inside the send). ``begin_delivery`` answers it as ``Begin.doubt``.
+    ``state`` ``sending`` (with a lease from ``leased_at`` to ``lease_until``), ``retry``, ``sent`` (with the Mailgun
+    id) or ``dead``, and the number of ``attempts``; then, from Mailgun's events
+    (issue 12), ``delivered``, ``failed`` (permanent) or ``complained``. A
+    redelivered message that is ``sent``, ``delivered``, ``complained``,
+    ``failed`` or ``dead`` is acknowledged without sending; a dead-letter replay
+    retakes ``dead`` and ``failed``; an expired lease is taken over; a live one
+    means another instance is sending it right now. The fields:
+
+    - from the relay: ``alias``, ``message_id``, ``targets`` (comma-separated),
+      ``attempts``, ``lease_until``, ``detail`` (the Mailgun id, or why it is dead);
+      with ``sent``, in the same write: ``mailgun_id`` (exactly as the API returned
+      it, with ``<>``), ``pubsub_id``, ``received_at`` (Pub/Sub publish time) and
+      ``sent_at`` (epoch seconds), ``attributes`` (the Pub/Sub attributes, for the
+      dead letter of a later permanent failure) and the kept copy: ``message``
+      (what came through Pub/Sub, up to KEEP_INLINE_BYTES) or ``blob`` (a
+      ``sent/`` object in the claim-check bucket); a claim-checked message keeps
+      its ``claim`` object instead (named in ``attributes``). The copy is dropped
+      when every target's ``delivered`` arrived.
+    - from events (:mod:`tagrelay.core.events`): ``recipients`` (recipient ->
+      ``{state, reason, code, at}``, plus ``severity`` for a temporary failure),
+      and of the last event that changed something ``event_at``, ``reason``,
+      ``code``, ``severity``, ``event_message``.
+    - ``unsure_since``/``unsure_until`` (epoch seconds, 0 when none): a send that may have
+      reached Mailgun unseen (issue 12), kept until the relay resolves it through Mailgun's
+      events. Taking over an expired ``sending`` lease adds that lease's window (the instance
+      may have died inside the send). ``begin_delivery`` answers it as ``Begin.doubt``.
+    - ``updated_at`` (epoch seconds) on every write; ``expires_at`` (the TTL) 8 days after the last start or event.
+
+``tagrelay_event_tokens`` (one per event webhook token, until its timestamp is stale)
+    Spent in the same commit that applies the event: a replayed post is refused.
 
 ``tagrelay_tokens`` (one per Mailgun token)
     ``digest``: the message the token was first seen with. Written in the same
@@ -39,19 +61,23 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tagrelay.adapters import firestore
 from tagrelay.adapters.lazy import Lazy
+from tagrelay.core import events
 from tagrelay.core.errors import ClaimMissing, LedgerUnavailable, TransientError
+from tagrelay.core.events import Change, Event, Recorded
 from tagrelay.core.ports import Begin, ClaimStore, DeliveryState, Doubt, Record, Refusal
 
 TOKENS = "tagrelay_tokens"
 DELIVERIES = "tagrelay_deliveries"
 REFUSALS = "tagrelay_refusals"
+EVENT_TOKENS = "tagrelay_event_tokens"
+EVENT_ROUNDS = 4  # read-decide-commit rounds of one event before answering "busy" (503)
 LEDGER_TIMEOUT_SECONDS = 5.0
 DELIVERY_KEEP_SECONDS = 8 * 24 * 3600  # past Pub/Sub's 7-day retention
 TOKEN_KEEP_SECONDS = DELIVERY_KEEP_SECONDS  # a redelivery within Pub/Sub's retention still finds its binding
@@ -77,7 +103,9 @@ def _expiry(now: float, keep_seconds: float) -> datetime:
 
 def _decide_delivery(record: dict[str, Any], now: float, retake_dead: bool) -> DeliveryState:
     state = record.get("state")
-    if state == "sent" or (state == "dead" and not retake_dead):
+    if retake_dead and events.retakes(record):
+        return "go"  # a dead-letter replay: dead, or a target failed permanently
+    if state in ("sent", "dead", *events.FINAL):
         return "done"
     if state == "sending" and float(record.get("lease_until", 0)) > now:
         return "busy"
@@ -135,11 +163,30 @@ def _plan(
         "leased_at": now,
         "lease_until": now + lease_seconds,
         "attempts": attempts + 1,
+        "mailgun_id": "",  # a new send: events of an earlier one (before a replay) are stale
+        "recipients": {},
         "updated_at": now,
         "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
         **_unsure_fields(doubt),  # kept until resolved: this instance may die too
     }
     return _Plan(Begin("go", attempts + 1, "", previous, doubt), write_token, record)
+
+
+def _done_over(record: dict[str, Any], done: dict[str, Any]) -> dict[str, Any] | None:
+    """The relay's end-of-send write over ``record``: ``sent`` keeps a higher state an event set first;
+    ``dead`` does not overwrite a record an event showed Mailgun accepted (None: nothing to write)."""
+    if done["state"] == "sent":
+        return events.sent_fields(record, done)
+    return None if events.accepted(record) else done
+
+
+def _merge(record: dict[str, Any], fields: Mapping[str, Any]) -> None:
+    """An update as Firestore applies it: top-level fields replaced, None deletes one."""
+    for name, value in fields.items():
+        if value is None:
+            record.pop(name, None)
+        else:
+            record[name] = value
 
 
 def _token_record(digest: str, now: float) -> dict[str, Any]:
@@ -169,6 +216,7 @@ class MemoryLedger:
         self.tokens: dict[str, dict[str, Any]] = {}
         self.deliveries: dict[str, dict[str, Any]] = {}
         self.refusals: dict[str, dict[str, Any]] = {}
+        self.event_tokens: dict[str, float] = {}
 
     def begin_delivery(
         self,
@@ -200,15 +248,46 @@ class MemoryLedger:
                 self.deliveries[key] = plan.record
             return plan.begin
 
-    def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None:
+    def delivery_done(
+        self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
+    ) -> None:
         with self._lock:
-            if key in self.deliveries:
-                self.deliveries[key].update(state=state, detail=detail, lease_until=0, updated_at=self._clock())
+            record = self.deliveries.get(key)
+            if record is None:
+                return
+            done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
+            update = _done_over(record, done)
+            if update is not None:
+                record.update(update)
+
+    def record_event(
+        self,
+        event: Event,
+        token: str,
+        token_expires: float,
+        before_commit: Callable[[Change, dict[str, Any]], None],
+    ) -> Recorded:
+        with self._lock:
+            if token in self.event_tokens:
+                return Recorded("replayed")
+            record = self.deliveries.get(event.key) if event.key else None
+            if record is None:
+                self.event_tokens[token] = token_expires
+                return Recorded("unknown")
+            seen = dict(record)
+            change = events.apply(seen, event, self._clock())
+            if change.outcome == "early":
+                return Recorded("early", change, seen)
+            if change.fields:
+                before_commit(change, seen)
+                _merge(record, change.fields)
+            self.event_tokens[token] = token_expires
+            return Recorded(change.outcome, change, seen)
 
     def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         with self._lock:
             record = self.deliveries.get(key)
-            if record is not None:
+            if record is not None and not events.accepted(record):
                 record.update(state="retry", lease_until=0, updated_at=self._clock(), **_unsure_fields(doubt))
                 if not attempted:
                     record["attempts"] = int(record.get("attempts", 0)) - 1
@@ -265,6 +344,9 @@ class FirestoreLedger:
         self._timeout = timeout
         self._clock = clock
         self._blobs = blobs  # where refused messages too large for a document go
+        # The update time of this instance's lease write per delivery key, until its sent write:
+        # the precondition that makes that write lose to an event that came first.
+        self._leases: dict[str, Any] = {}
 
     def _db(self) -> Any:
         return self._client.get()
@@ -310,7 +392,7 @@ class FirestoreLedger:
             batch.create(token_ref, _token_record(digest, now))
         batch.create(ref, first.record)
         try:
-            self._call(batch.commit)
+            self._leased(key, self._call(batch.commit))
             return first.begin
         except (AlreadyExists, FailedPrecondition):
             pass
@@ -336,25 +418,113 @@ class FirestoreLedger:
                 assert delivery_snap is not None
                 batch.update(ref, plan.record, option=db.write_option(last_update_time=delivery_snap.update_time))
             try:
-                self._call(batch.commit)
+                self._leased(key, self._call(batch.commit))
                 return begin
             except (AlreadyExists, FailedPrecondition):
                 continue  # someone wrote first: decide again on what they wrote
         return Begin("busy", begin.attempts, "", begin.previous)
 
-    def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None:
-        ref = self._db().collection(DELIVERIES).document(key)
-        self._call(ref.update, {"state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()})
+    def delivery_done(
+        self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
+    ) -> None:
+        """One update with a precondition (nothing wrote since this instance's lease), so an event that came
+        first is never overwritten; only then is the record read and merged (:func:`_done_over`)."""
+        done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
+        self._write_over(key, lambda record: _done_over(record, done))
+
+    def _write_over(self, key: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+        """Write ``decide(record)`` (None: nothing) to the delivery record: first on the lease write's update
+        time, without a read; if something wrote since (an event), on what a read finds, with a precondition."""
+        from google.api_core.exceptions import FailedPrecondition, NotFound
+
+        db = self._db()
+        ref = db.collection(DELIVERIES).document(key)
+        leased = self._leases.pop(key, None)
+        if leased is not None:
+            mine = decide({"state": "sending"})
+            try:
+                if mine is not None:
+                    self._call(ref.update, mine, option=db.write_option(last_update_time=leased))
+                return
+            except FailedPrecondition:
+                pass  # an event (or another instance) wrote first: decide on what is there
+        for _ in range(BEGIN_ROUNDS):
+            snapshot = self._call(ref.get)
+            if not snapshot.exists:
+                return
+            update = decide(snapshot.to_dict() or {})
+            if update is None:
+                return
+            try:
+                self._call(ref.update, update, option=db.write_option(last_update_time=snapshot.update_time))
+                return
+            except (FailedPrecondition, NotFound):
+                continue
+        raise LedgerUnavailable("the delivery record kept changing under concurrent events")
+
+    def record_event(
+        self,
+        event: Event,
+        token: str,
+        token_expires: float,
+        before_commit: Callable[[Change, dict[str, Any]], None],
+    ) -> Recorded:
+        """Spend the token and apply the event in one commit: a read of both documents, then a batch
+        whose writes carry preconditions (token: create; record: unchanged since the read)."""
+        from google.api_core.exceptions import AlreadyExists, FailedPrecondition
+        from google.cloud import firestore as fs
+
+        db = self._db()
+        token_ref = db.collection(EVENT_TOKENS).document(document_id(token))
+        ref = db.collection(DELIVERIES).document(event.key) if event.key else None
+        token_record = {"expires_at": datetime.fromtimestamp(token_expires, UTC), "key": event.key}
+        for _ in range(EVENT_ROUNDS):
+            snapshots = self._read([token_ref] + ([ref] if ref is not None else []))
+            used = snapshots.get(token_ref.path)
+            if used is not None and used.exists:
+                return Recorded("replayed")
+            snapshot = snapshots.get(ref.path) if ref is not None else None
+            batch = db.batch()
+            batch.create(token_ref, token_record)
+            if snapshot is None or not snapshot.exists:
+                result = Recorded("unknown")
+            else:
+                record = snapshot.to_dict() or {}
+                change = events.apply(record, event, self._clock())
+                if change.outcome == "early":
+                    return Recorded("early", change, record)
+                if change.fields:
+                    before_commit(change, record)
+                    update = {k: (fs.DELETE_FIELD if v is None else v) for k, v in change.fields.items()}
+                    update["expires_at"] = _expiry(self._clock(), DELIVERY_KEEP_SECONDS)
+                    assert ref is not None
+                    batch.update(ref, update, option=db.write_option(last_update_time=snapshot.update_time))
+                result = Recorded(change.outcome, change, record)
+            try:
+                self._call(batch.commit)
+                return result
+            except AlreadyExists:
+                return Recorded("replayed")  # the same post, racing itself
+            except FailedPrecondition:
+                continue  # the record changed since the read: decide again
+        raise LedgerUnavailable("the delivery record kept changing under concurrent events")
+
+    def _leased(self, key: str, results: Any) -> None:
+        """Remember the lease write's update time (the delivery record is the batch's last write)."""
+        if len(self._leases) > 1000:  # leases given up without a sent write (retries, dead letters)
+            self._leases.clear()
+        written = list(results or [])
+        if written and getattr(written[-1], "update_time", None) is not None:
+            self._leases[key] = written[-1].update_time
 
     def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         from google.cloud.firestore import Increment
 
-        ref = self._db().collection(DELIVERIES).document(key)
-        fields: dict[str, Any] = {"state": "retry", "lease_until": 0, "updated_at": self._clock()}
-        fields.update(_unsure_fields(doubt))
-        if not attempted:  # one write, no read: the lease that only waited does not count
-            fields["attempts"] = Increment(-1)
-        self._call(ref.update, fields)
+        released: dict[str, Any] = {"state": "retry", "lease_until": 0, "updated_at": self._clock()}
+        released.update(_unsure_fields(doubt))
+        if not attempted:  # the lease that only waited does not count
+            released["attempts"] = Increment(-1)
+        self._write_over(key, lambda record: None if events.accepted(record) else released)
 
     def recent_deliveries(self, limit: int) -> list[Record]:
         from google.cloud import firestore

@@ -312,3 +312,43 @@ def load_replies(env: Mapping[str, str]) -> ReplyConfig | None:
             )
     reader.done()
     return ReplyConfig(key, previous)
+
+
+# -- the events function (issue 12) --------------------------------------------------------
+
+DEFAULT_EVENT_MAX_AGE_SECONDS = 900
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """The events function: Mailgun's event webhooks in, delivery records, dead letters and notices out."""
+
+    project: str
+    routes: Routes
+    signing_key: SecretRef  # the HTTP webhook signing key: the same secret as ingest's
+    max_age_seconds: float  # an event post's timestamp window (Mailgun signs each retry afresh)
+    mailgun_domain: str
+    api_base: str
+    api_key: SecretRef  # for the owner notice
+    deadletter_topic: str
+    mailgun_timeout: float
+    claim_bucket: str = ""
+
+
+def load_events(env: Mapping[str, str]) -> EventsConfig:
+    reader = _Reader(env)
+    project = reader.required("GOOGLE_CLOUD_PROJECT", "put the id of the project that holds the ledger")
+    routes = reader.routes()
+    key = reader.secret("MAILGUN_WEBHOOK_SIGNING_KEY")
+    max_age = reader.number("TAGRELAY_EVENT_MAX_AGE_SECONDS", DEFAULT_EVENT_MAX_AGE_SECONDS, 60, 9 * 3600, "seconds")
+    domain = reader.required("MAILGUN_DOMAIN", "put your Mailgun sending domain, e.g. example.org")
+    base = reader.url("MAILGUN_API_BASE", DEFAULT_API_BASE)
+    api_key = reader.secret("MAILGUN_API_KEY")
+    deadletter = reader.resource_id("TAGRELAY_DEADLETTER_TOPIC", DEFAULT_DEADLETTER_TOPIC)
+    timeout = reader.number("MAILGUN_TIMEOUT", 10, 1, 540, "seconds")  # the notice is sent before the answer
+    bucket = env.get("TAGRELAY_CLAIM_BUCKET", "").strip()
+    if bucket and not _BUCKET.fullmatch(bucket):
+        reader.problems.append(f"TAGRELAY_CLAIM_BUCKET={bucket!r} is not a bucket name (3-63 of a-z 0-9 - _ .)")
+    reader.done()
+    assert routes is not None
+    return EventsConfig(project, routes, key, max_age, domain, base, api_key, deadletter, timeout, bucket)

@@ -439,7 +439,7 @@ def looks_like_event_webhook(content_type: str, head: bytes) -> bool:
 
 EVENT_WEBHOOK_HINT = (
     "this is a Mailgun event webhook, not a route post: ingest takes only route posts; "
-    "remove this URL from the domain's webhooks in Mailgun"
+    "point the domain's webhooks at the events function's URL instead (tagrelay mailgun ensure-webhooks)"
 )
 MESSAGE_FIELDS = frozenset({"body-mime", "body-plain", "body-html", "message-headers"})
 

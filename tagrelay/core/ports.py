@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     from tagrelay.core.control import Snapshot
+    from tagrelay.core.events import Change, Event, Recorded
 
 DeliveryState = Literal["go", "done", "busy", "conflict"]
 
@@ -95,9 +96,34 @@ class Ledger(RefusalLog, Protocol):
         digest: str = "",
         ignore_token: bool = False,
     ) -> Begin: ...
-    def delivery_done(self, key: str, state: Literal["sent", "dead"], detail: str) -> None: ...
+    def delivery_done(
+        self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record the end of a send. ``fields`` go along in the same write (with ``sent``: the Mailgun
+        id, times, Pub/Sub id and attributes, and the kept copy); events that came first keep their state."""
+        ...
+
     def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None: ...
     def recent_deliveries(self, limit: int) -> list[Record]: ...
+
+
+class EventLedger(Protocol):
+    """Where Mailgun's events land: the delivery records and the used webhook tokens (issue 12).
+
+    ``record_event`` spends ``token`` (first use wins; a used one answers "replayed" and writes
+    nothing) and applies ``event`` to the record ``event.key`` with
+    :func:`tagrelay.core.events.apply`, in one write with a precondition. ``before_commit``
+    runs with the change and the record it was decided on before anything is written (a
+    raise writes nothing); it may run again if the record changed meanwhile.
+    """
+
+    def record_event(
+        self,
+        event: Event,
+        token: str,
+        token_expires: float,
+        before_commit: Callable[[Change, dict[str, Any]], None],
+    ) -> Recorded: ...
 
 
 class Publisher(Protocol):

@@ -64,6 +64,7 @@ from tagrelay.core.errors import (
     TransientError,
     Unrewritable,
 )
+from tagrelay.core.events import KEEP_INLINE_BYTES, KEPT_PREFIX
 from tagrelay.core.log import event
 from tagrelay.core.notice import build_notice
 from tagrelay.core.ports import (
@@ -140,7 +141,9 @@ class Relay:
         sent_log: SentLog | None = None,
         insight: AliasInsight | None = None,
         block_link: Callable[[str], str] | None = None,
+        keep: ClaimStore | None = None,
     ) -> None:
+        self._keep = keep  # where a sent message over KEEP_INLINE_BYTES is kept for a bounce (issue 12)
         self._insight = insight  # None: no per-alias record (issue 14's insight)
         self._block_link = block_link  # alias -> a one-click block URL for the leak notice ("" for none)
         self._stored = stored
@@ -273,7 +276,7 @@ class Relay:
                 raise
             if earlier:
                 progress.mailgun_id = earlier
-                self._record(key, "sent", earlier)
+                self._record(key, "sent", earlier, self._sent_fields(delivery, carried, attributes, earlier))
                 self._after_sent(message, plan, route_to)
                 return Outcome("duplicate", earlier)
         started = 0.0
@@ -321,7 +324,7 @@ class Relay:
             raise
 
         progress.mailgun_id = mailgun_id
-        self._record(key, "sent", mailgun_id)
+        self._record(key, "sent", mailgun_id, self._sent_fields(delivery, carried, attributes, mailgun_id))
         self._after_sent(message, plan, route_to)
         spam_seen = seen.flagged or (seen.score is not None and seen.score >= resolved.rule.spam.threshold)
         if found is None:  # a forwarded message (never a reply as the alias, nor an owner's notice)
@@ -339,11 +342,11 @@ class Relay:
         return Outcome("sent", mailgun_id)
 
     def _after_sent(self, message: Envelope, plan: ReplyPlan | None, route_to: str) -> None:
-        """What follows a send Mailgun accepted: the contact record (replies on), the claim-check object."""
+        """What follows a send Mailgun accepted: the contact record (replies on). A claim-checked message
+        keeps its object until Mailgun says delivered (the events function drops it then; the bucket's
+        lifecycle rule is the backstop): a bounce needs it for the dead letter."""
         if self._replies is not None:
             self._replies.sent(plan, normalize(route_to) or route_to, message.mime, message.sender)
-        if message.claim:
-            self._drop_claim(message.claim)
 
     def _earlier_send(self, key: str, doubt: Doubt, recipient: str, fields: dict[str, str]) -> str:
         """The Mailgun id of an earlier send of this delivery that Mailgun accepted, or "" when its events
@@ -434,6 +437,36 @@ class Relay:
         event(logging.INFO, "owner told of a leak", stage="relay", alias=leak.alias, outcome="notified", targets=to)
         return True
 
+    def _sent_fields(
+        self, delivery: Delivery, carried: bytes, attributes: dict[str, str], mailgun_id: str
+    ) -> dict[str, Any]:
+        """What the ``sent`` write records besides the state (issue 12), in that same write: the ids and
+        times, the attributes and what came through Pub/Sub, kept until the outcome is known."""
+        fields: dict[str, Any] = {
+            "mailgun_id": mailgun_id,
+            "pubsub_id": delivery.pubsub_id,
+            "received_at": delivery.publish_time.timestamp() if delivery.publish_time else 0.0,
+            "sent_at": self._clock(),
+            "attributes": attributes,
+        }
+        if len(carried) <= KEEP_INLINE_BYTES:
+            fields["message"] = carried
+        elif self._keep is not None:
+            try:
+                fields["blob"] = self._keep.put(carried, prefix=KEPT_PREFIX)
+            except Exception as exc:  # the message is sent; only the copy for a bounce is missing
+                why = exc.reason if isinstance(exc, TransientError) else type(exc).__name__
+                event(logging.WARNING, f"sent copy not kept for a bounce: {why}", stage="relay", outcome="sent")
+        else:
+            event(
+                logging.WARNING,
+                f"sent copy of {len(carried)} bytes not kept for a bounce: no claim-check bucket "
+                "(TAGRELAY_CLAIM_BUCKET)",
+                stage="relay",
+                outcome="sent",
+            )
+        return fields
+
     def _message_bytes(self, message: Envelope, digest: str) -> bytes:
         """The message to send: carried, fetched from the claim check (checked against its digest),
         or fetched from Mailgun's storage for a store(notify=...) route. Only called once the ledger
@@ -474,8 +507,8 @@ class Relay:
                 mailgun_id=detail,
                 **fields,
             )
-        if message.claim and previous == "sent":
-            self._drop_claim(message.claim)  # this post's own object, no longer needed (a missing one is fine)
+        # A duplicate's claim object is left to the bucket's lifecycle rule: a Pub/Sub redelivery of the
+        # sent message itself names the very object kept for a bounce (issue 12), and nothing here tells them apart.
         return Outcome("duplicate", detail)
 
     def _refuse_replayed_token(
@@ -524,24 +557,14 @@ class Relay:
             return
         event(logging.INFO, "owner notified", stage="relay", alias=alias, outcome="notified", targets=[failed.notify])
 
-    def _record(self, key: str, state: Any, detail: str) -> None:
+    def _record(self, key: str, state: Any, detail: str, fields: dict[str, Any] | None = None) -> None:
         """Record the end of a delivery. If the ledger fails here, the message is still
         acknowledged; a redelivery Pub/Sub makes on its own finds the record ``sending``,
         and once the lease runs out it asks Mailgun's events before sending (issue 12)."""
         try:
-            self._ledger.delivery_done(key, state, detail)
+            self._ledger.delivery_done(key, state, detail, fields)
         except LedgerUnavailable as exc:
             event(logging.ERROR, f"{state} but not recorded: {exc.reason}", stage="relay", outcome=state)
-
-    def _drop_claim(self, ref: str) -> None:
-        """The message is sent: its claim-check object can go (the lifecycle rule is the backstop)."""
-        if self._claims is None:
-            return
-        try:
-            self._claims.delete(ref)
-        except Exception as exc:  # cleanup of a sent message: whatever fails, the lifecycle rule is the backstop
-            reason = exc.reason if isinstance(exc, (ClaimMissing, TransientError)) else type(exc).__name__
-            event(logging.WARNING, f"claim-check object left for the lifecycle rule: {reason}", stage="relay")
 
     def _release(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         try:

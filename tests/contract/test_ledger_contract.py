@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from tagrelay.adapters.ledger import FirestoreLedger, MemoryLedger
+from tagrelay.core.errors import LedgerUnavailable
+from tagrelay.core.events import Change, Event
 from tagrelay.core.ports import Begin, Doubt, Refusal
 
 Ledger = MemoryLedger | FirestoreLedger
@@ -290,3 +292,150 @@ def test_a_new_message_costs_one_commit_and_no_read_on_firestore(firestore_host:
         assert (counting.commits, counting.reads) == (2, 1)  # the failed create, then one read of both records
     finally:
         os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+
+
+# -- Mailgun's events (issue 12) -----------------------------------------------------------
+
+MAILGUN_ID = "<1.contract@example.org>"
+TARGET = "o@gmail.com"
+
+
+def mailgun_event(k: str, kind: str, mailgun_id: str = MAILGUN_ID, recipient: str = TARGET) -> Event:
+    name = "failed" if kind in ("failed", "temporary") else kind
+    severity = {"failed": "permanent", "temporary": "temporary"}.get(kind, "")
+    return Event(kind, name, k, recipient, mailgun_id, 1_700_000_001.0, severity=severity, reason=kind, code=550)  # type: ignore[arg-type]
+
+
+def sent_delivery(ledger: Ledger, k: str) -> None:
+    assert ledger.begin_delivery(k, 60, INFO).state == "go"
+    fields = {"mailgun_id": MAILGUN_ID, "attributes": {"recipient": "a@example.org"}, "message": b"kept"}
+    ledger.delivery_done(k, "sent", MAILGUN_ID, fields)
+
+
+def record_of(ledger: Ledger, k: str) -> dict[str, Any]:
+    [record] = [r.data for r in ledger.recent_deliveries(100) if r.key == k]
+    return record
+
+
+def nothing(change: Change, record: dict[str, Any]) -> None:
+    return None
+
+
+def test_events_move_a_sent_record_up_and_never_back(make: Callable[[Clock], Ledger]) -> None:
+    ledger, k = make(Clock()), key()
+    sent_delivery(ledger, k)
+    assert record_of(ledger, k)["message"] == b"kept"
+    outcomes = [
+        ledger.record_event(mailgun_event(k, kind), uuid.uuid4().hex, 1e10, nothing).outcome
+        for kind in ("temporary", "delivered", "delivered", "failed", "temporary", "complained", "delivered")
+    ]
+    assert outcomes == ["applied", "applied", "unchanged", "unchanged", "unchanged", "applied", "unchanged"]
+    record = record_of(ledger, k)
+    assert record["state"] == "complained" and "message" not in record  # dropped once delivered
+    assert record["recipients"][TARGET]["state"] == "complained"
+    assert ledger.begin_delivery(k, 60, INFO).state == "done"
+
+
+def test_a_used_token_is_refused_and_writes_nothing(make: Callable[[Clock], Ledger]) -> None:
+    ledger, k = make(Clock()), key()
+    sent_delivery(ledger, k)
+    token = uuid.uuid4().hex
+    assert ledger.record_event(mailgun_event(k, "temporary"), token, 1e10, nothing).outcome == "applied"
+    seen: list[Change] = []
+    replayed = ledger.record_event(mailgun_event(k, "failed"), token, 1e10, lambda c, r: seen.append(c))
+    assert (replayed.outcome, seen, record_of(ledger, k)["state"]) == ("replayed", [], "sent")
+    # An event about no record (or none of ours) spends its token too.
+    other = uuid.uuid4().hex
+    assert ledger.record_event(mailgun_event(key(), "delivered"), other, 1e10, nothing).outcome == "unknown"
+    assert ledger.record_event(mailgun_event("", "delivered"), other, 1e10, nothing).outcome == "replayed"
+
+
+def test_a_failure_runs_before_commit_once_and_a_raise_writes_nothing(make: Callable[[Clock], Ledger]) -> None:
+    ledger, k = make(Clock()), key()
+    sent_delivery(ledger, k)
+
+    def down(change: Change, record: dict[str, Any]) -> None:
+        raise LedgerUnavailable("the dead letter could not be published")
+
+    with pytest.raises(LedgerUnavailable):
+        ledger.record_event(mailgun_event(k, "failed"), "t-down", 1e10, down)
+    assert record_of(ledger, k)["state"] == "sent"
+    calls: list[tuple[Change, dict[str, Any]]] = []
+    done = ledger.record_event(mailgun_event(k, "failed"), "t-up", 1e10, lambda c, r: calls.append((c, r)))
+    assert done.outcome == "applied" and len(calls) == 1
+    change, seen = calls[0]
+    assert change.failed_now and seen["message"] == b"kept" and seen["attributes"] == {"recipient": "a@example.org"}
+    assert record_of(ledger, k)["state"] == "failed" and record_of(ledger, k)["message"] == b"kept"
+    assert ledger.begin_delivery(k, 60, INFO).state == "done"
+    retaken = ledger.begin_delivery(k, 60, INFO, retake_dead=True)
+    assert (retaken.state, retaken.previous) == ("go", "failed")
+    assert (record_of(ledger, k)["mailgun_id"], record_of(ledger, k)["recipients"]) == ("", {})
+
+
+def test_an_event_before_the_sent_write_survives_it(make: Callable[[Clock], Ledger]) -> None:
+    ledger, k = make(Clock()), key()
+    assert ledger.begin_delivery(k, 60, INFO).state == "go"
+    assert ledger.record_event(mailgun_event(k, "delivered"), uuid.uuid4().hex, 1e10, nothing).outcome == "applied"
+    assert record_of(ledger, k)["mailgun_id"] == MAILGUN_ID  # adopted from the event
+    ledger.delivery_done(k, "sent", MAILGUN_ID, {"mailgun_id": MAILGUN_ID, "sent_at": 5.0})
+    record = record_of(ledger, k)
+    assert (record["state"], record["mailgun_id"], record["sent_at"]) == ("delivered", MAILGUN_ID, 5.0)
+
+
+def test_a_permanent_failure_before_anything_was_kept_is_early_and_writes_nothing(
+    make: Callable[[Clock], Ledger],
+) -> None:
+    ledger, k = make(Clock()), key()
+    ledger.begin_delivery(k, 60, INFO)
+    token = uuid.uuid4().hex
+    assert ledger.record_event(mailgun_event(k, "failed"), token, 1e10, nothing).outcome == "early"
+    assert record_of(ledger, k)["state"] == "sending"
+    sent_delivery_fields = {"mailgun_id": MAILGUN_ID, "attributes": {"recipient": "a"}, "message": b"m"}
+    ledger.delivery_done(k, "sent", MAILGUN_ID, sent_delivery_fields)
+    assert ledger.record_event(mailgun_event(k, "failed"), token, 1e10, nothing).outcome == "applied"  # not spent
+
+
+def test_racing_duplicates_of_one_failure_fail_it_once(make: Callable[[Clock], Ledger]) -> None:
+    """Mailgun may post the same event twice at once (each signed afresh): one commit moves the record."""
+    clock = Clock()
+    first = make(clock)
+    k = key()
+    sent_delivery(first, k)
+    instances = [make(clock) for _ in range(4)]
+    barrier = threading.Barrier(4)
+    outcomes: list[str] = [""] * 4
+
+    def run(i: int) -> None:
+        barrier.wait()
+        outcomes[i] = instances[i].record_event(mailgun_event(k, "failed"), f"race-{i}-{k}", 1e10, nothing).outcome
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) == ["applied", "unchanged", "unchanged", "unchanged"], outcomes
+    assert record_of(first, k)["state"] == "failed"
+
+
+def test_a_release_or_dead_after_an_event_proved_acceptance_does_not_undo_it(make: Callable[[Clock], Ledger]) -> None:
+    """Mailgun accepted the send but the relay never heard (timeout, crash): its retry or give-up must not
+    lower what the events already recorded, or the next redelivery would send a duplicate."""
+    ledger, k1, k2 = make(Clock()), key(), key()
+    ledger.begin_delivery(k1, 60, INFO)
+    ledger.record_event(mailgun_event(k1, "delivered"), uuid.uuid4().hex, 1e10, nothing)
+    ledger.release_delivery(k1)
+    assert record_of(ledger, k1)["state"] == "delivered"
+    assert ledger.begin_delivery(k1, 60, INFO).state == "done"
+    ledger.begin_delivery(k2, 60, INFO)
+    ledger.record_event(mailgun_event(k2, "temporary"), uuid.uuid4().hex, 1e10, nothing)
+    ledger.delivery_done(k2, "dead", "gave up after 10 attempts")
+    assert (record_of(ledger, k2)["state"], record_of(ledger, k2)["mailgun_id"]) == ("sent", MAILGUN_ID)
+    # Without events, both still do what they did.
+    k3 = key()
+    ledger.begin_delivery(k3, 60, INFO)
+    ledger.release_delivery(k3)
+    assert record_of(ledger, k3)["state"] == "retry"
+    ledger.begin_delivery(k3, 60, INFO)
+    ledger.delivery_done(k3, "dead", "Mailgun answered 400")
+    assert record_of(ledger, k3)["state"] == "dead"

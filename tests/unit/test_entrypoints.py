@@ -18,6 +18,7 @@ import base64
 import email.parser
 import email.policy
 import hashlib
+import json
 import os
 import time
 import urllib.parse
@@ -351,7 +352,7 @@ def test_relay_dead_letters_a_push_that_is_not_a_tagrelay_message() -> None:
     assert h.sender.sent == []
 
 
-def test_relay_fetches_a_claim_checked_message_whole_and_deletes_its_object() -> None:
+def test_relay_fetches_a_claim_checked_message_whole_and_keeps_its_object_for_a_bounce() -> None:
     """Regression: the relay was wired without a claim store, so every message over Pub/Sub's
     limit was dead-lettered ("a claim-checked message, and no claim store is configured")."""
     raw = corpus(MESSAGE)
@@ -365,7 +366,7 @@ def test_relay_fetches_a_claim_checked_message_whole_and_deletes_its_object() ->
     assert h.deadletters.letters == []
     [(_, sent)] = h.sender.sent
     assert body_bytes(sent) == body_bytes(raw)
-    assert claims.objects == {}
+    assert list(claims.objects.values()) == [raw]  # kept until Mailgun says delivered (issue 12)
 
 
 # -- the one-click block link at /block (issue 14) ----------------------------------------------
@@ -397,3 +398,46 @@ def test_block_link_route_is_404_without_a_reply_key() -> None:
     os.environ.pop("TAGRELAY_REPLY_KEY", None)
     http = ingest_client(RecordingPublisher())
     assert http.get("/block?a=x@example.org&x=1&s=00").status_code == 404
+
+
+# -- events (issue 12) -----------------------------------------------------------------------
+
+EVENTS = ROOT / "functions" / "events" / "main.py"
+
+
+def events_client(ledger: MemoryLedger, deadletters: RecordingDeadLetters) -> flask.testing.FlaskClient:
+    replacements = StandIns(event_ledger=ledger, deadletters=deadletters, sender=RecordingSender())
+    return client(str(EVENTS), "events", "http", replacements)
+
+
+def event_post(key: str, token: str, signing_key: str = SIGNING_KEY) -> bytes:
+    stamp = str(int(time.time()))
+    data = {
+        "event": "delivered",
+        "recipient": "owner+shop@gmail.com",
+        "timestamp": time.time(),
+        "user-variables": {"tagrelay-delivery": key},
+        "message": {"headers": {"message-id": "1.x@example.org"}},
+    }
+    signature = {"timestamp": stamp, "token": token, "signature": mailgun_signature(signing_key, stamp, token)}
+    return json.dumps({"signature": signature, "event-data": data}).encode()
+
+
+def test_events_moves_a_sent_record_to_delivered_and_refuses_a_replay() -> None:
+    ledger = MemoryLedger()
+    key = "e" * 64
+    ledger.begin_delivery(key, 60, {"alias": "shop@example.org", "targets": "owner+shop@gmail.com"})
+    ledger.delivery_done(key, "sent", "<1.x@example.org>", {"mailgun_id": "<1.x@example.org>"})
+    http = events_client(ledger, RecordingDeadLetters())
+    body = event_post(key, "k" * 50)
+    assert post(http, body, "application/json") == (200, "delivered\n")
+    assert post(http, body, "application/json") == (401, "token already used: a replayed event post\n")
+    assert post(http, event_post(key, "f" * 50, "wrong-key"), "application/json")[0] == 401
+    assert ledger.deliveries[key]["state"] == "delivered"
+
+
+def test_events_answers_400_to_what_is_not_an_event_post_never_500() -> None:
+    http = events_client(MemoryLedger(), RecordingDeadLetters())
+    assert post(http, b"{", "application/json")[0] == 400
+    assert post(http, b"x" * (300 * 1024), "application/json") == (400, "event post over 262144 bytes\n")
+    assert post(http, mime_form(corpus(MESSAGE), "shop@example.org", "m" * 50))[0] == 400

@@ -337,13 +337,13 @@ def claim_event(raw: bytes) -> dict[str, Any]:
     return {"message": {**data, "publishTime": PUBLISHED}}
 
 
-def test_a_claimed_message_is_fetched_sent_whole_and_its_object_deleted() -> None:
+def test_a_claimed_message_is_fetched_sent_whole_and_its_object_kept_for_a_bounce() -> None:
     raw = corpus("06-mixed-attachments.eml")
     objects = {"claims/big.eml": raw}
     relay, sender, _ = claimed(objects, [])
     assert relay.handle_event_data(claim_event(raw)).status == "sent"
     assert sender.sent[0][1].endswith(raw[raw.index(b"\r\n\r\n") :])  # the whole body, from the bucket
-    assert objects == {}
+    assert objects == {"claims/big.eml": raw}  # until Mailgun says delivered: the events function drops it
 
 
 def test_a_claimed_message_is_dead_lettered_as_it_came_not_whole() -> None:

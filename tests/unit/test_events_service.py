@@ -1,0 +1,387 @@
+"""tagrelay.services.events.Events in process, on the record a real relay send leaves in a MemoryLedger.
+
+The relay (tagrelay.services.relay) sends a corpus message; the events service then gets webhook
+posts written here in the shape of Mailgun's "Webhook payloads" page, signed with Mailgun's
+documented HMAC (tests/unit/support.py). Dead letters, notices and log lines are recorded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tagrelay.adapters.ledger import MemoryLedger
+from tagrelay.adapters.secrets import Secret
+from tagrelay.core.config import EventsConfig, SecretRef
+from tagrelay.core.envelope import Envelope
+from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunTransient
+from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
+from tagrelay.core.routes import load
+from tagrelay.services.events import Events
+from tagrelay.services.relay import Limits, Relay
+from tests.hostile.perimeter_support import LogLines
+from tests.unit.support import SIGNING_KEY, corpus, mailgun_signature
+
+NOW = 1_704_067_200.0
+ROUTES = load(
+    """\
+[[route]]
+match = "notify-{tag}@example.org"
+forward = "owner+{tag}@gmail.com"
+notify = "boss@gmail.com"
+
+[[route]]
+match = "team@example.org"
+forward = ["alice@gmail.com", "bob@gmail.com"]
+
+[[route]]
+match = "{tag}@example.org"
+forward = "owner+{tag}@gmail.com"
+"""
+)
+CONFIG = EventsConfig(
+    project="events-test",
+    routes=ROUTES,
+    signing_key=SecretRef("MAILGUN_WEBHOOK_SIGNING_KEY", SIGNING_KEY),
+    max_age_seconds=900,
+    mailgun_domain="example.org",
+    api_base="https://api.mailgun.net",
+    api_key=SecretRef("MAILGUN_API_KEY", "key-x"),
+    deadletter_topic="tagrelay-deadletter",
+    mailgun_timeout=10,
+)
+RAW = corpus("11-iso-8859-1-8bit.eml")
+
+
+@dataclass
+class Sender:
+    """Mailgun for the relay and the notices: records each send with its user variables."""
+
+    fail: list[Exception] = field(default_factory=list)
+    sent: list[tuple[tuple[str, ...], bytes, dict[str, str]]] = field(default_factory=list)
+
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
+        if self.fail:
+            raise self.fail.pop(0)
+        self.sent.append((tuple(to), whole(mime), dict(variables or {})))
+        return f"<{len(self.sent)}.{secrets.token_hex(4)}@example.org>"
+
+
+@dataclass
+class DeadLetters:
+    fail: list[Exception] = field(default_factory=list)
+    letters: list[tuple[bytes, dict[str, str], str]] = field(default_factory=list)
+
+    def put(self, data: bytes, attributes: dict[str, str], reason: str) -> None:
+        if self.fail:
+            raise self.fail.pop(0)
+        self.letters.append((data, attributes, reason))
+
+
+@dataclass
+class World:
+    ledger: MemoryLedger
+    sender: Sender
+    deadletters: DeadLetters
+    relay: Relay
+    events: Events
+    logs: LogLines
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    ledger, sender, deadletters = MemoryLedger(clock=lambda: NOW), Sender(), DeadLetters()
+    relay = Relay(ROUTES, sender, deadletters, ledger, limits=Limits(), clock=lambda: NOW)
+    events = Events(CONFIG, Secret(CONFIG.signing_key), ledger, deadletters, sender, clock=lambda: NOW)
+    with LogLines() as logs:
+        yield World(ledger, sender, deadletters, relay, events, logs)
+
+
+def push(recipient: str, raw: bytes = RAW, replay: str = "") -> dict[str, Any]:
+    envelope = Envelope(recipient=recipient, sender="s@bank.example", mime=raw, token=secrets.token_hex(25),
+                        message_id="<m@bank.example>", replay=replay)  # fmt: skip
+    return {
+        "message": {
+            "data": base64.b64encode(raw).decode(),
+            "attributes": envelope.attributes(),
+            "messageId": "4242",
+            "publishTime": "2024-01-01T00:00:00Z",
+        }
+    }
+
+
+def sent(w: World, recipient: str) -> tuple[str, str, str]:
+    """Send one message through the relay: (delivery key, Mailgun id, target)."""
+    before = len(w.sender.sent)
+    outcome = w.relay.handle_event_data(push(recipient))
+    assert outcome.status == "sent"
+    to, _, variables = w.sender.sent[before]
+    return variables[DELIVERY_VARIABLE], outcome.detail, to[0]
+
+
+def webhook(kind: str, key: str, mailgun_id: str, recipient: str, **extra: Any) -> tuple[bytes, dict[str, str]]:
+    token = secrets.token_hex(25)
+    stamp = str(int(NOW))
+    signature = {"timestamp": stamp, "token": token, "signature": mailgun_signature(SIGNING_KEY, stamp, token)}
+    data = {
+        "event": kind,
+        "id": secrets.token_hex(8),
+        "timestamp": NOW + 1,
+        "recipient": recipient,
+        "user-variables": {DELIVERY_VARIABLE: key} if key else {},
+        "message": {"headers": {"message-id": mailgun_id.strip("<>")}},
+        **extra,
+    }
+    return json.dumps({"signature": signature, "event-data": data}).encode(), signature
+
+
+def permanent(reason: str = "bounce") -> dict[str, Any]:
+    return {"severity": "permanent", "reason": reason, "delivery-status": {"code": 550, "message": "5.1.1 unknown"}}
+
+
+def answer(w: World, body: bytes) -> tuple[int, str]:
+    result = w.events.handle("application/json", body)
+    return result.status, result.text
+
+
+def test_delivered_moves_the_record_and_drops_the_kept_copy(world: World) -> None:
+    key, mailgun_id, target = sent(world, "shop@example.org")
+    record = world.ledger.deliveries[key]
+    assert (record["state"], record["mailgun_id"], record["message"]) == ("sent", mailgun_id, RAW)
+    assert record["pubsub_id"] == "4242" and record["received_at"] == NOW and record["sent_at"] == NOW
+    assert record["attributes"]["recipient"] == "shop@example.org"
+    body, _ = webhook("delivered", key, mailgun_id, target, **{"delivery-status": {"code": 250}})
+    assert answer(world, body) == (200, "delivered")
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "delivered" and "message" not in record
+    assert record["recipients"] == {target: {"state": "delivered", "reason": "", "code": 250, "at": NOW + 1}}
+
+
+def test_a_permanent_failure_is_a_dead_letter_with_the_original_and_a_notice(world: World) -> None:
+    key, mailgun_id, target = sent(world, "notify-x@example.org")
+    body, _ = webhook("failed", key, mailgun_id, target, **permanent())
+    assert answer(world, body) == (200, "failed")
+    [(data, attributes, reason)] = world.deadletters.letters
+    assert data == RAW
+    assert attributes["recipient"] == "notify-x@example.org" and attributes["original_pubsub_id"] == "4242"
+    assert reason == f"Mailgun: permanent failure for {target}: bounce 550 5.1.1 unknown"
+    [(to, notice, variables)] = world.sender.sent[1:]
+    assert to == ("boss@gmail.com",) and variables == {}
+    assert b"Subject: =?utf-8?q?Undeliverable=3A" in notice
+    assert RAW.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") in notice  # the original, attached whole
+    assert world.ledger.deliveries[key]["state"] == "failed"
+    [line] = [x for x in world.logs.take() if x.get("outcome") == "failed"]
+    assert line["severity"] == "ERROR" and "bounce 550" in line["message"]
+
+
+def test_a_replay_of_that_dead_letter_sends_it_again(world: World) -> None:
+    key, mailgun_id, target = sent(world, "shop@example.org")
+    answer(world, webhook("failed", key, mailgun_id, target, **permanent())[0])
+    [(data, attributes, _)] = world.deadletters.letters
+    # What tagrelay deadletters replay publishes: the data and attributes, marked replay.
+    replayed = {"message": {"data": base64.b64encode(data).decode(), "attributes": {**attributes, "replay": "1"},
+                            "messageId": "5000", "publishTime": "2024-01-01T00:10:00Z"}}  # fmt: skip
+    outcome = world.relay.handle_event_data(replayed)
+    assert outcome.status == "sent" and outcome.detail != mailgun_id
+    assert [to for to, _, _ in world.sender.sent] == [(target,), (target,)]
+    record = world.ledger.deliveries[key]
+    assert (record["state"], record["mailgun_id"], record["recipients"]) == ("sent", outcome.detail, {})
+    # A late duplicate of the first send's failure is stale now: no second dead letter.
+    assert answer(world, webhook("failed", key, mailgun_id, target, **permanent())[0]) == (200, "stale")
+    assert len(world.deadletters.letters) == 1
+
+
+def test_no_notify_address_is_a_warning_only(world: World) -> None:
+    key, mailgun_id, target = sent(world, "shop@example.org")
+    answer(world, webhook("failed", key, mailgun_id, target, **permanent())[0])
+    assert len(world.sender.sent) == 1  # no notice
+    [line] = [x for x in world.logs.take() if x.get("outcome") == "not notified"]
+    assert line["severity"] == "WARNING"
+
+
+def test_a_suppressed_target_is_an_error_that_names_the_fix(world: World) -> None:
+    key, mailgun_id, target = sent(world, "shop@example.org")
+    body, _ = webhook("failed", key, mailgun_id, target, **permanent("suppress-bounce"))
+    assert answer(world, body) == (200, "failed")
+    [line] = [x for x in world.logs.take() if x.get("outcome") == "suppressed"]
+    assert line["severity"] == "ERROR"
+    assert line["message"] == (
+        f"forward target {target} is on Mailgun's bounces list (suppress-bounce): every message to it is dropped. "
+        f"Fix: tagrelay suppressions clear {target}, then tagrelay deadletters replay"
+    )
+    assert len(world.deadletters.letters) == 1
+
+
+def test_complained_is_recorded_and_warned(world: World) -> None:
+    key, mailgun_id, target = sent(world, "shop@example.org")
+    assert answer(world, webhook("delivered", key, mailgun_id, target)[0]) == (200, "delivered")
+    assert answer(world, webhook("complained", key, mailgun_id, target)[0]) == (200, "complained")
+    assert world.ledger.deliveries[key]["state"] == "complained"
+    assert [x["severity"] for x in world.logs.take() if x.get("outcome") == "complained"] == ["WARNING"]
+
+
+def test_a_replayed_post_is_401_and_changes_nothing(world: World) -> None:
+    key, mailgun_id, target = sent(world, "shop@example.org")
+    body, _ = webhook("delivered", key, mailgun_id, target)
+    assert answer(world, body)[0] == 200
+    before = dict(world.ledger.deliveries[key])
+    assert answer(world, body) == (401, "token already used: a replayed event post")
+    # Even a replay of a foreign event's post: the token is spent either way.
+    foreign, _ = webhook("delivered", "", "<x@y>", "someone@else.example")
+    assert answer(world, foreign) == (200, "ignored")
+    assert answer(world, foreign)[0] == 401
+    assert world.ledger.deliveries[key] == before
+
+
+def test_a_forged_post_is_401_and_changes_nothing(world: World) -> None:
+    key, mailgun_id, target = sent(world, "shop@example.org")
+    body, signature = webhook("failed", key, mailgun_id, target, **permanent())
+    forged = body.replace(
+        signature["signature"].encode(),
+        mailgun_signature("not-the-key", signature["timestamp"], signature["token"]).encode(),
+    )
+    assert answer(world, forged) == (401, "signature does not match")
+    assert world.ledger.deliveries[key]["state"] == "sent" and world.deadletters.letters == []
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [
+        ("text/plain", b"{}", 400),
+        ("application/json", b"{", 400),
+        ("application/json", b"{" + b" " * (256 * 1024) + b"}", 400),
+        ("application/x-www-form-urlencoded", b"event=delivered&token=t", 400),
+    ],
+    ids=["text", "broken-json", "oversized", "legacy-form"],
+)
+def test_malformed_posts_are_400(world: World, content_type: str, body: bytes, status: int) -> None:
+    assert world.events.handle(content_type, body).status == status
+
+
+def test_signed_but_not_an_event_is_406(world: World) -> None:
+    body, _ = webhook("delivered", "", "<x@y>", "r@x")
+    document = json.loads(body)
+    document["event-data"] = ["not", "an", "event"]
+    assert answer(world, json.dumps(document).encode())[0] == 406
+
+
+def test_a_permanent_failure_before_the_sent_write_is_503_then_handled(world: World) -> None:
+    """The webhook can beat the relay's sent write; the message to dead-letter is in that write."""
+    key = "b" * 64
+    world.ledger.begin_delivery(key, 60, {"alias": "shop@example.org", "targets": "owner+shop@gmail.com"})
+    body, _ = webhook("failed", key, "<early@example.org>", "owner+shop@gmail.com", **permanent())
+    assert answer(world, body)[0] == 503
+    assert world.ledger.deliveries[key]["state"] == "sending" and world.deadletters.letters == []
+    fields = {"mailgun_id": "<early@example.org>", "attributes": {"recipient": "shop@example.org"}, "message": b"m"}
+    world.ledger.delivery_done(key, "sent", "<early@example.org>", fields)
+    retry, _ = webhook("failed", key, "<early@example.org>", "owner+shop@gmail.com", **permanent())  # signed afresh
+    assert answer(world, retry) == (200, "failed")
+    assert [d for d, _, _ in world.deadletters.letters] == [b"m"]
+
+
+def test_delivered_before_the_sent_write_survives_it(world: World) -> None:
+    key = "c" * 64
+    world.ledger.begin_delivery(key, 60, {"alias": "shop@example.org", "targets": "owner+shop@gmail.com"})
+    body, _ = webhook("delivered", key, "<fast@example.org>", "owner+shop@gmail.com")
+    assert answer(world, body) == (200, "delivered")
+    world.ledger.delivery_done(key, "sent", "<fast@example.org>", {"mailgun_id": "<fast@example.org>"})
+    assert world.ledger.deliveries[key]["state"] == "delivered"
+    assert world.ledger.begin_delivery(key, 60, {}).state == "done"  # a redelivery is not sent again
+
+
+class DownLedger(MemoryLedger):
+    def record_event(self, *args: Any, **kwargs: Any) -> Any:
+        raise LedgerUnavailable("Firestore failed (ServiceUnavailable)")
+
+
+class BrokenLedger(MemoryLedger):
+    def record_event(self, *args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug")
+
+
+@pytest.mark.parametrize(("ledger", "severity"), [(DownLedger(), "ERROR"), (BrokenLedger(), "CRITICAL")])
+def test_firestore_down_or_a_bug_is_503_never_500(world: World, ledger: MemoryLedger, severity: str) -> None:
+    events = Events(CONFIG, Secret(CONFIG.signing_key), ledger, world.deadletters, world.sender, clock=lambda: NOW)
+    body, _ = webhook("delivered", "d" * 64, "<x@y>", "r@x")
+    assert events.handle("application/json", body).status == 503
+    assert [x["severity"] for x in world.logs.take() if x.get("outcome") == "http 503"] == [severity]
+
+
+def test_a_dead_letter_that_cannot_be_published_is_503_and_nothing_is_recorded(world: World) -> None:
+    key, mailgun_id, target = sent(world, "notify-y@example.org")
+    world.deadletters.fail.append(BusUnavailable("Pub/Sub did not acknowledge"))
+    assert answer(world, webhook("failed", key, mailgun_id, target, **permanent())[0])[0] == 503
+    assert world.ledger.deliveries[key]["state"] == "sent" and len(world.sender.sent) == 1
+    assert answer(world, webhook("failed", key, mailgun_id, target, **permanent())[0]) == (200, "failed")
+    assert len(world.deadletters.letters) == 1 and len(world.sender.sent) == 2  # the letter, then the notice
+
+
+def test_a_notice_that_cannot_be_sent_is_a_warning_and_the_answer_stays_200(world: World) -> None:
+    key, mailgun_id, target = sent(world, "notify-z@example.org")
+    world.sender.fail.append(MailgunTransient("Mailgun answered 503"))
+    assert answer(world, webhook("failed", key, mailgun_id, target, **permanent())[0]) == (200, "failed")
+    assert len(world.deadletters.letters) == 1
+    assert [x["severity"] for x in world.logs.take() if x.get("outcome") == "notice failed"] == ["WARNING"]
+
+
+def test_two_targets_one_failing_dead_letters_once_and_a_replay_retakes(world: World) -> None:
+    key, mailgun_id, _ = sent(world, "team@example.org")
+    assert answer(world, webhook("delivered", key, mailgun_id, "alice@gmail.com")[0]) == (200, "delivered")
+    assert answer(world, webhook("failed", key, mailgun_id, "bob@gmail.com", **permanent())[0]) == (200, "failed")
+    assert answer(world, webhook("failed", key, mailgun_id, "bob@gmail.com", **permanent())[0]) == (200, "unchanged")
+    assert len(world.deadletters.letters) == 1
+    assert world.ledger.begin_delivery(key, 60, {}, retake_dead=True).state == "go"
+
+
+@dataclass
+class Bucket:
+    """A claim store over a dict (what the events function reads and drops kept copies from)."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+
+    def put(self, data: bytes, prefix: str = "claims/") -> str:
+        ref = f"gs://b/{prefix}{len(self.objects)}.eml"
+        self.objects[ref] = data
+        return ref
+
+    def get(self, ref: str) -> bytes:
+        return self.objects[ref]
+
+    def delete(self, ref: str) -> None:
+        del self.objects[ref]
+
+
+def large(world: World, bucket: Bucket) -> tuple[Relay, Events, bytes]:
+    raw = RAW + b"x" * (600 * 1024) + b"\r\n"
+    relay = Relay(
+        ROUTES, world.sender, world.deadletters, world.ledger, limits=Limits(), clock=lambda: NOW, keep=bucket
+    )
+    events = Events(
+        CONFIG, Secret(CONFIG.signing_key), world.ledger, world.deadletters, world.sender, bucket, lambda: NOW
+    )
+    return relay, events, raw
+
+
+def test_a_copy_over_512_kib_is_kept_in_the_bucket_dead_lettered_whole_and_dropped_when_delivered(world: World) -> None:
+    bucket = Bucket()
+    relay, events, raw = large(world, bucket)
+    for recipient, kind in (("big@example.org", "failed"), ("big2@example.org", "delivered")):
+        assert relay.handle_event_data(push(recipient, raw)).status == "sent"
+        _, _, variables = world.sender.sent[-1]
+        key = variables[DELIVERY_VARIABLE]
+        record = world.ledger.deliveries[key]
+        assert "message" not in record and bucket.objects[record["blob"]] == raw
+        assert record["blob"].startswith("gs://b/sent/")
+        extra = permanent() if kind == "failed" else {}
+        target = f"owner+{recipient.partition('@')[0]}@gmail.com"
+        body, _ = webhook(kind, key, record["mailgun_id"], target, **extra)
+        assert events.handle("application/json", body).status == 200
+    [(data, _, _)] = world.deadletters.letters
+    assert data == raw  # the whole original, from the bucket
+    assert list(bucket.objects.values()) == [raw]  # the delivered one's copy is gone, the failed one's kept
