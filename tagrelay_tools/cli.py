@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tagrelay_tools.ops",
     "tagrelay_tools.contacts",
     "tagrelay_tools.refusals",
+    "tagrelay_tools.suppressions",
 )
 
 

@@ -403,6 +403,8 @@ class Stack:
             "route_key": self.route_key,
             "outbox": str(self.outbox),
             "standin_url": self.standin_url,
+            "api_key": self.api_key,  # the stand-in's, for tagrelay suppressions/status --local
+            "domain": self.domain,
             "pubsub_host": self.pubsub_host,
             "firestore_host": f"127.0.0.1:{self.children['firestore'].port}" if "firestore" in self.children else "",
             "project": self.project,
