@@ -37,6 +37,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tagrelay_tools.contacts",
     "tagrelay_tools.refusals",
     "tagrelay_tools.suppressions",
+    "tagrelay_tools.trace",
 )
 
 

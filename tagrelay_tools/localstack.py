@@ -405,6 +405,7 @@ class Stack:
             "standin_url": self.standin_url,
             "api_key": self.api_key,  # the stand-in's, for tagrelay suppressions/status --local
             "domain": self.domain,
+            "routes": str(self.routes),
             "pubsub_host": self.pubsub_host,
             "firestore_host": f"127.0.0.1:{self.children['firestore'].port}" if "firestore" in self.children else "",
             "project": self.project,
