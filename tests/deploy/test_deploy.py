@@ -832,3 +832,136 @@ def test_a_previous_version_that_is_not_a_number_stops_the_deploy(box: Sandbox) 
     again = box.run(env={"TAGRELAY_REPLY_KEY_PREVIOUS_VERSION": "latest"})
     assert again.code == 2
     assert "TAGRELAY_REPLY_KEY_PREVIOUS_VERSION 'latest' is not a version number" in again.stderr
+
+
+# -- issue 12: the events function, its webhooks, and the alert ---------------------------
+
+
+def test_events_is_a_public_http_function_with_its_own_account_and_settings(first: FirstDeploy) -> None:
+    events = first.run.one("functions", "deploy", "tagrelay-events")
+    for expected in ("--gen2", "--trigger-http", "--allow-unauthenticated", "--runtime=python312"):
+        assert expected in events
+    assert flag(events, "entry-point") == "events"
+    assert flag(events, "service-account") == EVENTS_SA.split(":", 1)[1]
+    assert env_vars(events) == {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "TAGRELAY_ROUTES": "routes.toml",
+        "MAILGUN_DOMAIN": DOMAIN,
+        "MAILGUN_API_BASE": first.box.standin.url,
+        "MAILGUN_API_KEY_SECRET": API_KEY_VERSION,
+        "MAILGUN_WEBHOOK_SIGNING_KEY_SECRET": SIGNING_KEY_VERSION,
+        "TAGRELAY_DEADLETTER_TOPIC": "tagrelay-deadletter",
+        "TAGRELAY_CLAIM_BUCKET": f"{PROJECT}-tagrelay-claims",
+    }
+    staged = first.box.build / "events" / "main.py"
+    assert staged.read_bytes() == (first.box.repo / "functions/events/main.py").read_bytes()
+
+
+def test_the_events_account_has_exactly_its_four_grants(first: FirstDeploy) -> None:
+    granted = sorted(
+        (key, role)
+        for key, roles in first.box.state()["policies"].items()
+        for role, members in roles.items()
+        if EVENTS_SA in members
+    )
+    assert granted == [
+        (f"projects/{PROJECT}", "roles/datastore.user"),
+        ("pubsub topics/tagrelay-deadletter", "roles/pubsub.publisher"),
+        ("secrets/tagrelay-mailgun-api-key", "roles/secretmanager.secretAccessor"),
+        ("secrets/tagrelay-webhook-signing-key", "roles/secretmanager.secretAccessor"),
+        (f"storage buckets/{PROJECT}-tagrelay-claims", "roles/storage.objectAdmin"),
+    ]
+
+
+def test_the_webhooks_point_at_the_events_function(first: FirstDeploy) -> None:
+    assert first.mailgun_webhooks == {DOMAIN: {name: [EVENTS_URL] for name in EVENT_WEBHOOKS}}
+    for name in EVENT_WEBHOOKS:
+        assert f"mailgun webhook {name} for {DOMAIN}: created" in first.run.stdout
+    assert "MAILGUN_API_KEY=... " in first.run.stdout  # the key reached the command through its environment
+
+
+def test_the_metric_counts_dead_letters_and_suppressed_targets(first: FirstDeploy) -> None:
+    [metric] = first.box.resources("logging metrics").values()
+    assert metric["name"] == METRIC
+    assert metric["filter"] == (
+        'resource.type="cloud_run_revision" AND resource.labels.service_name=("tagrelay-relay" OR "tagrelay-events")'
+        ' AND severity>=ERROR AND jsonPayload.outcome=("dead-lettered" OR "suppressed")'
+    )
+
+
+def test_the_alert_policy_emails_the_operator_on_the_metric(first: FirstDeploy) -> None:
+    [channel] = first.box.resources("beta monitoring channels").values()
+    assert (channel["type"], channel["labels"], channel["userLabels"]) == (
+        "email",
+        {"email_address": ALERT_EMAIL},
+        {"app": "tagrelay"},
+    )
+    [policy] = first.box.resources("monitoring policies").values()
+    assert policy["displayName"] == POLICY
+    assert policy["notificationChannels"] == [channel["name"]]
+    [condition] = policy["conditions"]
+    threshold = condition["conditionThreshold"]
+    assert (
+        threshold["filter"]
+        == f'metric.type="logging.googleapis.com/user/{METRIC}" AND resource.type="cloud_run_revision"'
+    )
+    assert (threshold["comparison"], threshold["thresholdValue"], threshold["duration"]) == ("COMPARISON_GT", 0, "0s")
+    assert "tagrelay suppressions clear ADDRESS" in policy["documentation"]["content"]
+    assert policy["userLabels"]["app"] == "tagrelay" and len(policy["userLabels"]["tagrelay_fp"]) == 32
+
+
+def test_a_new_alert_email_moves_the_policy_and_drops_the_old_channel(box: Sandbox) -> None:
+    [old] = box.resources("beta monitoring channels")
+    again = box.run("--alert-email", "oncall@example.com", env={"TAGRELAY_ALERT_EMAIL": None})
+    assert again.code == 0, again.stderr
+    assert [argv[:4] for argv in again.changes()] == [
+        ["beta", "monitoring", "channels", "create"],
+        ["monitoring", "policies", "update", next(iter(box.resources("monitoring policies")))],
+        ["beta", "monitoring", "channels", "delete"],
+    ]
+    [channel] = box.resources("beta monitoring channels").values()
+    assert channel["labels"] == {"email_address": "oncall@example.com"} and channel["name"] != old
+    [policy] = box.resources("monitoring policies").values()
+    assert policy["notificationChannels"] == [channel["name"]]
+    steady = box.run(env={"TAGRELAY_ALERT_EMAIL": "oncall@example.com"})
+    assert steady.code == 0, steady.stderr
+    assert steady.changes() == []
+
+
+def test_without_an_alert_email_the_metric_is_made_and_the_policy_skipped_with_a_note(empty: Sandbox) -> None:
+    run = empty.run(env={"TAGRELAY_ALERT_EMAIL": None})
+    assert run.code == 0, run.stderr
+    assert empty.resources("logging metrics")
+    assert empty.resources("beta monitoring channels") == {} and empty.resources("monitoring policies") == {}
+    assert "no --alert-email (or TAGRELAY_ALERT_EMAIL): no alert policy" in run.stdout
+    assert "No alert email: pass --alert-email" in run.stdout
+
+
+def test_an_alert_email_that_is_not_an_address_stops_before_any_call(empty: Sandbox) -> None:
+    run = empty.run("--alert-email", "ops@example.com --type=webhook")
+    assert run.code == 2
+    assert "is not an email address" in run.stderr
+    assert run.calls == []
+
+
+def test_a_clone_without_the_events_function_stops_before_any_call(empty: Sandbox) -> None:
+    (empty.repo / "functions/events/main.py").unlink()
+    run = empty.run()
+    assert run.code == 2
+    assert "functions/events/main.py is missing" in run.stderr
+    assert run.calls == []
+
+
+def test_teardown_dry_run_prints_the_new_deletions(box: Sandbox) -> None:
+    calls_before = box.entries()
+    down = box.run("--teardown", "--dry-run")
+    assert down.code == 0, down.stderr
+    assert box.entries() == calls_before
+    for expected in (
+        "mailgun delete-webhooks '<events URL>' --domain=example.org",
+        "gcloud monitoring policies list '--filter=displayName=\"" + POLICY + "\"'",
+        f"gcloud logging metrics describe {METRIC}",
+        "gcloud functions describe tagrelay-events --gen2",
+        f"gcloud iam service-accounts describe tagrelay-events@{PROJECT}.iam.gserviceaccount.com",
+    ):
+        assert expected in down.stdout, expected
