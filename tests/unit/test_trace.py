@@ -152,3 +152,13 @@ def test_json_safe_drops_message_bytes_and_renders_times() -> None:
     record = {"message": b"raw", "at": datetime(2023, 11, 14, tzinfo=UTC), "n": [1, "x"], "odd": object}
     safe = json_safe(record)
     assert set(safe) == {"at", "n", "odd"} and safe["at"] == "2023-11-14T00:00:00+00:00"
+
+
+def test_what_senders_wrote_is_printed_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from tagrelay_tools.trace import Found, show
+
+    record = {**BASE, "state": "failed", "alias": "a\x1b]0;pwned\x07@example.org", "reason": "x\r\u202ey", "code": 550}
+    show([Found("tagrelay_deliveries", KEY, record)])
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out and "\u202e" not in out
+    assert "a\\x1b]0;pwned\\x07@example.org" in out and "550 x\\r\\u202ey" in out
