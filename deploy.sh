@@ -645,14 +645,15 @@ ensure_metric() {
 	fi
 }
 
-# ensure_channel: CHANNEL holds the name of the email channel (labelled app=tagrelay) for ALERT_EMAIL.
+# ensure_channel: CHANNEL holds the name of the email channel (labelled app=tagrelay) for ALERT_EMAIL;
+# CHANNELS the listing it was found in (read once per run).
 ensure_channel() {
-	local channels name kind address app
-	channels=$(look gcloud beta monitoring channels list "${P[@]}" --format='value(name,type,labels.email_address,userLabels.app)') || channels=""
+	local name kind address app
+	CHANNELS=$(look gcloud beta monitoring channels list "${P[@]}" --format='value(name,type,labels.email_address,userLabels.app)') || CHANNELS=""
 	CHANNEL=""
 	while IFS=$'\t' read -r name kind address app; do
 		if [[ $app == tagrelay && $kind == email && ${address,,} == "${ALERT_EMAIL,,}" ]]; then CHANNEL=$name; fi
-	done <<<"$channels"
+	done <<<"$CHANNELS"
 	if [[ -n $CHANNEL ]]; then
 		note "notification channel for $ALERT_EMAIL: exists ($CHANNEL)"
 		return 0
@@ -662,15 +663,15 @@ ensure_channel() {
 	[[ -n $CHANNEL ]] || CHANNEL='<new channel>'
 }
 
-# drop_other_channels: delete tagrelay's email channels other than CHANNEL (an earlier --alert-email).
+# drop_other_channels: delete tagrelay's channels of CHANNELS other than CHANNEL (an earlier --alert-email),
+# once the policy no longer names them.
 drop_other_channels() {
-	local channels name kind address app
-	channels=$(look gcloud beta monitoring channels list "${P[@]}" --format='value(name,type,labels.email_address,userLabels.app)') || channels=""
+	local name kind address app
 	while IFS=$'\t' read -r name kind address app; do
 		if [[ $app == tagrelay && -n $name && $name != "$CHANNEL" ]]; then
 			run gcloud beta monitoring channels delete "$name" --force --quiet "${P[@]}"
 		fi
-	done <<<"$channels"
+	done <<<"$CHANNELS"
 }
 
 # alert_policy FILE CHANNEL: the policy as JSON, labelled with a fingerprint of its content.
@@ -967,5 +968,6 @@ ROUTE_KEY_VERSION=latest
 ROUTE_KEY_PREVIOUS_VERSION=""
 TAGRELAY_ROUTE_KEY=""
 CHANNEL=""
+CHANNELS=""
 
 if [[ $TEARDOWN == 1 ]]; then teardown; else deploy; fi
