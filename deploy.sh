@@ -167,11 +167,12 @@ APIS=(cloudfunctions run cloudbuild eventarc pubsub secretmanager firestore arti
 #   roles/pubsub.publisher                topic tagrelay-deadletter only
 #   roles/secretmanager.secretAccessor    secrets tagrelay-webhook-signing-key and tagrelay-mailgun-api-key only
 #   roles/storage.objectAdmin             the claim-check bucket only
-# The alert: a log-based metric counting the ERROR lines of a dead letter (relay or events,
-# outcome "dead-lettered") or a suppressed forward target (events, outcome "suppressed"), and
-# an alert policy on it that emails --alert-email through a notification channel.
+# The alert: a log-based metric counting the ERROR lines of a dead letter (the relay's, outcome
+# "dead-lettered"; the events function's for a permanent failure, outcome "failed") or of a
+# suppressed forward target (events, outcome "suppressed"), and an alert policy on it that emails
+# --alert-email through a notification channel.
 METRIC=tagrelay_undeliverable
-METRIC_FILTER='resource.type="cloud_run_revision" AND resource.labels.service_name=("tagrelay-relay" OR "tagrelay-events") AND severity>=ERROR AND jsonPayload.outcome=("dead-lettered" OR "suppressed")'
+METRIC_FILTER='resource.type="cloud_run_revision" AND resource.labels.service_name=("tagrelay-relay" OR "tagrelay-events") AND severity>=ERROR AND jsonPayload.outcome=("dead-lettered" OR "failed" OR "suppressed")'
 POLICY_NAME='tagrelay: mail dead-lettered or a forward target suppressed'
 CHANNEL_NAME='tagrelay alerts'
 P=(--project="$PROJECT")

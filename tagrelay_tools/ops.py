@@ -38,7 +38,7 @@ STATUS_WINDOW_SECONDS = 24 * 3600
 STATUS_MAX_RECORDS = 5000  # a few friends' mail for a day; beyond it the counts say "at least"
 STATUS_QUERY_TIMEOUT_SECONDS = 20.0
 SUPPRESSED_PREFIX = "suppress-"  # Mailgun's reasons: suppress-bounce, suppress-complaint, suppress-unsubscribe
-COUNTED = ("delivered", "failed", "suppressed", "complained", "sent", "dead", "in flight")
+COUNTED = ("delivered", "failed", "suppressed", "complained", "sent", "temporary", "dead", "in flight")
 
 
 def register(commands: Any) -> None:
@@ -165,14 +165,23 @@ def is_suppressed(data: dict[str, Any]) -> bool:
     return any(str(reason or "").startswith(SUPPRESSED_PREFIX) for reason in reasons)
 
 
+def is_temporary(data: dict[str, Any]) -> bool:
+    """Still ``sent``, but Mailgun reported a temporary failure (it keeps trying)."""
+    entries = [data] + [seen for seen in (data.get("recipients") or {}).values() if isinstance(seen, dict)]
+    return any(entry.get("severity") == "temporary" for entry in entries)
+
+
 def count_deliveries(records: list[dict[str, Any]]) -> dict[str, int]:
     """Records by state: ``suppressed`` is the part of ``failed`` Mailgun dropped for a suppression;
-    ``sent`` is accepted with no event yet; ``in flight`` is sending or waiting for a retry."""
+    ``sent`` is accepted with no event yet, ``temporary`` accepted with a temporary failure (Mailgun
+    retries); ``in flight`` is sending or waiting for a retry."""
     counts = dict.fromkeys(COUNTED, 0)
     for data in records:
         state = str(data.get("state", ""))
         if state in ("sending", "retry"):
             counts["in flight"] += 1
+        elif state == "sent" and is_temporary(data):
+            counts["temporary"] += 1
         elif state in counts:
             counts[state] += 1
         if state == "failed" and is_suppressed(data):
@@ -186,7 +195,8 @@ def show_counts(counts: dict[str, int], capped: bool = False) -> None:
         f"  last 24 hours ({at_least}{sum(counts[k] for k in COUNTED if k != 'suppressed')} deliveries):",
         f"    delivered {counts['delivered']}   failed {counts['failed']} (suppressed {counts['suppressed']})"
         f"   complained {counts['complained']}",
-        f"    sent, no event yet {counts['sent']}   dead-lettered {counts['dead']}   in flight {counts['in flight']}",
+        f"    sent, no event yet {counts['sent']}   temporary failures {counts['temporary']}"
+        f"   dead-lettered {counts['dead']}   in flight {counts['in flight']}",
     )
     if counts["suppressed"]:
         say("    ERROR: Mailgun dropped mail to suppressed addresses; see the suppression check below")

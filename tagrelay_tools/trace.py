@@ -116,6 +116,12 @@ def _outcome(state: str, reason: object, code: object, severity: object = "") ->
     return f"{line}: {detail}" if detail else line
 
 
+def _temporary(seen: dict[str, Any]) -> str:
+    return "temporary failure, Mailgun retries: " + " ".join(
+        str(p) for p in (seen.get("code"), seen.get("reason")) if p
+    )
+
+
 def journey(key: str, data: dict[str, Any]) -> list[str]:
     """The lines of one delivery record's journey, oldest step first."""
     state = str(data.get("state", "?"))
@@ -137,21 +143,27 @@ def journey(key: str, data: dict[str, Any]) -> list[str]:
     if isinstance(recipients, dict) and recipients:
         for recipient, seen in sorted(recipients.items(), key=lambda kv: str(kv[0])):
             seen = seen if isinstance(seen, dict) else {}
-            outcome = _outcome(str(seen.get("state", "?")), seen.get("reason"), seen.get("code"), seen.get("severity"))
+            if seen.get("severity") == "temporary" and seen.get("state") == "sent":
+                outcome = _temporary(seen)
+            else:
+                outcome = _outcome(
+                    str(seen.get("state", "?")), seen.get("reason"), seen.get("code"), seen.get("severity")
+                )
             lines.append(f"  {when(seen.get('at'))}  {recipient}: {outcome}")
     elif state in ("delivered", "failed", "complained"):
         outcome = _outcome(state, data.get("reason"), data.get("code"), data.get("severity"))
         lines.append(f"  {when(data.get('event_at'))}  {outcome}")
-    if state == "sent" and data.get("reason"):  # a temporary failure: Mailgun keeps trying
-        lines.append(
-            f"  {when(data.get('event_at'))}  temporary failure, Mailgun retries: "
-            + " ".join(str(p) for p in (data.get("code"), data.get("reason")) if p)
-        )
+    elif state == "sent" and data.get("reason"):  # a temporary failure: Mailgun keeps trying
+        lines.append(f"  {when(data.get('event_at'))}  {_temporary(data)}")
     if state == "dead":
         lines.append(f"  {when(data.get('updated_at'))}  dead-lettered: {data.get('detail') or '(no reason recorded)'}")
     elif state in ("sending", "retry"):
         lines.append(f"  {when(data.get('updated_at'))}  {STATE_WORDS[state]}{tries}")
-    lines.append(f"  now: {STATE_WORDS.get(state, state)}")
+    entries = [data, *(r for r in (recipients.values() if isinstance(recipients, dict) else ()) if isinstance(r, dict))]
+    retrying = state == "sent" and any(entry.get("severity") == "temporary" for entry in entries)
+    lines.append(
+        f"  now: {'sent, Mailgun retrying after a temporary failure' if retrying else STATE_WORDS.get(state, state)}"
+    )
     if state in ("dead", "failed"):
         # quoted: a sender chose the Message-ID, and this line is meant to be pasted into a shell
         replay = f"tagrelay deadletters replay --message-id {shlex.quote(str(data.get('message_id', '')))}"

@@ -885,7 +885,7 @@ def test_the_metric_counts_dead_letters_and_suppressed_targets(first: FirstDeplo
     assert metric["name"] == METRIC
     assert metric["filter"] == (
         'resource.type="cloud_run_revision" AND resource.labels.service_name=("tagrelay-relay" OR "tagrelay-events")'
-        ' AND severity>=ERROR AND jsonPayload.outcome=("dead-lettered" OR "suppressed")'
+        ' AND severity>=ERROR AND jsonPayload.outcome=("dead-lettered" OR "failed" OR "suppressed")'
     )
 
 

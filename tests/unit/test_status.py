@@ -37,6 +37,8 @@ def test_counts_by_state_with_suppressed_as_part_of_failed() -> None:
         record("failed", recipients={"x@gmail.com": {"state": "failed", "reason": "suppress-complaint"}}),
         record("complained"),
         record("sent"),
+        record("sent", severity="temporary", reason="greylisted"),
+        record("sent", recipients={"y@gmail.com": {"state": "sent", "severity": "temporary"}}),
         record("dead"),
         record("sending"),
         record("retry"),
@@ -48,6 +50,7 @@ def test_counts_by_state_with_suppressed_as_part_of_failed() -> None:
         "suppressed": 2,
         "complained": 1,
         "sent": 1,
+        "temporary": 2,
         "dead": 1,
         "in flight": 2,
     }
@@ -58,7 +61,7 @@ def test_counts_are_printed_and_a_suppression_is_an_error(capsys: pytest.Capture
     assert capsys.readouterr().out.splitlines() == [
         "  last 24 hours (2 deliveries):",
         "    delivered 1   failed 1 (suppressed 1)   complained 0",
-        "    sent, no event yet 0   dead-lettered 0   in flight 0",
+        "    sent, no event yet 0   temporary failures 0   dead-lettered 0   in flight 0",
         "    ERROR: Mailgun dropped mail to suppressed addresses; see the suppression check below",
     ]
     show_counts(count_deliveries([]), capped=True)

@@ -70,12 +70,29 @@ def test_per_recipient_outcomes_when_mailgun_reported_them() -> None:
     ]
 
 
+def test_a_temporary_failure_of_one_recipient() -> None:
+    record = {
+        **BASE,
+        "state": "sent",
+        "event_at": T0 + 30,
+        "severity": "temporary",
+        "reason": "greylisted",
+        "code": 421,
+        "recipients": {"owner+github@gmail.com": {"state": "sent", "severity": "temporary", "reason": "greylisted",
+                                                  "code": 421, "at": T0 + 30}},
+    }  # fmt: skip
+    assert journey(KEY, record)[6:] == [
+        "  2023-11-14 22:13:50Z  owner+github@gmail.com: temporary failure, Mailgun retries: 421 greylisted",
+        "  now: sent, Mailgun retrying after a temporary failure",
+    ]
+
+
 def test_a_temporary_failure_keeps_sent() -> None:
     record = {**BASE, "state": "sent", "event_at": T0 + 30, "severity": "temporary", "reason": "greylisted",
               "code": 421}  # fmt: skip
     assert journey(KEY, record)[6:] == [
         "  2023-11-14 22:13:50Z  temporary failure, Mailgun retries: 421 greylisted",
-        "  now: sent, no event from Mailgun yet",
+        "  now: sent, Mailgun retrying after a temporary failure",
     ]
 
 
