@@ -38,6 +38,7 @@ STATUS_WINDOW_SECONDS = 24 * 3600
 STATUS_MAX_RECORDS = 5000  # a few friends' mail for a day; beyond it the counts say "at least"
 STATUS_QUERY_TIMEOUT_SECONDS = 20.0
 SUPPRESSED_PREFIX = "suppress-"  # Mailgun's reasons: suppress-bounce, suppress-complaint, suppress-unsubscribe
+STATUS_FIELDS = ("state", "reason", "severity", "recipients", "updated_at")
 COUNTED = ("delivered", "failed", "suppressed", "complained", "sent", "temporary", "dead", "in flight")
 
 
@@ -151,18 +152,21 @@ def deliveries_since(db: Any, since: float, limit: int = STATUS_MAX_RECORDS) -> 
     from tagrelay.adapters import firestore
     from tagrelay.adapters.ledger import DELIVERIES
 
-    query = db.collection(DELIVERIES).where(filter=FieldFilter("updated_at", ">=", since)).limit(limit)
+    query = db.collection(DELIVERIES).where(filter=FieldFilter("updated_at", ">=", since))
+    # only the fields counted: a record may also hold the kept copy of its message (up to ~1 MiB)
+    query = query.select(list(STATUS_FIELDS)).limit(limit)
     documents = firestore.call(query.get, timeout=STATUS_QUERY_TIMEOUT_SECONDS)
     return [document.to_dict() or {} for document in documents]
 
 
 def is_suppressed(data: dict[str, Any]) -> bool:
-    """A failure because Mailgun suppresses the address (on the record or on one of its recipients)."""
-    reasons = [data.get("reason")]
-    recipients = data.get("recipients")
-    if isinstance(recipients, dict):
-        reasons += [seen.get("reason") for seen in recipients.values() if isinstance(seen, dict)]
-    return any(str(reason or "").startswith(SUPPRESSED_PREFIX) for reason in reasons)
+    """A failure because Mailgun suppresses the address: of the record, or of one of its recipients
+    (a record to two targets can be ``complained`` for one and failed, suppressed, for the other)."""
+    entries = [data] + [seen for seen in (data.get("recipients") or {}).values() if isinstance(seen, dict)]
+    return any(
+        entry.get("state") == "failed" and str(entry.get("reason") or "").startswith(SUPPRESSED_PREFIX)
+        for entry in entries
+    )
 
 
 def is_temporary(data: dict[str, Any]) -> bool:
@@ -184,7 +188,7 @@ def count_deliveries(records: list[dict[str, Any]]) -> dict[str, int]:
             counts["temporary"] += 1
         elif state in counts:
             counts[state] += 1
-        if state == "failed" and is_suppressed(data):
+        if is_suppressed(data):
             counts["suppressed"] += 1
     return counts
 

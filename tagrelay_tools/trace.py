@@ -164,10 +164,16 @@ def journey(key: str, data: dict[str, Any]) -> list[str]:
     lines.append(
         f"  now: {'sent, Mailgun retrying after a temporary failure' if retrying else STATE_WORDS.get(state, state)}"
     )
-    if state in ("dead", "failed"):
-        # quoted: a sender chose the Message-ID, and this line is meant to be pasted into a shell
+    failed = {str(r): e for r, e in (recipients or {}).items() if isinstance(e, dict) and e.get("state") == "failed"}
+    if state in ("dead", "failed") or failed:
+        # quoted: a sender chose the Message-ID (and maybe a tag in the address); these lines are pasted into a shell
         replay = f"tagrelay deadletters replay --message-id {shlex.quote(str(data.get('message_id', '')))}"
-        lines.append(f"  fix the cause, then: {replay}")
+        suppressed = [r for r, e in sorted(failed.items()) if str(e.get("reason", "")).startswith("suppress-")]
+        if suppressed:
+            lines += [f"  fix: tagrelay suppressions clear {shlex.quote(r)}" for r in suppressed]
+            lines.append(f"       {replay}")
+        else:
+            lines.append(f"  fix the cause, then: {replay}")
     return lines
 
 

@@ -36,6 +36,14 @@ def test_counts_by_state_with_suppressed_as_part_of_failed() -> None:
         record("failed", reason="bounce"),
         record("failed", recipients={"x@gmail.com": {"state": "failed", "reason": "suppress-complaint"}}),
         record("complained"),
+        record(
+            "complained",
+            recipients={
+                "x@gmail.com": {"state": "failed", "reason": "suppress-bounce"},
+                "y@gmail.com": {"state": "complained"},
+            },
+        ),
+        record("delivered", recipients={"z@gmail.com": {"state": "sent", "reason": "suppress-bounce"}}),
         record("sent"),
         record("sent", severity="temporary", reason="greylisted"),
         record("sent", recipients={"y@gmail.com": {"state": "sent", "severity": "temporary"}}),
@@ -45,10 +53,10 @@ def test_counts_by_state_with_suppressed_as_part_of_failed() -> None:
         record("something-new"),
     ]
     assert count_deliveries(records) == {
-        "delivered": 2,
+        "delivered": 3,
         "failed": 3,
-        "suppressed": 2,
-        "complained": 1,
+        "suppressed": 3,
+        "complained": 2,
         "sent": 1,
         "temporary": 2,
         "dead": 1,

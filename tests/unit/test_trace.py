@@ -53,6 +53,21 @@ def test_failed_permanently_with_reason_code_and_the_replay_command() -> None:
     ]
 
 
+def test_a_suppressed_recipient_gets_the_two_commands_that_fix_it() -> None:
+    record = {
+        **BASE,
+        "state": "failed",
+        "recipients": {"owner+github@gmail.com": {"state": "failed", "reason": "suppress-bounce", "code": 605,
+                                                  "at": T0 + 9}},
+    }  # fmt: skip
+    assert journey(KEY, record)[6:] == [
+        "  2023-11-14 22:13:29Z  owner+github@gmail.com: failed: 605 suppress-bounce",
+        "  now: failed permanently",
+        "  fix: tagrelay suppressions clear owner+github@gmail.com",
+        "       tagrelay deadletters replay --message-id '<m1@shop.example>'",
+    ]
+
+
 def test_per_recipient_outcomes_when_mailgun_reported_them() -> None:
     record = {
         **BASE,
