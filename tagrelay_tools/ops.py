@@ -49,7 +49,11 @@ def register(commands: Any) -> None:
     replay = actions.add_parser("replay", help="publish dead letters to the inbound topic again")
     replay.add_argument("--recipient", default="", help="only those sent to this alias")
     replay.add_argument("--message-id", default="", help="only the message with this Message-ID")
-    status = commands.add_parser("status", help="dead-letter count, backlog and last deliveries")
+    status = commands.add_parser(
+        "status",
+        help="dead letters, backlog, last deliveries, 24-hour outcome counts and the suppression check",
+        description="Exit status 1 when a route target is on a Mailgun suppression list (or the check failed).",
+    )
     status.add_argument("--limit", type=int, default=10)
     status.add_argument("--routes", type=Path, default=None, help="rules file (default: $TAGRELAY_ROUTES, routes.toml)")
     add_target_arguments(status)
