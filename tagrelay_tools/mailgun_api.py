@@ -144,7 +144,9 @@ def add_target_arguments(parser: argparse.ArgumentParser, domain: bool = True) -
         parser.add_argument("--domain", default="", help=f"the Mailgun domain (default: ${DOMAIN_VARIABLE})")
     parser.add_argument("--api-base", default=None, help=f"default: ${API_BASE_VARIABLE}, else {DEFAULT_API_BASE}")
     parser.add_argument("--eu", action="store_true", help=f"use the EU base, {EU_API_BASE}")
-    parser.add_argument("--local", action="store_true", help="use a running 'tagrelay run' (its emulators and Mailgun stand-in)")
+    parser.add_argument(
+        "--local", action="store_true", help="use a running 'tagrelay run' (its emulators and Mailgun stand-in)"
+    )
 
 
 def target(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Target:
