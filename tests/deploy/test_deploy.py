@@ -719,6 +719,8 @@ def test_eu_flag_selects_the_eu_api_everywhere(empty: Sandbox) -> None:
     assert run.code == 0, run.stderr
     assert "MAILGUN_API_BASE=https://api.eu.mailgun.net," in run.stdout
     assert "--api-base=https://api.eu.mailgun.net" in run.stdout
+    [hooks] = [line for line in run.stdout.splitlines() if "mailgun ensure-webhooks" in line]
+    assert hooks.endswith("--domain=example.org --api-base=https://api.eu.mailgun.net")
 
 
 def test_teardown_yes_deletes_what_deploy_made(box: Sandbox) -> None:
