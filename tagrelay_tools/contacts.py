@@ -78,8 +78,7 @@ def cmd_contact(args: argparse.Namespace) -> int:
         if contacts is None:
             warn(
                 "error: nowhere to record the contact: pass --project, set GOOGLE_CLOUD_PROJECT, start "
-                "'tagrelay run', or pass --no-save"
-            )
+                "'tagrelay run', or pass --no-save")
             return 2
         from tagrelay.core.errors import LedgerUnavailable
 

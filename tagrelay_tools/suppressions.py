@@ -5,7 +5,6 @@ Once an address is on one of them, Mailgun accepts every send to it and then dro
 for a forward target that is all of the alias's mail, lost until the address is cleared.
 
     GET    /v3/<domain>/<list>             {"items": [...], "paging": {"next": URL, ...}}
-    GET    /v3/<domain>/<list>/<address>   one item, or 404
     DELETE /v3/<domain>/<list>/<address>   removed, or 404 (not on that list)
 
 (https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/bounces, .../complaints,
