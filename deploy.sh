@@ -13,9 +13,10 @@ Usage: ./deploy.sh --project P --region R --domain example.org [options]
        ./deploy.sh --teardown [--yes] --project P --region R --domain example.org
 
 Deploys tagrelay: Pub/Sub topics, secrets, service accounts, Firestore, the
-claim-check bucket, the ingest and relay Cloud Functions, the dead-letter policy
-and the Mailgun route. Safe to run again: it only creates what is missing and
-updates what differs.
+claim-check bucket, the ingest, relay and events Cloud Functions, the dead-letter
+policy, the Mailgun route and event webhooks, and the alert (a log-based metric
+and an alert policy that emails --alert-email). Safe to run again: it only
+creates what is missing and updates what differs.
 
 Settings (a flag wins over the environment):
   --project P       TAGRELAY_PROJECT, else GOOGLE_CLOUD_PROJECT, else CLOUDSDK_CORE_PROJECT
@@ -27,6 +28,9 @@ Settings (a flag wins over the environment):
   --eu              use Mailgun's EU API (https://api.eu.mailgun.net); otherwise
                     MAILGUN_API_BASE, else https://api.mailgun.net
   --build-dir DIR   TAGRELAY_BUILD_DIR, else build/ in the clone (staged function sources)
+  --alert-email A   TAGRELAY_ALERT_EMAIL: who is emailed when a message is dead-lettered
+                    or a forward target is suppressed by Mailgun. Without it the log-based
+                    metric is still made, but no notification channel or alert policy.
 
 Secrets (environment only, never flags; prompted without echo when missing and needed):
   MAILGUN_API_KEY               stored as secret tagrelay-mailgun-api-key
@@ -50,7 +54,8 @@ Modes:
                     add a new route key version, redeploy ingest accepting the new
                     and the previous key, then point the Mailgun route at the new one
   --teardown        delete what this script creates (asks first); the Firestore
-                    database and enabled APIs are kept
+                    database and enabled APIs are kept (the webhooks, metric, alert
+                    policy and its email channel go too)
   --yes             do not ask before --teardown
   -h, --help        this text
 
@@ -79,6 +84,7 @@ TEARDOWN=0
 ASSUME_YES=0
 REDEPLOY=0
 ROTATE_ROUTE_KEY=0
+ALERT_EMAIL=${TAGRELAY_ALERT_EMAIL:-}
 
 need_value() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value (see --help)"; }
 while [[ $# -gt 0 ]]; do
@@ -95,6 +101,8 @@ while [[ $# -gt 0 ]]; do
 	--firestore-location=*) FIRESTORE_LOCATION=${1#*=} ;;
 	--build-dir) need_value "$@" && BUILD_DIR=$2 && shift ;;
 	--build-dir=*) BUILD_DIR=${1#*=} ;;
+	--alert-email) need_value "$@" && ALERT_EMAIL=$2 && shift ;;
+	--alert-email=*) ALERT_EMAIL=${1#*=} ;;
 	--eu) MAILGUN_BASE=https://api.eu.mailgun.net ;;
 	--dry-run) DRY_RUN=1 ;;
 	--redeploy) REDEPLOY=1 ;;
@@ -117,6 +125,7 @@ done
 [[ $REGION =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || die "--region '$REGION' is not a region like europe-west1"
 [[ $DOMAIN =~ ^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,}$ ]] || die "--domain '$DOMAIN' is not a domain name"
 [[ $MAILGUN_BASE =~ ^https?://[^/]+/?$ ]] || die "MAILGUN_API_BASE '$MAILGUN_BASE' is not a base URL like https://api.mailgun.net"
+[[ -z $ALERT_EMAIL || $ALERT_EMAIL =~ ^[A-Za-z0-9._%+-]+@([A-Za-z0-9-]+\.)+[A-Za-z]{2,}$ ]] || die "--alert-email '$ALERT_EMAIL' is not an email address"
 FIRESTORE_LOCATION=${FIRESTORE_LOCATION:-$REGION}
 DOMAIN=${DOMAIN,,}
 
@@ -140,12 +149,32 @@ SECRET_REPLY=tagrelay-reply-key
 SECRET_ROUTE=tagrelay-route-key
 INGEST=tagrelay-ingest
 RELAY=tagrelay-relay
+EVENTS=tagrelay-events
 INGEST_SA=tagrelay-ingest@$PROJECT.iam.gserviceaccount.com
 RELAY_SA=tagrelay-relay@$PROJECT.iam.gserviceaccount.com
+EVENTS_SA=tagrelay-events@$PROJECT.iam.gserviceaccount.com
 BUCKET=${TAGRELAY_CLAIM_BUCKET:-$PROJECT-tagrelay-claims}
 TTL_FIELD=expires_at
-TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries tagrelay_refusals)
-APIS=(cloudfunctions run cloudbuild eventarc pubsub secretmanager firestore artifactregistry storage)
+TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries tagrelay_refusals tagrelay_event_tokens)
+APIS=(cloudfunctions run cloudbuild eventarc pubsub secretmanager firestore artifactregistry storage logging monitoring)
+
+# The events function (issue 12) receives Mailgun's event webhooks: it verifies them with the
+# webhook signing key, records single-use event tokens and delivery states in Firestore, and
+# for a permanent failure reads the kept original from the claim-check bucket (and deletes it),
+# publishes it to the dead-letter topic, and sends the route's owner notice through Mailgun.
+# Its own service account gets exactly that, and nothing else (keep docs/_drafts/ops.md in step):
+#   roles/datastore.user                  project (Firestore has no narrower grant)
+#   roles/pubsub.publisher                topic tagrelay-deadletter only
+#   roles/secretmanager.secretAccessor    secrets tagrelay-webhook-signing-key and tagrelay-mailgun-api-key only
+#   roles/storage.objectAdmin             the claim-check bucket only
+# The alert: a log-based metric counting the ERROR lines of a dead letter (the relay's, outcome
+# "dead-lettered"; the events function's for a permanent failure, outcome "failed") or of a
+# suppressed forward target (events, outcome "suppressed"), and an alert policy on it that emails
+# --alert-email through a notification channel.
+METRIC=tagrelay_undeliverable
+METRIC_FILTER='resource.type="cloud_run_revision" AND resource.labels.service_name=("tagrelay-relay" OR "tagrelay-events") AND severity>=ERROR AND jsonPayload.outcome=("dead-lettered" OR "failed" OR "suppressed")'
+POLICY_NAME='tagrelay: mail dead-lettered or a forward target suppressed'
+CHANNEL_NAME='tagrelay alerts'
 P=(--project="$PROJECT")
 
 # ------------------------------------------------------------------ output ---
@@ -533,6 +562,12 @@ deploy_functions() {
 		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC,TAGRELAY_CLAIM_BUCKET=$BUCKET$(reply_env)"
 	# The trigger authenticates as the relay's service account: it may invoke the relay, nothing else.
 	ensure_binding "run services" "$RELAY" "serviceAccount:$RELAY_SA" roles/run.invoker --region="$REGION"
+	# events: public HTTP endpoint for Mailgun's event webhooks (each post is signed and checked).
+	deploy_function "$EVENTS" events \
+		--entry-point=events --trigger-http --allow-unauthenticated \
+		--memory=512Mi --cpu=1 --concurrency=8 --timeout=60s --max-instances=10 \
+		--service-account="$EVENTS_SA" \
+		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),MAILGUN_WEBHOOK_SIGNING_KEY_SECRET=$(secret_version "$SECRET_SIGNING"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC,TAGRELAY_CLAIM_BUCKET=$BUCKET"
 }
 
 ensure_trigger_subscription() {
@@ -578,6 +613,131 @@ ensure_mailgun_route() {
 	INGEST_URL=$url
 }
 
+ensure_mailgun_webhooks() {
+	step "Mailgun event webhooks for $DOMAIN ($MAILGUN_BASE)"
+	local url
+	if url=$(function_field "$EVENTS" url) && [[ -n $url ]]; then
+		url=${url%/}
+	elif [[ $DRY_RUN == 1 ]]; then
+		url='<events URL>'
+	else
+		die "cannot read $EVENTS's URL (gcloud functions describe $EVENTS --gen2 --region=$REGION)"
+	fi
+	# delivered, permanent_fail, temporary_fail and complained post to the events function; other webhooks are left alone.
+	printf '+ MAILGUN_API_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay_tools.cli mailgun ensure-webhooks "$url" --domain="$DOMAIN" --api-base="${MAILGUN_BASE%/}")" >&3
+	[[ $DRY_RUN == 1 ]] && return 0
+	[[ -n ${MAILGUN_API_KEY:-} ]] || die "no Mailgun API key: set MAILGUN_API_KEY"
+	MAILGUN_API_KEY=$MAILGUN_API_KEY PYTHONPATH=$ROOT "$PYTHON" -m tagrelay_tools.cli mailgun ensure-webhooks "$url" \
+		--domain="$DOMAIN" --api-base="${MAILGUN_BASE%/}"
+}
+
+ensure_metric() {
+	local current
+	if current=$(look gcloud logging metrics describe "$METRIC" "${P[@]}" --format='value(filter)'); then
+		if [[ $current == "$METRIC_FILTER" ]]; then
+			note "log-based metric $METRIC: exists, same filter"
+		else
+			run gcloud logging metrics update "$METRIC" --log-filter="$METRIC_FILTER" "${P[@]}"
+		fi
+	else
+		run gcloud logging metrics create "$METRIC" \
+			--description="tagrelay: messages dead-lettered and forward targets suppressed by Mailgun" \
+			--log-filter="$METRIC_FILTER" "${P[@]}"
+	fi
+}
+
+# ensure_channel: CHANNEL holds the name of the email channel (labelled app=tagrelay) for ALERT_EMAIL;
+# CHANNELS the listing it was found in (read once per run).
+ensure_channel() {
+	local name kind address app
+	CHANNELS=$(look gcloud beta monitoring channels list "${P[@]}" --format='value(name,type,labels.email_address,userLabels.app)') || CHANNELS=""
+	CHANNEL=""
+	while IFS=$'\t' read -r name kind address app; do
+		if [[ $app == tagrelay && $kind == email && ${address,,} == "${ALERT_EMAIL,,}" ]]; then CHANNEL=$name; fi
+	done <<<"$CHANNELS"
+	if [[ -n $CHANNEL ]]; then
+		note "notification channel for $ALERT_EMAIL: exists ($CHANNEL)"
+		return 0
+	fi
+	CHANNEL=$(run gcloud beta monitoring channels create --display-name="$CHANNEL_NAME" --type=email \
+		--channel-labels="email_address=$ALERT_EMAIL" --user-labels=app=tagrelay "${P[@]}" --format='value(name)')
+	[[ -n $CHANNEL ]] || CHANNEL='<new channel>'
+}
+
+# drop_other_channels: delete tagrelay's channels of CHANNELS other than CHANNEL (an earlier --alert-email),
+# once the policy no longer names them.
+drop_other_channels() {
+	local name kind address app
+	while IFS=$'\t' read -r name kind address app; do
+		if [[ $app == tagrelay && -n $name && $name != "$CHANNEL" ]]; then
+			run gcloud beta monitoring channels delete "$name" --force --quiet "${P[@]}"
+		fi
+	done <<<"$CHANNELS"
+}
+
+# alert_policy FILE CHANNEL: the policy as JSON, labelled with a fingerprint of its content.
+alert_policy() {
+	py_stdlib - "$1" "$2" "$POLICY_NAME" "$METRIC" "$PROJECT" <<'PY'
+import hashlib, json, sys
+path, channel, name, metric, project = sys.argv[1:]
+policy = {
+    "displayName": name,
+    "combiner": "OR",
+    "conditions": [{
+        "displayName": f"{metric} above 0",
+        "conditionThreshold": {
+            "filter": f'metric.type="logging.googleapis.com/user/{metric}" AND resource.type="cloud_run_revision"',
+            "comparison": "COMPARISON_GT",
+            "thresholdValue": 0,
+            "duration": "0s",
+            "aggregations": [{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_SUM", "crossSeriesReducer": "REDUCE_SUM"}],
+            "trigger": {"count": 1},
+        },
+    }],
+    "notificationChannels": [channel],
+    "documentation": {
+        "mimeType": "text/markdown",
+        "content": (
+            "tagrelay dead-lettered a message or Mailgun suppressed a forward target: mail is not arriving.\n\n"
+            f"See why: `tagrelay status --project={project}` (the suppression check names the target and the fix), "
+            f"`tagrelay deadletters list --project={project}`, `tagrelay trace MESSAGE-ID --project={project}`.\n\n"
+            "A suppressed target is fixed with two commands: `tagrelay suppressions clear ADDRESS`, then "
+            f"`tagrelay deadletters replay --project={project}`."
+        ),
+    },
+}
+fingerprint = hashlib.sha256(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:32]
+policy["userLabels"] = {"app": "tagrelay", "tagrelay_fp": fingerprint}
+with open(path, "w") as out:
+    json.dump(policy, out, indent=2)
+print(fingerprint)
+PY
+}
+
+ensure_alerting() {
+	step "Alert: log-based metric $METRIC and an email alert policy"
+	ensure_metric
+	if [[ -z $ALERT_EMAIL ]]; then
+		note "no --alert-email (or TAGRELAY_ALERT_EMAIL): no alert policy; nobody is emailed when mail is dead-lettered or a target suppressed"
+		note "  run again with --alert-email you@example.com, or watch: tagrelay status --project=$PROJECT"
+		return 0
+	fi
+	ensure_channel
+	local file=$WORK/alert-policy.json want found name fp
+	want=$(alert_policy "$file" "$CHANNEL")
+	note "alert policy: $file (fingerprint $want)"
+	found=$(look gcloud monitoring policies list --filter="displayName=\"$POLICY_NAME\"" "${P[@]}" --format='value(name,userLabels.tagrelay_fp)') || found=""
+	IFS=$'\t' read -r name fp <<<"${found%%$'\n'*}"
+	if [[ -z $name ]]; then
+		run gcloud monitoring policies create --policy-from-file="$file" "${P[@]}" --format=none
+	elif [[ $fp == "$want" ]]; then
+		note "alert policy '$POLICY_NAME': exists, unchanged"
+	else
+		run gcloud monitoring policies update "$name" --policy-from-file="$file" "${P[@]}" --format=none
+	fi
+	drop_other_channels
+}
+
 check_routes_file() {
 	[[ -f $ROUTES_FILE ]] ||
 		die "no routing rules at $ROUTES_FILE: copy routes.example.toml to routes.toml and edit it, or pass --routes FILE"
@@ -594,6 +754,7 @@ except RoutesError as exc:
 
 deploy() {
 	check_routes_file
+	[[ -f $ROOT/functions/events/main.py ]] || die "functions/events/main.py is missing: this clone has no events function to deploy"
 	printf 'Deploying tagrelay to project %s, region %s, for @%s%s\n' "$PROJECT" "$REGION" "$DOMAIN" \
 		"$([[ $DRY_RUN == 1 ]] && printf ' (dry run: nothing is run)')" >&3
 
@@ -622,6 +783,7 @@ deploy() {
 	step "Service accounts"
 	ensure_service_account tagrelay-ingest "tagrelay ingest function"
 	ensure_service_account tagrelay-relay "tagrelay relay function"
+	ensure_service_account tagrelay-events "tagrelay events function"
 
 	ensure_firestore
 	ensure_bucket
@@ -643,10 +805,18 @@ deploy() {
 	# both functions read the reply key: ingest checks reverse addresses, relay makes them
 	ensure_binding secrets "$SECRET_REPLY" "serviceAccount:$INGEST_SA" roles/secretmanager.secretAccessor
 	ensure_binding secrets "$SECRET_REPLY" "serviceAccount:$RELAY_SA" roles/secretmanager.secretAccessor
+	# events: the four grants listed at the top, each on the one resource it needs
+	ensure_binding projects "$PROJECT" "serviceAccount:$EVENTS_SA" roles/datastore.user
+	ensure_binding "pubsub topics" "$DL_TOPIC" "serviceAccount:$EVENTS_SA" roles/pubsub.publisher
+	ensure_binding secrets "$SECRET_SIGNING" "serviceAccount:$EVENTS_SA" roles/secretmanager.secretAccessor
+	ensure_binding secrets "$SECRET_API" "serviceAccount:$EVENTS_SA" roles/secretmanager.secretAccessor
+	ensure_binding "storage buckets" "gs://$BUCKET" "serviceAccount:$EVENTS_SA" roles/storage.objectAdmin
 
 	deploy_functions
 	ensure_trigger_subscription
 	ensure_mailgun_route
+	ensure_mailgun_webhooks
+	ensure_alerting
 
 	if [[ $DRY_RUN == 1 ]]; then
 		printf '\nDry run: nothing was run.\n' >&3
@@ -659,6 +829,8 @@ Send a test mail to anything@$DOMAIN, then follow it:
   gcloud logging read 'jsonPayload.stage:*' --project=$PROJECT --freshness=10m --format='value(jsonPayload)'
 Dead letters wait in $DL_HOLD for 7 days:
   .venv/bin/tagrelay deadletters list --project=$PROJECT    (or: tagrelay status --project=$PROJECT)
+Follow one message: .venv/bin/tagrelay trace MESSAGE-ID --project=$PROJECT
+$([[ -n $ALERT_EMAIL ]] && printf 'Dead letters and suppressed targets are emailed to %s (confirm nothing: email channels need no verification).' "$ALERT_EMAIL" || printf 'No alert email: pass --alert-email to be told when mail is dead-lettered or a target suppressed.')
 EOF
 }
 
@@ -678,10 +850,11 @@ teardown() {
 	printf 'Tearing down tagrelay in project %s, region %s (@%s)%s\n' "$PROJECT" "$REGION" "$DOMAIN" \
 		"$([[ $DRY_RUN == 1 ]] && printf ' (dry run: nothing is run)')" >&3
 	cat >&3 <<EOF
-This deletes: the Mailgun route for $DOMAIN, functions $INGEST and $RELAY, topics $TOPIC and
-$DL_TOPIC (with $DL_HOLD and any dead letters in it), secrets $SECRET_API, $SECRET_SIGNING, $SECRET_REPLY and
-$SECRET_ROUTE,
-bucket gs://$BUCKET and its objects, service accounts tagrelay-ingest and tagrelay-relay.
+This deletes: the Mailgun route and event webhooks for $DOMAIN, functions $INGEST, $RELAY and $EVENTS,
+topics $TOPIC and $DL_TOPIC (with $DL_HOLD and any dead letters in it), secrets $SECRET_API, $SECRET_SIGNING,
+$SECRET_REPLY and $SECRET_ROUTE,
+bucket gs://$BUCKET and its objects, service accounts tagrelay-ingest, tagrelay-relay and tagrelay-events,
+the alert policy, its email channel and the log-based metric $METRIC.
 Kept: the Firestore database (its tagrelay records expire by TTL) and the enabled APIs.
 EOF
 	if [[ $ASSUME_YES == 0 && $DRY_RUN == 0 ]]; then
@@ -707,9 +880,42 @@ EOF
 		fi
 	fi
 
+	step "Mailgun event webhooks"
+	local events_url
+	events_url=$(function_field "$EVENTS" url) || events_url=""
+	events_url=${events_url%/}
+	if [[ $DRY_RUN == 1 ]]; then events_url='<events URL>'; fi
+	if [[ -z $events_url ]]; then
+		note "no $EVENTS function: no webhook URL to take off"
+	else
+		printf '+ MAILGUN_API_KEY=... %s\n' "$(quoted "$PYTHON" -m tagrelay_tools.cli mailgun delete-webhooks "$events_url" --domain="$DOMAIN" --api-base="${MAILGUN_BASE%/}")" >&3
+		if [[ $DRY_RUN == 0 ]]; then
+			if [[ -n $key ]]; then
+				MAILGUN_API_KEY=$key PYTHONPATH=$ROOT "$PYTHON" -m tagrelay_tools.cli mailgun delete-webhooks "$events_url" \
+					--domain="$DOMAIN" --api-base="${MAILGUN_BASE%/}" ||
+					note "could not delete the webhooks; delete them in Mailgun's control panel (Sending → Webhooks)"
+			else
+				note "no Mailgun API key (set MAILGUN_API_KEY): delete the webhooks in Mailgun's control panel"
+			fi
+		fi
+	fi
+
+	step "Alert policy, its email channel and the log-based metric"
+	local policies name fp channels kind address app
+	policies=$(look gcloud monitoring policies list --filter="displayName=\"$POLICY_NAME\"" "${P[@]}" --format='value(name,userLabels.tagrelay_fp)') || policies=""
+	while IFS=$'\t' read -r name fp; do
+		if [[ -n $name ]]; then run gcloud monitoring policies delete "$name" --quiet "${P[@]}"; fi
+	done <<<"$policies"
+	channels=$(look gcloud beta monitoring channels list "${P[@]}" --format='value(name,type,labels.email_address,userLabels.app)') || channels=""
+	while IFS=$'\t' read -r name kind address app; do
+		if [[ $app == tagrelay && -n $name ]]; then run gcloud beta monitoring channels delete "$name" --force --quiet "${P[@]}"; fi
+	done <<<"$channels"
+	delete_if_present gcloud logging metrics describe "$METRIC" "${P[@]}" --format='value(name)' -- \
+		gcloud logging metrics delete "$METRIC" --quiet "${P[@]}"
+
 	step "Functions (their trigger subscription goes with them)"
 	local fn
-	for fn in "$INGEST" "$RELAY"; do
+	for fn in "$INGEST" "$RELAY" "$EVENTS"; do
 		delete_if_present gcloud functions describe "$fn" --gen2 --region="$REGION" "${P[@]}" --format='value(name)' -- \
 			gcloud functions delete "$fn" --gen2 --region="$REGION" --quiet "${P[@]}"
 	done
@@ -737,7 +943,7 @@ EOF
 	step "Service accounts and their project roles"
 	local account policy
 	policy=$(look gcloud projects get-iam-policy "$PROJECT" "${P[@]}" "${IAM_ROWS[@]}") || policy=""
-	for account in "$INGEST_SA" "$RELAY_SA"; do
+	for account in "$INGEST_SA" "$RELAY_SA" "$EVENTS_SA"; do
 		if has_binding "serviceAccount:$account" roles/datastore.user <<<"$policy"; then
 			run gcloud projects remove-iam-policy-binding "$PROJECT" --member="serviceAccount:$account" \
 				--role=roles/datastore.user --condition=None "${P[@]}" --format=none
@@ -745,7 +951,7 @@ EOF
 		delete_if_present gcloud iam service-accounts describe "$account" "${P[@]}" --format='value(email)' -- \
 			gcloud iam service-accounts delete "$account" --quiet "${P[@]}"
 	done
-	[[ $DRY_RUN == 1 ]] || rm -rf "$BUILD_DIR/ingest" "$BUILD_DIR/relay"
+	[[ $DRY_RUN == 1 ]] || rm -rf "$BUILD_DIR/ingest" "$BUILD_DIR/relay" "$BUILD_DIR/events"
 	printf '\nTeardown %s.\n' "$([[ $DRY_RUN == 1 ]] && printf 'printed; nothing was run' || printf 'done')" >&3
 }
 
@@ -762,5 +968,7 @@ INGEST_URL=""
 ROUTE_KEY_VERSION=latest
 ROUTE_KEY_PREVIOUS_VERSION=""
 TAGRELAY_ROUTE_KEY=""
+CHANNEL=""
+CHANNELS=""
 
 if [[ $TEARDOWN == 1 ]]; then teardown; else deploy; fi

@@ -46,6 +46,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tagrelay_tools.refusals",
     "tagrelay_tools.control",
     "tagrelay_tools.aliases",
+    "tagrelay_tools.suppressions",
+    "tagrelay_tools.trace",
 )
 
 

@@ -470,10 +470,12 @@ class Stack:
             "route_key": self.route_key,
             "outbox": str(self.outbox),
             "standin_url": self.standin_url,
+            "api_key": self.api_key,  # the stand-in's, for tagrelay suppressions/status --local
+            "domain": self.domain,
+            "routes": str(self.routes),
             "pubsub_host": self.pubsub_host,
             "firestore_host": f"127.0.0.1:{self.children['firestore'].port}" if "firestore" in self.children else "",
             "project": self.project,
-            "routes": str(self.routes),
             "pids": {name: child.process.pid for name, child in self.children.items()},
         }
         path.write_text(json.dumps(state, indent=2))

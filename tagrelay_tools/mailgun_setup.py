@@ -19,6 +19,21 @@ from ``MAILGUN_API_KEY`` (never from the command line) and prints the outcome.
 With ``TAGRELAY_ROUTE_KEY`` in its environment the route forwards to ``URL?k=KEY``:
 ingest refuses posts without that key, a second factor besides Mailgun's
 signature. The key is never printed; a changed key updates the route in place.
+
+Event webhooks (issue 12) belong to a domain: ``tagrelay mailgun ensure-webhooks URL``
+points ``delivered``, ``permanent_fail``, ``temporary_fail`` and ``complained`` at the
+events function through ``/v3/domains/<domain>/webhooks`` (:class:`WebhooksClient`):
+
+    GET    /v3/domains/<d>/webhooks        {"webhooks": {"delivered": {"urls": [URL, ...]}, ...}}
+    POST   /v3/domains/<d>/webhooks        form id=<webhook id>, url=URL   (the id is absent)
+    PUT    /v3/domains/<d>/webhooks/<id>   form url=URL                    (its URLs differ)
+    DELETE /v3/domains/<d>/webhooks/<id>
+
+(https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/domain-webhooks).
+A webhook id that already posts exactly to URL is left alone; one that posts elsewhere is
+replaced with URL and the command says which URLs it replaced; other webhook ids (``opened``,
+``clicked``, ...) are never touched. ``--dry-run`` reads and says what it would do.
+``tagrelay mailgun delete-webhooks URL`` takes URL off those four ids again (teardown).
 """
 
 from __future__ import annotations
@@ -37,6 +52,7 @@ from tagrelay.adapters.mailgun import CONNECT_TIMEOUT_SECONDS
 from tagrelay.core.config import DEFAULT_API_BASE
 from tagrelay.core.config import EU_API_BASE as EU_API_BASE
 from tagrelay.core.errors import TagrelayError
+from tagrelay_tools.mailgun_api import MailgunApi, MailgunApiError, TargetError, add_target_arguments, target
 from tagrelay_tools.mailgun_posts import ROUTE_KEY_PARAMETER, ROUTE_KEY_VARIABLE
 from tagrelay_tools.terminal import say, warn
 
@@ -284,6 +300,92 @@ def _message(response: requests.Response) -> str:
     return response.reason or ""
 
 
+# Event webhooks (issue 12) ----------------------------------------------------
+
+EVENT_WEBHOOKS = ("delivered", "permanent_fail", "temporary_fail", "complained")
+WebhookOutcome = Literal["created", "updated", "unchanged", "deleted", "absent"]
+
+
+@dataclass(frozen=True)
+class WebhookChange:
+    """What ensure/remove did (or, in a dry run, would do) to one webhook id."""
+
+    webhook: str
+    outcome: WebhookOutcome
+    before: tuple[str, ...] = ()
+
+
+def webhook_url(url: str) -> str:
+    """The events function's URL, checked: an http(s) URL without whitespace or quotes."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("https", "http") or not parsed.netloc or re.search(r'[\s"\\]', url):
+        raise InvalidRoute(f"URL {url!r} is not an http(s) URL; put the events function's URL")
+    return url
+
+
+class WebhooksClient:
+    """A domain's event webhooks through Mailgun's domain webhooks API."""
+
+    def __init__(self, api: MailgunApi, domain: str) -> None:
+        self._api = api
+        self._path = f"/v3/domains/{domain.strip().rstrip('.').lower()}/webhooks"
+
+    def current(self) -> dict[str, tuple[str, ...]]:
+        """Every webhook id of the domain and its URLs (Mailgun's older ``url`` field read as well)."""
+        body = self._api.call("GET", self._path) or {}
+        hooks = body.get("webhooks")
+        if not isinstance(hooks, dict):
+            raise MailgunApiError("Mailgun's webhook list has no 'webhooks'")
+        found: dict[str, tuple[str, ...]] = {}
+        for name, hook in hooks.items():
+            if not isinstance(hook, dict):
+                continue
+            urls = hook.get("urls")
+            if isinstance(urls, list):
+                found[str(name)] = tuple(str(u) for u in urls)
+            elif isinstance(hook.get("url"), str):
+                found[str(name)] = (str(hook["url"]),)
+        return found
+
+    def ensure(self, url: str, dry_run: bool = False) -> list[WebhookChange]:
+        """Each of EVENT_WEBHOOKS posts exactly to ``url``: created, replaced or left alone."""
+        url = webhook_url(url)
+        current = self.current()
+        changes = []
+        for name in EVENT_WEBHOOKS:
+            before = current.get(name)
+            if before is None or not before:
+                if not dry_run:
+                    self._api.call("POST", self._path, data=[("id", name), ("url", url)])
+                changes.append(WebhookChange(name, "created"))
+            elif before == (url,):
+                changes.append(WebhookChange(name, "unchanged", before))
+            else:
+                if not dry_run:
+                    self._api.call("PUT", f"{self._path}/{name}", data=[("url", url)])
+                changes.append(WebhookChange(name, "updated", before))
+        return changes
+
+    def remove(self, url: str, dry_run: bool = False) -> list[WebhookChange]:
+        """``url`` off each of EVENT_WEBHOOKS: the id deleted when it was its only URL, else the rest kept."""
+        url = webhook_url(url)
+        current = self.current()
+        changes = []
+        for name in EVENT_WEBHOOKS:
+            before = current.get(name, ())
+            if url not in before:
+                changes.append(WebhookChange(name, "absent", before))
+                continue
+            rest = [u for u in before if u != url]
+            if not dry_run:
+                if rest:
+                    self._api.call("PUT", f"{self._path}/{name}", data=[("url", u) for u in rest])
+                else:
+                    self._api.call("DELETE", f"{self._path}/{name}")
+            changes.append(WebhookChange(name, "updated" if rest else "deleted", before))
+        return changes
+
+
 # The command line ------------------------------------------------------------
 
 
@@ -312,6 +414,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     delete.add_argument("--domain", required=True)
     _base_arguments(delete)
     delete.set_defaults(func=cmd_delete_route)
+
+    hooks = actions.add_parser(
+        "ensure-webhooks",
+        help="point the delivered/failed/complained event webhooks at URL (the events function)",
+        description=(
+            f"Register URL for the webhook ids {', '.join(EVENT_WEBHOOKS)} of the domain: created when absent, "
+            f"replaced when they post elsewhere, left alone when they already post to URL; other webhook ids are "
+            f"never touched. {key_note}"
+        ),
+    )
+    hooks.add_argument("url", help="the events function's URL")
+    hooks.add_argument("--dry-run", action="store_true", help="read the webhooks and say what would change")
+    add_target_arguments(hooks)
+    hooks.set_defaults(func=cmd_ensure_webhooks)
+
+    unhook = actions.add_parser(
+        "delete-webhooks", help="take URL off the event webhooks (teardown)", description=f"{key_note}"
+    )
+    unhook.add_argument("url", help="the events function's URL")
+    unhook.add_argument("--dry-run", action="store_true", help="read the webhooks and say what would change")
+    add_target_arguments(unhook)
+    unhook.set_defaults(func=cmd_delete_webhooks)
 
 
 def _base_arguments(parser: argparse.ArgumentParser) -> None:
@@ -348,4 +472,32 @@ def _with_client(args: argparse.Namespace, action: Callable[[RoutesClient], str]
         warn(f"error: {_redact(exc.reason, route_key)}")
         return 1
     say(f"mailgun route for {args.domain.lower()}: {outcome}")
+    return 0
+
+
+def cmd_ensure_webhooks(args: argparse.Namespace) -> int:
+    return _with_webhooks(args, lambda client: client.ensure(args.url, args.dry_run))
+
+
+def cmd_delete_webhooks(args: argparse.Namespace) -> int:
+    return _with_webhooks(args, lambda client: client.remove(args.url, args.dry_run))
+
+
+def _with_webhooks(args: argparse.Namespace, action: Callable[[WebhooksClient], list[WebhookChange]]) -> int:
+    try:
+        where = target(args)
+        with requests.Session() as session:
+            changes = action(WebhooksClient(MailgunApi(session, where.base, where.api_key), where.domain))
+    except (TargetError, InvalidRoute) as exc:
+        warn(f"error: {exc.reason}")
+        return 2
+    except MailgunApiError as exc:  # may quote Mailgun's answer: escaped by warn()
+        warn(f"error: {exc.reason}")
+        return 1
+    would = "would be " if args.dry_run else ""
+    for change in changes:
+        line = f"mailgun webhook {change.webhook} for {where.domain}: {would}{change.outcome}"
+        if change.outcome in ("updated", "deleted") and change.before:
+            line += f" (was {', '.join(change.before)})"
+        say(line)
     return 0

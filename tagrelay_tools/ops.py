@@ -2,21 +2,44 @@
 
 They run against the real project (Application Default Credentials) or, with
 ``--local``, against the emulators of a running ``tagrelay run``.
+
+``tagrelay status`` also counts the last 24 hours of delivery records by what Mailgun said
+(:func:`count_deliveries`: delivered, failed, suppressed, complained, sent with no event yet,
+dead-lettered, in flight). The query is ``updated_at >= now - 24h`` alone, a single-field
+range that Firestore indexes by itself (a composite index would have to be deployed), read at
+most ``STATUS_MAX_RECORDS`` records and counted here. Then the suppression check: every address
+the routes file can send to (forward targets, fallbacks, notify addresses; a templated target
+such as ``owner+{tag}@gmail.com`` stands for every address of that shape, because Mailgun
+suppresses exact addresses, one per tag) is compared with Mailgun's bounce, complaint and
+unsubscribe lists. A suppressed target is printed as an ERROR with the two commands that fix it,
+and the exit status is 1, so cron or a script can alert. Without ``MAILGUN_API_KEY`` (and not
+``--local``) the check is skipped with a warning on stderr and the exit status stays 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from tagrelay.core.config import DEFAULT_DEADLETTER_TOPIC, DEFAULT_TOPIC
 from tagrelay_tools.deadletters import DeadLetter, DeadLetterQueue, rows
 from tagrelay_tools.localstack import STATE_FILE, running_state
-from tagrelay_tools.terminal import say
+from tagrelay_tools.mailgun_api import MailgunApi, MailgunApiError, TargetError, add_target_arguments, target
+from tagrelay_tools.suppressions import Suppression, Watched
+from tagrelay_tools.terminal import say, warn
 
 DEFAULT_HOLD = "tagrelay-deadletter-hold"
+STATUS_WINDOW_SECONDS = 24 * 3600
+STATUS_MAX_RECORDS = 5000  # a few friends' mail for a day; beyond it the counts say "at least"
+STATUS_QUERY_TIMEOUT_SECONDS = 20.0
+SUPPRESSED_PREFIX = "suppress-"  # Mailgun's reasons: suppress-bounce, suppress-complaint, suppress-unsubscribe
+STATUS_FIELDS = ("state", "reason", "severity", "recipients", "updated_at")
+COUNTED = ("delivered", "failed", "suppressed", "complained", "sent", "temporary", "dead", "in flight")
 
 
 def register(commands: Any) -> None:
@@ -26,14 +49,27 @@ def register(commands: Any) -> None:
     replay = actions.add_parser("replay", help="publish dead letters to the inbound topic again")
     replay.add_argument("--recipient", default="", help="only those sent to this alias")
     replay.add_argument("--message-id", default="", help="only the message with this Message-ID")
-    status = commands.add_parser("status", help="dead-letter count, backlog and last deliveries")
+    status = commands.add_parser(
+        "status",
+        help="dead letters, backlog, last deliveries, 24-hour outcome counts and the suppression check",
+        description="Exit status 1 when a route target is on a Mailgun suppression list (or the check failed).",
+    )
     status.add_argument("--limit", type=int, default=10)
+    status.add_argument("--routes", type=Path, default=None, help="rules file (default: $TAGRELAY_ROUTES, routes.toml)")
+    add_target_arguments(status)
     for parser in (listing, replay, status):
         parser.add_argument("--project", default="", help="default: $GOOGLE_CLOUD_PROJECT")
+    for parser in (listing, replay):
         parser.add_argument("--local", action="store_true", help="use the emulators of a running 'tagrelay run'")
     listing.set_defaults(func=cmd_list)
     replay.set_defaults(func=cmd_replay)
     status.set_defaults(func=cmd_status)
+
+
+def project_of(args: argparse.Namespace) -> str:
+    """The project of ``--project``/``$GOOGLE_CLOUD_PROJECT``, or with ``--local`` the running stack's
+    (pointing the Google clients at its emulators)."""
+    return _project(args)
 
 
 def _project(args: argparse.Namespace) -> str:
@@ -107,7 +143,134 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     records = FirestoreLedger(default_firestore(project)).recent_deliveries(args.limit)
     show_deliveries([record.data for record in records])
-    return 0
+    now = time.time()
+    recent = deliveries_since(default_firestore(project)(), now - STATUS_WINDOW_SECONDS)
+    show_counts(count_deliveries(recent), len(recent) >= STATUS_MAX_RECORDS)
+    return suppression_check(args)
+
+
+def deliveries_since(db: Any, since: float, limit: int = STATUS_MAX_RECORDS) -> list[dict[str, Any]]:
+    """Delivery records updated since ``since`` (epoch seconds): one single-field range query, bounded."""
+    from google.cloud.firestore_v1.base_query import FieldFilter
+
+    from tagrelay.adapters import firestore
+    from tagrelay.adapters.ledger import DELIVERIES
+
+    query = db.collection(DELIVERIES).where(filter=FieldFilter("updated_at", ">=", since))
+    # only the fields counted: a record may also hold the kept copy of its message (up to ~1 MiB)
+    query = query.select(list(STATUS_FIELDS)).limit(limit)
+    documents = firestore.call(query.get, timeout=STATUS_QUERY_TIMEOUT_SECONDS)
+    return [document.to_dict() or {} for document in documents]
+
+
+def is_suppressed(data: dict[str, Any]) -> bool:
+    """A failure because Mailgun suppresses the address: of the record, or of one of its recipients
+    (a record to two targets can be ``complained`` for one and failed, suppressed, for the other)."""
+    entries = [data] + [seen for seen in (data.get("recipients") or {}).values() if isinstance(seen, dict)]
+    return any(
+        entry.get("state") == "failed" and str(entry.get("reason") or "").startswith(SUPPRESSED_PREFIX)
+        for entry in entries
+    )
+
+
+def is_temporary(data: dict[str, Any]) -> bool:
+    """Still ``sent``, but Mailgun reported a temporary failure (it keeps trying)."""
+    entries = [data] + [seen for seen in (data.get("recipients") or {}).values() if isinstance(seen, dict)]
+    return any(entry.get("severity") == "temporary" for entry in entries)
+
+
+def count_deliveries(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Records by state: ``suppressed`` is the part of ``failed`` Mailgun dropped for a suppression;
+    ``sent`` is accepted with no event yet, ``temporary`` accepted with a temporary failure (Mailgun
+    retries); ``in flight`` is sending or waiting for a retry."""
+    counts = dict.fromkeys(COUNTED, 0)
+    for data in records:
+        state = str(data.get("state", ""))
+        if state in ("sending", "retry"):
+            counts["in flight"] += 1
+        elif state == "sent" and is_temporary(data):
+            counts["temporary"] += 1
+        elif state in counts:
+            counts[state] += 1
+        if is_suppressed(data):
+            counts["suppressed"] += 1
+    return counts
+
+
+def show_counts(counts: dict[str, int], capped: bool = False) -> None:
+    at_least = "at least " if capped else ""
+    say(
+        f"  last 24 hours ({at_least}{sum(counts[k] for k in COUNTED if k != 'suppressed')} deliveries):",
+        f"    delivered {counts['delivered']}   failed {counts['failed']} (suppressed {counts['suppressed']})"
+        f"   complained {counts['complained']}",
+        f"    sent, no event yet {counts['sent']}   temporary failures {counts['temporary']}"
+        f"   dead-lettered {counts['dead']}   in flight {counts['in flight']}",
+    )
+    if counts["suppressed"]:
+        say("    ERROR: Mailgun dropped mail to suppressed addresses; see the suppression check below")
+
+
+def _routes_path(args: argparse.Namespace) -> Path | None:
+    if args.routes is not None:
+        return Path(args.routes)
+    if getattr(args, "local", False):
+        state = running_state() or {}
+        if state.get("routes"):
+            return Path(str(state["routes"]))
+    named = os.environ.get("TAGRELAY_ROUTES", "")
+    for candidate in (named, "routes.toml"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def suppression_check(args: argparse.Namespace) -> int:
+    """Compare the route targets with Mailgun's suppression lists; 1 when one is suppressed or the check failed."""
+    import requests
+
+    from tagrelay.core.errors import RoutesError
+    from tagrelay.core.routes import load_file
+    from tagrelay_tools.suppressions import SuppressionsClient, suppressed_targets, watched_targets
+
+    path = _routes_path(args)
+    if path is None:
+        warn("warning: suppression check skipped: no routes file (pass --routes, set TAGRELAY_ROUTES)")
+        return 0
+    try:
+        watched = watched_targets(load_file(str(path)))
+        where = target(args)
+    except RoutesError as exc:
+        warn(f"error: {path}: {exc.reason}")
+        return 1
+    except TargetError as exc:
+        warn(f"warning: suppression check skipped: {exc.reason}")
+        return 0
+    try:
+        with requests.Session() as session:
+            lists = SuppressionsClient(MailgunApi(session, where.base, where.api_key), where.domain).all()
+    except MailgunApiError as exc:
+        warn(f"error: suppression check failed: {exc.reason}")
+        return 1
+    hits = suppressed_targets(watched, lists)
+    return show_suppressed(hits, len(watched), where.domain, " --local" if where.local else "")
+
+
+def show_suppressed(hits: list[tuple[Suppression, list[Watched]]], watched: int, domain: str, local: str = "") -> int:
+    """The suppression check's lines; the exit status (1 when a target is suppressed)."""
+    templated = " (templated ones by shape)" if any(w.templated for _, why in hits for w in why) else ""
+    if not hits:
+        say(f"  suppression check: none of the {watched} route targets is on {domain}'s suppression lists")
+        return 0
+    say(f"  suppression check: {len(hits)} route target(s) suppressed by Mailgun{templated}:")
+    for entry, why in hits:
+        say(
+            f"  ERROR: {entry.address} is on Mailgun's {entry.list} list ({entry.describe()}): every message to it"
+            " is accepted by Mailgun and dropped",
+            *(f"    {w.why}: {w.template}" for w in why),
+            f"    fix: tagrelay suppressions clear {shlex.quote(entry.address)}{local}",  # pasted into a shell
+            f"         tagrelay deadletters replay{local}",
+        )
+    return 1
 
 
 def show_deliveries(deliveries: list[dict[str, Any]]) -> None:

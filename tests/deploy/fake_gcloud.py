@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 GROUPS = (
+    ("beta", "monitoring", "channels"),
+    ("monitoring", "policies"),
+    ("logging", "metrics"),
     ("firestore", "fields", "ttls"),
     ("firestore", "databases"),
     ("secrets", "versions"),
@@ -515,7 +518,88 @@ def run_services(call: Call) -> Any:
     return iam_handlers(positional_key, exists("functions", lambda c: c.arg()))[call.verb](call)
 
 
+def metrics(call: Call) -> Any:
+    name = call.arg()
+    if call.verb == "describe":
+        return call.get(name)
+    if call.verb == "create":
+        call.put(name, {"name": name, "description": call.flag("description", ""), "filter": call.flag("log-filter")})
+        return None
+    if call.verb == "update":
+        item = call.get(name)
+        item["filter"] = call.flag("log-filter")
+        call.put(name, item, create=False)
+        return None
+    if call.verb == "delete":
+        call.remove(name)
+        return None
+    raise KeyError(call.verb)
+
+
+def channels(call: Call) -> Any:
+    if call.verb == "list":
+        return [item for _, item in sorted(call.table().items())]
+    if call.verb == "create":
+        if call.flag("type") != "email":
+            raise Fail("fake gcloud: only email channels are simulated", 2)
+        key, _, address = call.flag("channel-labels").partition("=")
+        if key != "email_address" or "@" not in address:
+            raise Fail(f"INVALID_ARGUMENT: channel labels {call.flags['channel-labels']}")
+        labels = dict(pair.partition("=")[::2] for pair in call.flag("user-labels", "").split(",") if pair)
+        number = call.state["next_channel"] = call.state.get("next_channel", 0) + 1
+        name = f"projects/{call.project}/notificationChannels/{1000 + number}"
+        item = {"name": name, "type": "email", "displayName": call.flag("display-name", ""),
+                "labels": {"email_address": address}, "userLabels": labels}  # fmt: skip
+        call.put(name, item)
+        return item
+    if call.verb == "delete":
+        name = call.arg()
+        if not call.has("force"):
+            used = [p for p in call.table("monitoring policies").values() if name in p.get("notificationChannels", [])]
+            if used:
+                raise Fail(f"FAILED_PRECONDITION: channel {name} is used by a policy; pass --force")
+        call.remove(name)
+        return None
+    raise KeyError(call.verb)
+
+
+def alert_policies(call: Call) -> Any:
+    def read_policy() -> dict[str, Any]:
+        policy = json.loads(Path(call.flag("policy-from-file")).read_text())
+        for channel in policy.get("notificationChannels", []):
+            call.get(channel, "beta monitoring channels")  # like the API: the channel must exist
+        return dict(policy)
+
+    if call.verb == "list":
+        wanted = call.flag("filter", "")
+        prefix, quote = 'displayName="', '"'
+        if wanted and not (wanted.startswith(prefix) and wanted.endswith(quote)):
+            raise Fail(f"fake gcloud: only --filter='displayName=\"...\"' is simulated, not {wanted}", 2)
+        name = wanted[len(prefix) : -1] if wanted else None
+        return [p for _, p in sorted(call.table().items()) if name is None or p.get("displayName") == name]
+    if call.verb == "create":
+        policy = read_policy()
+        number = call.state["next_policy"] = call.state.get("next_policy", 0) + 1
+        policy["name"] = f"projects/{call.project}/alertPolicies/{9000 + number}"
+        call.put(policy["name"], policy)
+        return None
+    if call.verb == "update":
+        name = call.arg()
+        call.get(name)
+        policy = read_policy()
+        policy["name"] = name
+        call.put(name, policy, create=False)
+        return None
+    if call.verb == "delete":
+        call.remove(call.arg())
+        return None
+    raise KeyError(call.verb)
+
+
 DISPATCH: dict[str, Handler] = {
+    "logging metrics": metrics,
+    "beta monitoring channels": channels,
+    "monitoring policies": alert_policies,
     "projects": projects,
     "services": services,
     "pubsub topics": topics,

@@ -1,6 +1,8 @@
 """A local stand-in for Mailgun's Routes API, for the unit and deploy tests.
 
-``GET/POST /v3/routes``, ``PUT/DELETE /v3/routes/<id>`` with in-memory state,
+``GET/POST /v3/routes``, ``PUT/DELETE /v3/routes/<id>`` with in-memory state, and a domain's
+event webhooks (``GET/POST /v3/domains/<domain>/webhooks``, ``PUT/DELETE .../webhooks/<id>``,
+``{"webhooks": {"<id>": {"urls": [...]}}}``, in ``webhooks[domain]``),
 form-encoded bodies (``action`` repeated) and basic auth ``api:KEY``, answering
 with the shapes Mailgun documents. ``fail_next(status)`` forces the next answers;
 ``hang_next()`` makes the next request wait until the stand-in stops (for timeouts).
@@ -25,6 +27,7 @@ class RoutesStandin:
         self.api_key = api_key
         self.lock = threading.Lock()
         self.routes: list[dict[str, Any]] = []
+        self.webhooks: dict[str, dict[str, list[str]]] = {}  # domain -> webhook id -> URLs
         self.requests: list[tuple[str, str]] = []  # (method, path with query)
         self.forced: list[int] = []
         self.hangs = 0
@@ -95,6 +98,8 @@ class RoutesStandin:
         path = parts.path.rstrip("/")
         form = parse_qs(body.decode("ascii"), keep_blank_values=True)
         with self.lock:
+            if path.startswith("/v3/domains/") and "/webhooks" in path:
+                return self._webhooks(method, path, form)
             if path == "/v3/routes" and method == "GET":
                 query = parse_qs(parts.query)
                 skip = int(query.get("skip", ["0"])[0])
@@ -128,6 +133,26 @@ class RoutesStandin:
                     route["actions"] = form["action"]
                 return 200, {"message": "Route has been updated", **route}
         return 404, {"message": "not found"}
+
+    def _webhooks(self, method: str, path: str, form: dict[str, list[str]]) -> tuple[int, Any]:
+        domain, _, rest = path[len("/v3/domains/") :].partition("/webhooks")
+        hooks = self.webhooks.setdefault(domain, {})
+        name = rest.strip("/")
+        if not name and method == "GET":
+            return 200, {"webhooks": {n: {"urls": list(u)} for n, u in hooks.items()}}
+        if not name and method == "POST":
+            hook, urls = form.get("id", [""])[0], form.get("url", [])
+            if not hook or not urls or hook in hooks:
+                return 400, {"message": "id and url are required, and the webhook must not exist"}
+            hooks[hook] = urls
+            return 200, {"message": "Webhook has been created", "webhook": {"urls": urls}}
+        if name and name in hooks and method == "PUT" and form.get("url"):
+            hooks[name] = form["url"]
+            return 200, {"message": "Webhook has been updated", "webhook": {"urls": hooks[name]}}
+        if name and name in hooks and method == "DELETE":
+            del hooks[name]
+            return 200, {"message": "Webhook has been deleted", "webhook": {"urls": []}}
+        return 404, {"message": "Webhook not found"}
 
 
 def _make_handler(standin: RoutesStandin) -> type[BaseHTTPRequestHandler]:

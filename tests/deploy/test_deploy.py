@@ -45,6 +45,17 @@ TYPED_KEY = "typed-sekrit-KEY-999"
 SECRET_VALUES = (API_KEY, SIGNING_KEY, ROTATED_KEY, TYPED_KEY)
 INGEST_SA = f"serviceAccount:tagrelay-ingest@{PROJECT}.iam.gserviceaccount.com"
 RELAY_SA = f"serviceAccount:tagrelay-relay@{PROJECT}.iam.gserviceaccount.com"
+EVENTS_SA = f"serviceAccount:tagrelay-events@{PROJECT}.iam.gserviceaccount.com"
+ALERT_EMAIL = "ops@example.com"
+EVENTS_URL = f"https://{REGION}-{PROJECT}.cloudfunctions.net/tagrelay-events"
+EVENT_WEBHOOKS = ("delivered", "permanent_fail", "temporary_fail", "complained")
+METRIC = "tagrelay_undeliverable"
+POLICY = "tagrelay: mail dead-lettered or a forward target suppressed"
+# Until the events function (issue 12, engineer "events") is on this branch, a sandbox without
+# functions/events/main.py gets this one; with it, the real one is copied like the others.
+EVENTS_PLACEHOLDER = (
+    '"""Placeholder entry point for the deploy tests."""\n\n\ndef events(request):\n    return "", 204\n'
+)
 PUBSUB_AGENT = "serviceAccount:service-123456789012@gcp-sa-pubsub.iam.gserviceaccount.com"
 API_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-mailgun-api-key/versions/latest"
 SIGNING_KEY_VERSION = f"projects/{PROJECT}/secrets/tagrelay-webhook-signing-key/versions/latest"
@@ -74,6 +85,8 @@ APIS = {
         "firestore",
         "artifactregistry",
         "storage",
+        "logging",
+        "monitoring",
     )
 }
 
@@ -129,6 +142,10 @@ class Sandbox:
             else:
                 (self.repo / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source / name, self.repo / name)
+        events = self.repo / "functions" / "events" / "main.py"
+        if not events.exists():
+            events.parent.mkdir(parents=True, exist_ok=True)
+            events.write_text(EVENTS_PLACEHOLDER)
         self.bin = tmp / "bin"
         self.bin.mkdir()
         wrapper = self.bin / "gcloud"
@@ -150,6 +167,7 @@ class Sandbox:
             MAILGUN_API_KEY=API_KEY,
             MAILGUN_WEBHOOK_SIGNING_KEY=SIGNING_KEY,
             MAILGUN_API_BASE=standin.url,
+            TAGRELAY_ALERT_EMAIL=ALERT_EMAIL,
         )
 
     def clone(self, tmp: Path) -> Sandbox:
@@ -218,6 +236,7 @@ class FirstDeploy:
     box: Sandbox
     run: Run
     mailgun_routes: list[dict[str, Any]]
+    mailgun_webhooks: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -233,16 +252,19 @@ def standin() -> Iterator[RoutesStandin]:
 def first(tmp_path_factory: pytest.TempPathFactory, standin: RoutesStandin) -> FirstDeploy:
     """One deploy into an empty project, shared by the tests that only look at what it did."""
     standin.routes.clear()
+    standin.webhooks.clear()
     box = Sandbox(tmp_path_factory.mktemp("first"), standin)
     run = box.run()
     assert run.code == 0, run.stdout + run.stderr
-    return FirstDeploy(box, run, copy.deepcopy(standin.routes))
+    return FirstDeploy(box, run, copy.deepcopy(standin.routes), copy.deepcopy(standin.webhooks))
 
 
 @pytest.fixture
 def box(first: FirstDeploy, tmp_path: Path) -> Sandbox:
     """A project where the first deploy already happened (Mailgun included)."""
     first.box.standin.routes[:] = copy.deepcopy(first.mailgun_routes)
+    first.box.standin.webhooks.clear()
+    first.box.standin.webhooks.update(copy.deepcopy(first.mailgun_webhooks))
     first.box.standin.requests.clear()
     return first.box.clone(tmp_path)
 
@@ -251,6 +273,7 @@ def box(first: FirstDeploy, tmp_path: Path) -> Sandbox:
 def empty(first: FirstDeploy, tmp_path: Path) -> Sandbox:
     """An empty project and an empty Mailgun account."""
     first.box.standin.routes.clear()
+    first.box.standin.webhooks.clear()
     first.box.standin.requests.clear()
     return Sandbox(tmp_path, first.box.standin, source=first.box.repo)
 
@@ -289,11 +312,12 @@ def test_first_run_creates_service_accounts_firestore_ttl_and_bucket(first: Firs
     assert set(box.resources("iam service-accounts")) == {
         f"tagrelay-ingest@{PROJECT}.iam.gserviceaccount.com",
         f"tagrelay-relay@{PROJECT}.iam.gserviceaccount.com",
+        f"tagrelay-events@{PROJECT}.iam.gserviceaccount.com",
     }
     database = run.one("firestore", "databases", "create")
     assert flag(database, "type") == "firestore-native"
     assert flag(database, "location") == REGION
-    for group in ("tagrelay_tokens", "tagrelay_deliveries", "tagrelay_refusals"):
+    for group in ("tagrelay_tokens", "tagrelay_deliveries", "tagrelay_refusals", "tagrelay_event_tokens"):
         ttl = run.one("ttls", "update", "expires_at", f"--collection-group={group}")
         assert "--enable-ttl" in ttl
     bucket = run.one("buckets", "create", f"gs://{PROJECT}-tagrelay-claims")
@@ -361,7 +385,7 @@ def test_each_function_ships_exactly_its_entry_point_the_runtime_package_and_rou
     box = first.box
     expected = {"main.py", "requirements.txt", "routes.toml"} | runtime_sources()
     assert "tagrelay/core/routes.py" in expected and not any("tagrelay_tools" in f for f in expected)
-    for name, entry_file in (("tagrelay-ingest", "ingest"), ("tagrelay-relay", "relay")):
+    for name, entry_file in (("tagrelay-ingest", "ingest"), ("tagrelay-relay", "relay"), ("tagrelay-events", "events")):
         assert set(box.resources("functions")[name]["source_files"]) == expected  # what gcloud uploaded
         assert staged_files(box, entry_file) == expected
         staged = box.build / entry_file
@@ -391,12 +415,12 @@ def test_tooling_tests_and_caches_are_neither_staged_nor_fingerprinted(box: Sand
     forced = box.run("--redeploy")  # and when it is deployed, none of it is shipped
     assert forced.code == 0, forced.stderr
     expected = {"main.py", "requirements.txt", "routes.toml"} | runtime_sources()
-    for name, entry_file in (("tagrelay-ingest", "ingest"), ("tagrelay-relay", "relay")):
+    for name, entry_file in (("tagrelay-ingest", "ingest"), ("tagrelay-relay", "relay"), ("tagrelay-events", "events")):
         assert set(box.resources("functions")[name]["source_files"]) == expected
         assert staged_files(box, entry_file) == expected
 
 
-def test_editing_the_runtime_package_redeploys_both_functions(box: Sandbox) -> None:
+def test_editing_the_runtime_package_redeploys_every_function(box: Sandbox) -> None:
     with (box.repo / "tagrelay/core/rewrite.py").open("a") as source:
         source.write("\n# an edit to the runtime package\n")
     again = box.run()
@@ -404,6 +428,7 @@ def test_editing_the_runtime_package_redeploys_both_functions(box: Sandbox) -> N
     assert [argv[:3] for argv in again.changes()] == [
         ["functions", "deploy", "tagrelay-ingest"],
         ["functions", "deploy", "tagrelay-relay"],
+        ["functions", "deploy", "tagrelay-events"],
     ]
     assert staged_files(box, "ingest") >= {"tagrelay/core/rewrite.py"}
     assert (box.build / "ingest/tagrelay/core/rewrite.py").read_text().endswith("# an edit to the runtime package\n")
@@ -438,15 +463,15 @@ def test_each_identity_gets_exactly_the_roles_it_needs(first: FirstDeploy) -> No
     policies = {key: value for key, value in box.state()["policies"].items() if any(value.values())}
     assert policies == {
         "pubsub topics/tagrelay-inbound": {"roles/pubsub.publisher": [INGEST_SA]},
-        "secrets/tagrelay-webhook-signing-key": {"roles/secretmanager.secretAccessor": [INGEST_SA]},
+        "secrets/tagrelay-webhook-signing-key": {"roles/secretmanager.secretAccessor": [INGEST_SA, EVENTS_SA]},
         f"secrets/{ROUTE_KEY_SECRET}": {"roles/secretmanager.secretAccessor": [INGEST_SA]},
-        "secrets/tagrelay-mailgun-api-key": {"roles/secretmanager.secretAccessor": [RELAY_SA]},
+        "secrets/tagrelay-mailgun-api-key": {"roles/secretmanager.secretAccessor": [RELAY_SA, EVENTS_SA]},
         "secrets/tagrelay-reply-key": {"roles/secretmanager.secretAccessor": [INGEST_SA, RELAY_SA]},
-        f"projects/{PROJECT}": {"roles/datastore.user": [INGEST_SA, RELAY_SA]},
-        "pubsub topics/tagrelay-deadletter": {"roles/pubsub.publisher": [RELAY_SA, PUBSUB_AGENT]},
+        f"projects/{PROJECT}": {"roles/datastore.user": [INGEST_SA, RELAY_SA, EVENTS_SA]},
+        "pubsub topics/tagrelay-deadletter": {"roles/pubsub.publisher": [RELAY_SA, PUBSUB_AGENT, EVENTS_SA]},
         f"storage buckets/{PROJECT}-tagrelay-claims": {
             "roles/storage.objectUser": [INGEST_SA],  # writes claims (and rewrites them on a retry)
-            "roles/storage.objectAdmin": [RELAY_SA],  # reads and deletes them
+            "roles/storage.objectAdmin": [RELAY_SA, EVENTS_SA],  # read and delete them (events: kept originals)
         },
         "run services/tagrelay-relay": {"roles/run.invoker": [RELAY_SA]},
         f"pubsub subscriptions/{trigger_subscription}": {"roles/pubsub.subscriber": [PUBSUB_AGENT]},
@@ -519,6 +544,9 @@ def test_second_run_changes_nothing_and_needs_no_secrets(box: Sandbox) -> None:
     assert box.state()["resources"] == resources_before
     assert [r for r in box.standin.requests if r[0] != "GET"] == []
     assert len(box.standin.routes) == 1
+    assert box.standin.webhooks == {DOMAIN: {name: [EVENTS_URL] for name in EVENT_WEBHOOKS}}
+    assert f"mailgun webhook complained for {DOMAIN}: unchanged" in again.stdout
+    assert f"alert policy '{POLICY}': exists, unchanged" in again.stdout
     assert "exists (kept; set MAILGUN_API_KEY to replace it)" in again.stdout
     assert "mailgun route for example.org: unchanged" in again.stdout  # its key came from Secret Manager
     assert "unchanged (--redeploy forces a deploy)" in again.stdout
@@ -532,17 +560,19 @@ def test_changed_source_redeploys_functions_but_creates_nothing(box: Sandbox) ->
     assert [argv[:3] for argv in again.changes()] == [
         ["functions", "deploy", "tagrelay-ingest"],
         ["functions", "deploy", "tagrelay-relay"],
+        ["functions", "deploy", "tagrelay-events"],
     ]
     assert box.resources("functions")["tagrelay-ingest"]["deploys"] == 2
     assert len(box.standin.routes) == 1
 
 
-def test_redeploy_flag_deploys_both_functions_and_keeps_equal_secrets(box: Sandbox) -> None:
+def test_redeploy_flag_deploys_every_function_and_keeps_equal_secrets(box: Sandbox) -> None:
     again = box.run("--redeploy")
     assert again.code == 0, again.stderr
     assert [argv[:3] for argv in again.changes()] == [
         ["functions", "deploy", "tagrelay-ingest"],
         ["functions", "deploy", "tagrelay-relay"],
+        ["functions", "deploy", "tagrelay-events"],
     ]
     assert "secret tagrelay-mailgun-api-key: exists, same value" in again.stdout
 
@@ -662,6 +692,15 @@ def test_dry_run_runs_nothing_and_prints_every_command(empty: Sandbox) -> None:
         "--dead-letter-topic=tagrelay-deadletter --max-delivery-attempts=10",
         "gcloud firestore fields ttls update expires_at --collection-group=tagrelay_tokens --enable-ttl",
         "mailgun ensure-route --domain=example.org",
+        "gcloud functions deploy tagrelay-events --gen2",
+        "--entry-point=events --trigger-http --allow-unauthenticated",
+        "gcloud iam service-accounts create tagrelay-events",
+        "mailgun ensure-webhooks '<events URL>' --domain=example.org",
+        "gcloud firestore fields ttls update expires_at --collection-group=tagrelay_event_tokens --enable-ttl",
+        f"gcloud logging metrics create {METRIC}",
+        "gcloud beta monitoring channels create '--display-name=tagrelay alerts' --type=email "
+        f"--channel-labels=email_address={ALERT_EMAIL}",
+        "gcloud monitoring policies create --policy-from-file=",
         "Dry run: nothing was run.",
     ):
         assert expected in out, expected
@@ -680,6 +719,8 @@ def test_eu_flag_selects_the_eu_api_everywhere(empty: Sandbox) -> None:
     assert run.code == 0, run.stderr
     assert "MAILGUN_API_BASE=https://api.eu.mailgun.net," in run.stdout
     assert "--api-base=https://api.eu.mailgun.net" in run.stdout
+    [hooks] = [line for line in run.stdout.splitlines() if "mailgun ensure-webhooks" in line]
+    assert hooks.endswith("--domain=example.org --api-base=https://api.eu.mailgun.net")
 
 
 def test_teardown_yes_deletes_what_deploy_made(box: Sandbox) -> None:
@@ -691,6 +732,9 @@ def test_teardown_yes_deletes_what_deploy_made(box: Sandbox) -> None:
     assert box.resources("firestore databases"), "the Firestore database is kept"
     assert box.state()["policies"][f"projects/{PROJECT}"] == {"roles/datastore.user": []}
     assert box.standin.routes == []
+    assert box.standin.webhooks == {DOMAIN: {}}
+    for kind in ("logging metrics", "beta monitoring channels", "monitoring policies"):
+        assert box.resources(kind) == {}, kind
     again = box.run("--teardown", "--yes")
     assert again.code == 0, again.stderr
     assert again.changes() == []
@@ -790,3 +834,132 @@ def test_a_previous_version_that_is_not_a_number_stops_the_deploy(box: Sandbox) 
     again = box.run(env={"TAGRELAY_REPLY_KEY_PREVIOUS_VERSION": "latest"})
     assert again.code == 2
     assert "TAGRELAY_REPLY_KEY_PREVIOUS_VERSION 'latest' is not a version number" in again.stderr
+
+
+# -- issue 12: the events function, its webhooks, and the alert ---------------------------
+
+
+def test_events_is_a_public_http_function_with_its_own_account_and_settings(first: FirstDeploy) -> None:
+    events = first.run.one("functions", "deploy", "tagrelay-events")
+    for expected in ("--gen2", "--trigger-http", "--allow-unauthenticated", "--runtime=python312"):
+        assert expected in events
+    assert flag(events, "entry-point") == "events"
+    assert flag(events, "service-account") == EVENTS_SA.split(":", 1)[1]
+    assert env_vars(events) == {
+        "GOOGLE_CLOUD_PROJECT": PROJECT,
+        "TAGRELAY_ROUTES": "routes.toml",
+        "MAILGUN_DOMAIN": DOMAIN,
+        "MAILGUN_API_BASE": first.box.standin.url,
+        "MAILGUN_API_KEY_SECRET": API_KEY_VERSION,
+        "MAILGUN_WEBHOOK_SIGNING_KEY_SECRET": SIGNING_KEY_VERSION,
+        "TAGRELAY_DEADLETTER_TOPIC": "tagrelay-deadletter",
+        "TAGRELAY_CLAIM_BUCKET": f"{PROJECT}-tagrelay-claims",
+    }
+    staged = first.box.build / "events" / "main.py"
+    assert staged.read_bytes() == (first.box.repo / "functions/events/main.py").read_bytes()
+
+
+def test_the_events_account_has_exactly_its_four_grants(first: FirstDeploy) -> None:
+    granted = sorted(
+        (key, role)
+        for key, roles in first.box.state()["policies"].items()
+        for role, members in roles.items()
+        if EVENTS_SA in members
+    )
+    assert granted == [
+        (f"projects/{PROJECT}", "roles/datastore.user"),
+        ("pubsub topics/tagrelay-deadletter", "roles/pubsub.publisher"),
+        ("secrets/tagrelay-mailgun-api-key", "roles/secretmanager.secretAccessor"),
+        ("secrets/tagrelay-webhook-signing-key", "roles/secretmanager.secretAccessor"),
+        (f"storage buckets/{PROJECT}-tagrelay-claims", "roles/storage.objectAdmin"),
+    ]
+
+
+def test_the_webhooks_point_at_the_events_function(first: FirstDeploy) -> None:
+    assert first.mailgun_webhooks == {DOMAIN: {name: [EVENTS_URL] for name in EVENT_WEBHOOKS}}
+    for name in EVENT_WEBHOOKS:
+        assert f"mailgun webhook {name} for {DOMAIN}: created" in first.run.stdout
+    assert "MAILGUN_API_KEY=... " in first.run.stdout  # the key reached the command through its environment
+
+
+def test_the_metric_counts_dead_letters_and_suppressed_targets(first: FirstDeploy) -> None:
+    [metric] = first.box.resources("logging metrics").values()
+    assert metric["name"] == METRIC
+    assert metric["filter"] == (
+        'resource.type="cloud_run_revision" AND resource.labels.service_name=("tagrelay-relay" OR "tagrelay-events")'
+        ' AND severity>=ERROR AND jsonPayload.outcome=("dead-lettered" OR "failed" OR "suppressed")'
+    )
+
+
+def test_the_alert_policy_emails_the_operator_on_the_metric(first: FirstDeploy) -> None:
+    [channel] = first.box.resources("beta monitoring channels").values()
+    assert (channel["type"], channel["labels"], channel["userLabels"]) == (
+        "email",
+        {"email_address": ALERT_EMAIL},
+        {"app": "tagrelay"},
+    )
+    [policy] = first.box.resources("monitoring policies").values()
+    assert policy["displayName"] == POLICY
+    assert policy["notificationChannels"] == [channel["name"]]
+    [condition] = policy["conditions"]
+    threshold = condition["conditionThreshold"]
+    assert (
+        threshold["filter"]
+        == f'metric.type="logging.googleapis.com/user/{METRIC}" AND resource.type="cloud_run_revision"'
+    )
+    assert (threshold["comparison"], threshold["thresholdValue"], threshold["duration"]) == ("COMPARISON_GT", 0, "0s")
+    assert "tagrelay suppressions clear ADDRESS" in policy["documentation"]["content"]
+    assert policy["userLabels"]["app"] == "tagrelay" and len(policy["userLabels"]["tagrelay_fp"]) == 32
+
+
+def test_a_new_alert_email_moves_the_policy_and_drops_the_old_channel(box: Sandbox) -> None:
+    [old] = box.resources("beta monitoring channels")
+    again = box.run("--alert-email", "oncall@example.com", env={"TAGRELAY_ALERT_EMAIL": None})
+    assert again.code == 0, again.stderr
+    assert [argv[:4] for argv in again.changes()] == [
+        ["beta", "monitoring", "channels", "create"],
+        ["monitoring", "policies", "update", next(iter(box.resources("monitoring policies")))],
+        ["beta", "monitoring", "channels", "delete"],
+    ]
+    [channel] = box.resources("beta monitoring channels").values()
+    assert channel["labels"] == {"email_address": "oncall@example.com"} and channel["name"] != old
+    [policy] = box.resources("monitoring policies").values()
+    assert policy["notificationChannels"] == [channel["name"]]
+
+
+def test_without_an_alert_email_the_metric_is_made_and_the_policy_skipped_with_a_note(empty: Sandbox) -> None:
+    run = empty.run("--dry-run", env={"TAGRELAY_ALERT_EMAIL": None})
+    assert run.code == 0, run.stderr
+    assert f"gcloud logging metrics create {METRIC}" in run.stdout
+    assert "monitoring channels" not in run.stdout and "monitoring policies" not in run.stdout
+    assert "no --alert-email (or TAGRELAY_ALERT_EMAIL): no alert policy" in run.stdout
+
+
+def test_an_alert_email_that_is_not_an_address_stops_before_any_call(empty: Sandbox) -> None:
+    run = empty.run("--alert-email", "ops@example.com --type=webhook")
+    assert run.code == 2
+    assert "is not an email address" in run.stderr
+    assert run.calls == []
+
+
+def test_a_clone_without_the_events_function_stops_before_any_call(empty: Sandbox) -> None:
+    (empty.repo / "functions/events/main.py").unlink()
+    run = empty.run()
+    assert run.code == 2
+    assert "functions/events/main.py is missing" in run.stderr
+    assert run.calls == []
+
+
+def test_teardown_dry_run_prints_the_new_deletions(box: Sandbox) -> None:
+    calls_before = box.entries()
+    down = box.run("--teardown", "--dry-run")
+    assert down.code == 0, down.stderr
+    assert box.entries() == calls_before
+    for expected in (
+        "mailgun delete-webhooks '<events URL>' --domain=example.org",
+        "gcloud monitoring policies list '--filter=displayName=\"" + POLICY + "\"'",
+        f"gcloud logging metrics describe {METRIC}",
+        "gcloud functions describe tagrelay-events --gen2",
+        f"gcloud iam service-accounts describe tagrelay-events@{PROJECT}.iam.gserviceaccount.com",
+    ):
+        assert expected in down.stdout, expected
