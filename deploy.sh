@@ -155,7 +155,7 @@ RELAY_SA=tagrelay-relay@$PROJECT.iam.gserviceaccount.com
 EVENTS_SA=tagrelay-events@$PROJECT.iam.gserviceaccount.com
 BUCKET=${TAGRELAY_CLAIM_BUCKET:-$PROJECT-tagrelay-claims}
 TTL_FIELD=expires_at
-TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries tagrelay_refusals tagrelay_event_tokens)
+TTL_GROUPS=(tagrelay_tokens tagrelay_deliveries tagrelay_refusals tagrelay_event_tokens tagrelay_alias_leaks)
 APIS=(cloudfunctions run cloudbuild eventarc pubsub secretmanager firestore artifactregistry storage logging monitoring)
 
 # The events function (issue 12) receives Mailgun's event webhooks: it verifies them with the
@@ -553,13 +553,19 @@ deploy_functions() {
 		--memory=512Mi --cpu=1 --concurrency=8 --timeout=60s --max-instances=10 \
 		--service-account="$INGEST_SA" \
 		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_TOPIC=$TOPIC,TAGRELAY_ROUTES=routes.toml,MAILGUN_WEBHOOK_SIGNING_KEY_SECRET=$(secret_version "$SECRET_SIGNING"),TAGRELAY_CLAIM_BUCKET=$BUCKET,$(route_key_env)$(reply_env)"
+	# The relay's leak notices carry one-click block links served by ingest (routes with block_link).
+	local public_env=""
+	local ingest_url
+	if ingest_url=$(function_field "$INGEST" url) && [[ -n $ingest_url ]]; then
+		public_env=",TAGRELAY_PUBLIC_URL=${ingest_url%/}"
+	fi
 	# relay: invoked only by its Eventarc trigger (authenticated as its own service account).
 	deploy_function "$RELAY" relay \
 		--entry-point=relay --trigger-topic="$TOPIC" --retry --no-allow-unauthenticated \
 		--trigger-service-account="$RELAY_SA" \
 		--memory=512Mi --timeout=300s --max-instances=10 \
 		--service-account="$RELAY_SA" \
-		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC,TAGRELAY_CLAIM_BUCKET=$BUCKET$(reply_env)"
+		--set-env-vars="GOOGLE_CLOUD_PROJECT=$PROJECT,TAGRELAY_ROUTES=routes.toml,MAILGUN_DOMAIN=$DOMAIN,MAILGUN_API_BASE=${MAILGUN_BASE%/},MAILGUN_API_KEY_SECRET=$(secret_version "$SECRET_API"),TAGRELAY_DEADLETTER_TOPIC=$DL_TOPIC,TAGRELAY_CLAIM_BUCKET=$BUCKET$public_env$(reply_env)"
 	# The trigger authenticates as the relay's service account: it may invoke the relay, nothing else.
 	ensure_binding "run services" "$RELAY" "serviceAccount:$RELAY_SA" roles/run.invoker --region="$REGION"
 	# events: public HTTP endpoint for Mailgun's event webhooks (each post is signed and checked).
@@ -584,12 +590,14 @@ ensure_trigger_subscription() {
 	fi
 	ensure_binding "pubsub subscriptions" "$subscription" "serviceAccount:$PUBSUB_AGENT" roles/pubsub.subscriber
 	local policy_fields='value(deadLetterPolicy.deadLetterTopic,deadLetterPolicy.maxDeliveryAttempts,retryPolicy.minimumBackoff,retryPolicy.maximumBackoff)'
+	# 20 deliveries span about 2.3 h of backoff: several after TAGRELAY_EVENTS_SETTLE_SECONDS (30 min),
+	# so a delivery that waits for Mailgun's events to settle (issue 12) is not dead-lettered meanwhile.
 	if desc=$(look gcloud pubsub subscriptions describe "$subscription" "${P[@]}" --format="$policy_fields") &&
-		[[ $desc == "projects/$PROJECT/topics/$DL_TOPIC"$'\t10\t10s\t600s' ]]; then
-		note "subscription $subscription: dead letters to $DL_TOPIC after 10 attempts, backoff 10s..600s"
+		[[ $desc == "projects/$PROJECT/topics/$DL_TOPIC"$'\t20\t10s\t600s' ]]; then
+		note "subscription $subscription: dead letters to $DL_TOPIC after 20 attempts, backoff 10s..600s"
 	else
 		run gcloud pubsub subscriptions update "$subscription" --dead-letter-topic="$DL_TOPIC" \
-			--max-delivery-attempts=10 --min-retry-delay=10s --max-retry-delay=600s "${P[@]}"
+			--max-delivery-attempts=20 --min-retry-delay=10s --max-retry-delay=600s "${P[@]}"
 	fi
 }
 

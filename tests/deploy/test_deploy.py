@@ -317,7 +317,13 @@ def test_first_run_creates_service_accounts_firestore_ttl_and_bucket(first: Firs
     database = run.one("firestore", "databases", "create")
     assert flag(database, "type") == "firestore-native"
     assert flag(database, "location") == REGION
-    for group in ("tagrelay_tokens", "tagrelay_deliveries", "tagrelay_refusals", "tagrelay_event_tokens"):
+    for group in (
+        "tagrelay_tokens",
+        "tagrelay_deliveries",
+        "tagrelay_refusals",
+        "tagrelay_event_tokens",
+        "tagrelay_alias_leaks",
+    ):
         ttl = run.one("ttls", "update", "expires_at", f"--collection-group={group}")
         assert "--enable-ttl" in ttl
     bucket = run.one("buckets", "create", f"gs://{PROJECT}-tagrelay-claims")
@@ -367,6 +373,8 @@ def test_relay_is_a_private_retrying_topic_function(first: FirstDeploy) -> None:
     assert variables["TAGRELAY_CLAIM_BUCKET"] == f"{PROJECT}-tagrelay-claims"  # large refusal records
     assert variables["TAGRELAY_ROUTES"] == "routes.toml"
     assert variables["TAGRELAY_REPLY_KEY_SECRET"] == REPLY_KEY_VERSION
+    # leak notices link to ingest's /block (issue 14): the URL of the ingest deployed just before
+    assert variables["TAGRELAY_PUBLIC_URL"] == f"https://{REGION}-{PROJECT}.cloudfunctions.net/tagrelay-ingest"
 
 
 def runtime_sources() -> set[str]:
@@ -449,7 +457,7 @@ def test_trigger_subscription_gets_dead_letter_and_backoff(first: FirstDeploy) -
     subscription = transport["pubsub"]["subscription"].rsplit("/", 1)[1]
     update = first.run.one("subscriptions", "update", subscription)
     assert flag(update, "dead-letter-topic") == "tagrelay-deadletter"
-    assert flag(update, "max-delivery-attempts") == "10"
+    assert flag(update, "max-delivery-attempts") == "20"
     assert flag(update, "min-retry-delay") == "10s"
     assert flag(update, "max-retry-delay") == "600s"
     stored = box.resources("pubsub subscriptions")[subscription]
@@ -689,7 +697,7 @@ def test_dry_run_runs_nothing_and_prints_every_command(empty: Sandbox) -> None:
         "--allow-unauthenticated",
         "gcloud functions deploy tagrelay-relay --gen2",
         "--trigger-topic=tagrelay-inbound --retry",
-        "--dead-letter-topic=tagrelay-deadletter --max-delivery-attempts=10",
+        "--dead-letter-topic=tagrelay-deadletter --max-delivery-attempts=20",
         "gcloud firestore fields ttls update expires_at --collection-group=tagrelay_tokens --enable-ttl",
         "mailgun ensure-route --domain=example.org",
         "gcloud functions deploy tagrelay-events --gen2",

@@ -118,7 +118,10 @@ def test_a_permanent_failure_is_dead_lettered_with_the_original_and_the_owner_no
     state_becomes(stack, key_of(arrived), "delivered")
 
 
-def test_a_suppressed_target_is_an_error_in_the_events_log_and_a_dead_letter(stack: Stack) -> None:
+def test_a_suppressed_target_is_noticed_within_one_message_and_fixed_with_two_commands(stack: Stack) -> None:
+    """Issue 12's "done when": Mailgun accepts the forward and drops it (the target is on its bounces
+    list). The first such message is an ERROR naming the fix, a dead letter, and `tagrelay status`
+    reports the target; `tagrelay suppressions clear` and `tagrelay deadletters replay` deliver it."""
     address, mid = alias("ev-suppressed")
     target = forward_of(address)
     stack.standin.suppress(target, "bounces")
@@ -130,6 +133,29 @@ def test_a_suppressed_target_is_an_error_in_the_events_log_and_a_dead_letter(sta
     state_becomes(stack, key_of(arrived), "failed")
     letter = pull_until(stack, tap(stack), lambda m: m["attributes"].get("message_id") == f"<{mid}>")
     assert "suppress-bounce 605" in letter["attributes"]["deadletter_reason"]
+
+    mailgun = {
+        "MAILGUN_API_KEY": stack.api_key,
+        "MAILGUN_API_BASE": stack.standin_url,
+        "MAILGUN_DOMAIN": stack.domain,
+        "TAGRELAY_ROUTES": str(stack.routes),
+    }
+    status = tagrelay_cli(stack, "status", env=mailgun)
+    assert status.returncode == 1, status.stdout + status.stderr  # a suppressed target fails the check
+    assert target in status.stdout + status.stderr
+    assert f"tagrelay suppressions clear {target}" in status.stdout + status.stderr
+
+    cleared = tagrelay_cli(stack, "suppressions", "clear", target, env=mailgun)
+    assert cleared.returncode == 0, cleared.stdout + cleared.stderr
+    assert f"{target}: removed from bounces" in cleared.stdout
+    replayed = tagrelay_cli(stack, "deadletters", "replay", "--message-id", f"<{mid}>")
+    assert "replayed 1 message" in replayed.stdout, replayed.stdout + replayed.stderr
+    wait_for(
+        "the replayed copy", lambda: len([r for r in stack.standin.accepted() if r["message_id"] == f"<{mid}>"]) == 2
+    )
+    record = state_becomes(stack, key_of(arrived), "delivered")
+    assert record["recipients"][target]["state"] == "delivered"
+    assert tagrelay_cli(stack, "status", env=mailgun).returncode == 0  # nothing suppressed any more
 
 
 def test_duplicate_and_out_of_order_events_leave_the_right_state(stack: Stack) -> None:
