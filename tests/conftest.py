@@ -6,10 +6,12 @@ test keeps apart by its own aliases and Message-IDs. Tests that change how the s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
+from tagrelay.core.log import LOGGER_NAME
 from tagrelay_tools.localstack import Stack
 from tests.integration.conftest import TAP, running_stack
 
@@ -26,3 +28,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         local.ensure_subscription(TAP, local.topic)
         local.ensure_subscription(f"{local.deadletter_topic}-tap", local.deadletter_topic)
         yield local
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def logged() -> Iterator[list[logging.LogRecord]]:
+    """What the tagrelay logger writes during the test. Its records never reach capsys reliably: the
+    logger does not propagate, and its stdout stream is bound at first use (maybe in another test)."""
+    handler = Records()
+    logging.getLogger(LOGGER_NAME).addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)

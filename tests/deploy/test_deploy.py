@@ -461,7 +461,7 @@ def test_trigger_subscription_gets_dead_letter_and_backoff(first: FirstDeploy) -
     assert flag(update, "min-retry-delay") == "10s"
     assert flag(update, "max-retry-delay") == "600s"
     stored = box.resources("pubsub subscriptions")[subscription]
-    assert stored["deadLetterPolicy"]["maxDeliveryAttempts"] == 10
+    assert stored["deadLetterPolicy"]["maxDeliveryAttempts"] == 20
     assert stored["retryPolicy"] == {"minimumBackoff": "10s", "maximumBackoff": "600s"}
 
 

@@ -20,7 +20,6 @@ import requests
 from tagrelay.adapters.mailgun import MailgunClient
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import SecretRef
-from tagrelay.core.log import LOGGER_NAME
 from tagrelay_tools import mailgun_posts
 from tagrelay_tools.standin import Standin, make_handler
 from tests.hostile.support import STAMP, mailgun_signature, parse, pipeline
@@ -70,26 +69,6 @@ def notification(message_url: str, token: str) -> mailgun_posts.Post:
 
 def client(base: str) -> MailgunClient:
     return MailgunClient(requests.Session(), base, DOMAIN, Secret(SecretRef("MAILGUN_API_KEY", value=API_KEY)), 10)
-
-
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def logged() -> Iterator[list[logging.LogRecord]]:
-    """What the tagrelay logger writes (it does not propagate, and its stream is bound at first use)."""
-    handler = Records()
-    logging.getLogger(LOGGER_NAME).addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logging.getLogger(LOGGER_NAME).removeHandler(handler)
 
 
 def test_the_stored_message_is_fetched_and_forwarded_whole(standin: str, logged: list[logging.LogRecord]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 from urllib.parse import parse_qs, urlparse
 
@@ -181,7 +182,7 @@ def test_the_cache_reads_once_per_period() -> None:
     assert cache.current().lookup("a@example.org") is None and store.queries == 2
 
 
-def test_a_failed_refresh_serves_the_last_snapshot_and_retries_later(capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_failed_refresh_serves_the_last_snapshot_and_retries_later(logged: list[logging.LogRecord]) -> None:
     store, clock = MemoryAliases(), Clock()
     store.records["a@example.org"] = {"alias": "a@example.org", "state": "blocked"}
     cache = ControlCache(store.controlled, 30, clock, retry_seconds=5)
@@ -190,7 +191,7 @@ def test_a_failed_refresh_serves_the_last_snapshot_and_retries_later(capsys: pyt
     for _ in range(10):
         assert cache.current().lookup("a@example.org") is not None  # still blocked
     assert store.queries == 2  # one failed attempt, not one per post
-    [warning] = [line for line in capsys.readouterr().out.splitlines() if "WARNING" in line]
+    [warning] = [r.getMessage() for r in logged if r.levelno == logging.WARNING]
     assert "serving the snapshot read 31s ago" in warning
     clock.now += 5
     store.down = False
