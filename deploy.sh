@@ -162,7 +162,7 @@ APIS=(cloudfunctions run cloudbuild eventarc pubsub secretmanager firestore arti
 # webhook signing key, records single-use event tokens and delivery states in Firestore, and
 # for a permanent failure reads the kept original from the claim-check bucket (and deletes it),
 # publishes it to the dead-letter topic, and sends the route's owner notice through Mailgun.
-# Its own service account gets exactly that, and nothing else (keep docs/_drafts/ops.md in step):
+# Its own service account gets exactly that, and nothing else (keep docs/deploy.md in step):
 #   roles/datastore.user                  project (Firestore has no narrower grant)
 #   roles/pubsub.publisher                topic tagrelay-deadletter only
 #   roles/secretmanager.secretAccessor    secrets tagrelay-webhook-signing-key and tagrelay-mailgun-api-key only

@@ -6,6 +6,8 @@ and the last 30 days), distinct sender domains, first and last seen, spam share,
 ``tagrelay_refusals`` whose alias matches, kept 7 days: one bounded scan of their alias field) and
 the leak flag with the flagged domains. ``senders ALIAS`` lists the alias's sender
 domains with counts and first seen. ``--json`` prints one JSON document for scripts.
+``aliases --links`` adds, for each alias whose route has ``block_link = true``, the signed
+one-click link that blocks it (``tagrelay block-link``: needs ingest's URL and the reply key).
 Against the real project (Application Default Credentials), or with ``--local`` against
 the emulators of a running ``tagrelay run``. Every value a sender wrote is escaped.
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tagrelay.core.insight import last_30_days
@@ -54,11 +58,35 @@ def summary(record: dict[str, Any], refusals: int, now: float) -> dict[str, Any]
 
 def line(row: dict[str, Any]) -> str:
     leak = f"  LEAK? {', '.join(row['leaks'])}" if row["leak"] else ""
-    return (
+    text = (
         f"{printable(row['alias'])[:40]:<40} {row['messages']:>6} msgs ({row['last_30_days']:>4} in 30d)  "
         f"{row['senders']:>3} senders  first {_when(row['first_seen'])}  last {_when(row['last_seen'])}  "
         f"spam {row['spam_share']:>5.0%}  {row['state']:<7}  {row['refusals']:>3} refused{leak}"
     )
+    return text + (f"\n    block: {printable(row['block_link'])}" if row.get("block_link") else "")
+
+
+def link_maker(routes_path: Path | None, now: float) -> Callable[[str], str] | None:
+    """alias -> its one-click block link ("" when its route has no ``block_link``); None, with a
+    warning, when links cannot be made here (no routes, ingest URL or reply key)."""
+    from tagrelay.core.routes import Forward
+    from tagrelay_tools.control import ControlError, block_link, routes_for
+
+    routes = routes_for(routes_path)
+    if routes is None:
+        warn("no block links: no routes file (pass --routes or set TAGRELAY_ROUTES)")
+        return None
+    try:
+        block_link("probe@" + next(iter(sorted(routes.domains)), "example.org"), now)
+    except ControlError as exc:
+        warn(f"no block links: {exc}")
+        return None
+
+    def make(alias: str) -> str:
+        resolved = routes.resolve(alias)
+        return block_link(alias, now) if isinstance(resolved, Forward) and resolved.rule.block_link else ""
+
+    return make
 
 
 def senders(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -73,6 +101,8 @@ def senders(record: dict[str, Any]) -> list[dict[str, Any]]:
 def register(commands: Any) -> None:
     listing = commands.add_parser("aliases", help="one line per alias: messages, senders, spam, state, leak flag")
     listing.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
+    listing.add_argument("--links", action="store_true", help="add the one-click block link (block_link routes)")
+    listing.add_argument("--routes", type=Path, default=None, help="rules file (default: $TAGRELAY_ROUTES)")
     who = commands.add_parser("senders", help="the sender domains of one alias, with counts and first seen")
     who.add_argument("alias")
     for parser in (listing, who):
@@ -124,6 +154,10 @@ def cmd_aliases(args: argparse.Namespace) -> int:
         warn(f"error: {exc.reason}")
         return 1
     rows.sort(key=lambda r: r["alias"])
+    make = link_maker(args.routes, now) if args.links else None
+    if make is not None:
+        for row in rows:
+            row["block_link"] = make(row["alias"])
     if args.json:
         say_json({"aliases": rows})
     elif not rows:

@@ -4,12 +4,18 @@ from a new organisation and not for a new subdomain of a known one, and ``tagrel
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from tagrelay.adapters.insight import FirestoreInsight
 from tagrelay.core.insight import Write
@@ -94,3 +100,46 @@ def test_counts_domains_and_a_leak_flagged_once_but_not_for_a_subdomain(
     assert cli.main(["senders", address, "--json", "--project", stack.project]) == 0
     listed = json.loads(capsys.readouterr().out)["senders"]
     assert [(s["domain"], s["count"]) for s in listed] == [("github.com", 3), ("marketer.example", 2)]
+
+
+def test_a_leak_notice_carries_a_block_link_that_blocks_the_alias_once(
+    stack: Stack, store: FirestoreInsight, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A route with ``block_link = true``: the relay's leak notice links to ingest's /block (TAGRELAY_PUBLIC_URL),
+    the link's POST blocks the alias (the next post is refused 406), a second POST changes nothing,
+    and ``tagrelay aliases --links`` shows a link for the alias too."""
+    address, mid = alias("leak-link", "link-")
+    for n in range(2):
+        send(stack, address, f"{n}.{mid}", "GitHub <noreply@github.com>", f"build {n}")
+    wait_for("two messages counted", lambda: (store.lookup(address) or {}).get("messages") == 2, 20)
+    store.update(address, Write(sets={("domains", "github.com", "first_seen"): time.time() - 3 * DAY}))
+    send(stack, address, f"leak.{mid}", "Deals <offers@marketer.example>", "50% off")
+
+    [raw] = wait_for("the leak notice", lambda: notices(stack, address), 20)
+    text = email.message_from_bytes(raw, policy=email.policy.default).get_body().get_content()  # type: ignore[union-attr]
+    [link] = re.findall(r"http://127\.0\.0\.1:\d+/block\?\S+", text)
+    assert link.startswith(stack.ingest_url + "/block?")
+    fields = {name: values[0] for name, values in parse_qs(urlsplit(link).query).items()}
+    assert fields["a"] == address
+
+    page = requests.get(link, timeout=10)  # what a link scanner or a preview does: nothing changes
+    assert page.status_code == 200 and "<form" in page.text
+    assert post(stack, mail(f"still.{mid}", "GitHub <noreply@github.com>", "still open"), address).status_code == 200
+    clicked = requests.post(stack.ingest_url + "/block", data=fields, timeout=10)
+    assert clicked.status_code == 200 and "blocked" in clicked.text
+    again = requests.post(stack.ingest_url + "/block", data=fields, timeout=10)
+    assert again.status_code == 200 and "already blocked" in again.text
+
+    def refused() -> bool:
+        answer = post(stack, mail(f"after.{uuid.uuid4().hex}.{mid}", "GitHub <noreply@github.com>", "x"), address)
+        return answer.status_code == 406
+
+    wait_for("the alias refused", refused, 10)
+
+    monkeypatch.setenv("TAGRELAY_PUBLIC_URL", stack.ingest_url)
+    monkeypatch.setenv("TAGRELAY_REPLY_KEY", stack.reply_key)
+    argv = ["aliases", "--json", "--links", "--routes", str(stack.routes), "--project", stack.project]
+    assert cli.main(argv) == 0
+    rows = {row["alias"]: row for row in json.loads(capsys.readouterr().out)["aliases"]}
+    assert rows[address]["state"] == "blocked"
+    assert rows[address]["block_link"].startswith(stack.ingest_url + "/block?a=")
