@@ -325,17 +325,26 @@ def seen_domains(record: Mapping[str, Any] | None) -> list[str]:
     return sorted(str(d).lower() for d in domains if isinstance(d, str) and d) if isinstance(domains, Mapping) else []
 
 
+def flagged_domains(record: Mapping[str, Any] | None) -> set[str]:
+    """The organisations the relay flagged as a leak of the alias (the keys of ``leaks``)."""
+    leaks = (record or {}).get("leaks") or {}
+    return {str(d).lower() for d in leaks if isinstance(d, str)} if isinstance(leaks, Mapping) else set()
+
+
 def lock_change(
     record: Mapping[str, Any] | None, alias: str, mode: LockMode, now: float, also: Iterable[str] = ()
 ) -> dict[str, Any] | None:
     """Lock to the organisations seen so far (a snapshot of ``domains``) plus ``also``; None when nothing changes.
 
-    Locking a locked alias again keeps what it allowed and adds what has been seen since.
+    Locking a locked alias again keeps what it allowed and adds what has been seen since. A domain the
+    relay flagged as a leak (``leaks``) is seen (it wrote to the alias) but never snapshotted: the leak
+    notice tells the owner that locking lets only the domains known *before* it through. ``also``
+    (``--allow``) still lets it through on purpose.
     """
     current = record or {}
     kept = current.get("allowed") or [] if current.get("state") == "locked" else []
     allowed = sorted(
-        set(seen_domains(current))
+        (set(seen_domains(current)) - flagged_domains(current))
         | {str(d) for d in kept if isinstance(d, str)}
         | {registrable_domain(d) for d in also if registrable_domain(d)}
     )
