@@ -417,6 +417,9 @@ class Relay:
                 alias=alias,
                 reason=f"new organisation {leak.domain}; known: {', '.join(leak.known)}",
             )
+            if not flag.notify:
+                event(logging.INFO, "leak notice withheld: over today's notice limit (the flag is recorded)",
+                      stage="relay", alias=alias, outcome="leak")  # fmt: skip
             notified = flag.notify and self._tell_leak(leak, [notify] if notify else list(targets))
             write = insight.leak_write(flag.record, leak, notified)
             if write is not None:
