@@ -442,3 +442,24 @@ def test_locking_after_a_leak_notice_does_not_let_the_flagged_domain_through() -
     # the owner may still let it through on purpose
     chosen = control.lock_change(record, alias, "refuse", NOW, also=["leaker.example"])
     assert chosen is not None and chosen["allowed"] == ["github.com", "leaker.example"]
+
+
+def test_a_lock_after_a_leak_leaves_out_every_domain_first_seen_since_it() -> None:
+    """The fourth unrelated sender makes the alias look shared and is never flagged itself: the leaker
+    sending from several domains must not get the unflagged ones into 'allowed'."""
+    leak = {"at": 500.0, "from": "x", "subject": "", "date": "", "known": ["github.com"], "notified": True}
+    record = {
+        "alias": "a@example.org",
+        "domains": {
+            "github.com": {"count": 9, "first_seen": 100.0},
+            "one.example": {"count": 1, "first_seen": 500.0},
+            "two.example": {"count": 1, "first_seen": 600.0},
+            "three.example": {"count": 1, "first_seen": 700.0},
+            "four.example": {"count": 1, "first_seen": 800.0},
+        },
+        "leaks": {"one.example": leak, "two.example": {**leak, "at": 600.0}, "three.example": {**leak, "at": 700.0}},
+    }
+    assert control.suspect_domains(record) == ["four.example", "one.example", "three.example", "two.example"]
+    change = control.lock_change(record, "a@example.org", "hold", 900.0)
+    assert change is not None and change["allowed"] == ["github.com"]
+    assert control.suspect_domains({"domains": record["domains"]}) == []  # no leak: nothing left out
