@@ -116,13 +116,14 @@ def test_the_relay_flooding_an_alias_cannot_keep_its_owner_from_blocking_it(fire
         try:
             while len(counted) < 20:
                 time.sleep(0.01)
-            changes = [control.lock_change, control.unlock_change, control.block_change, control.unblock_change]
-            for n, step in enumerate(changes):
-                when = 10.0 + n
-                if step is control.lock_change:
-                    _, written = aliases.change_alias(alias, lambda r: control.lock_change(r, alias, "hold", when))
-                else:
-                    _, written = aliases.change_alias(alias, lambda r, step=step: step(r, alias, when))
+            steps: list[Callable[[dict[str, Any] | None], dict[str, Any] | None]] = [
+                lambda r: control.lock_change(r, alias, "hold", 10.0),
+                lambda r: control.unlock_change(r, alias, 11.0),
+                lambda r: control.block_change(r, alias, 12.0),
+                lambda r: control.unblock_change(r, alias, 13.0),
+            ]
+            for step in steps:
+                _, written = aliases.change_alias(alias, step)
                 assert written is not None
         finally:
             stop.set()
