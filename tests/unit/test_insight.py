@@ -316,3 +316,30 @@ def test_a_reply_as_the_alias_is_not_counted() -> None:
     assert [r["alias"] for r in store.records.values()] == ["github@example.org"]
     record = store.lookup("github@example.org")
     assert record is not None and record["messages"] == 1 and list(record["domains"]) == ["bank.example"]
+
+
+def test_a_block_link_that_cannot_be_made_does_not_cost_the_leak_notice() -> None:
+    """The marker is claimed before the notice: a notice lost now is never sent. A link needs the reply
+    key (Secret Manager): when it cannot be read, the notice goes out without the link."""
+    from tagrelay.core.errors import SecretUnavailable
+
+    def no_link(alias: str) -> str:
+        raise SecretUnavailable("Secret Manager failed (ServiceUnavailable)")
+
+    from tagrelay.adapters.ledger import MemoryLedger
+
+    store, clock, sender = MemoryInsight(), [NOW], RecordingSender()
+    relay = Relay(
+        ROUTES, sender, RecordingDeadLetters(), MemoryLedger(clock=lambda: clock[0]), clock=lambda: clock[0],
+        insight=store, block_link=no_link,
+    )  # fmt: skip
+    for n in range(3):
+        clock[0] = NOW + n * 3 * DAY
+        relay.handle_event_data(relay_event("x@example.org", "noreply@github.com", n))
+    assert relay.handle_event_data(relay_event("x@example.org", "deals@marketer.example", 3)).status == "sent"
+    notices = [raw for _, raw in sender.sent if b"Possible leak" in raw]
+    assert len(notices) == 1
+    text = base64.b64decode(notices[0].partition(b"\r\n\r\n")[2]).decode()
+    assert "new domain: marketer.example" in text and "one click" not in text
+    record = store.lookup("x@example.org")
+    assert record is not None and record["leaks"]["marketer.example"]["notified"] is True
