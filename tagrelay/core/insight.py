@@ -14,9 +14,13 @@ alias's document of ``tagrelay_aliases`` (schema in :mod:`tagrelay.core.aliases`
     days while the alias gets mail; readers count only the last 30 days
     (:func:`last_30_days`), whatever is left from a longer silence.
 ``domains``
-    ``{registrable domain: {"count", "first_seen"}}`` of the non-spam messages: the
-    organisations whose mail reached the alias (what a lock lets through). Spam
-    never adds a domain, so a spammer's domain never becomes a "known" sender.
+    ``{registrable domain: {"count", "first_seen"}}`` of the non-spam messages that passed
+    Mailgun's SPF check: the organisations whose mail reached the alias (what a lock lets
+    through). Spam never adds a domain, so a spammer's domain never becomes a "known" sender;
+    nor does a From without SPF ``Pass`` (it names nobody for sure): one forged From of the
+    leaker's own domain would make its real mail "not new", and forged Froms of four unrelated
+    organisations would make the alias look shared, both hiding a leak. Such mail is counted in
+    ``messages`` only.
     Capped at :data:`MAX_DOMAINS` entries: past the cap a new domain is counted in
     ``domains_dropped`` instead (the leak check still runs against the known ones).
 ``leaks``
@@ -278,7 +282,7 @@ def write_for(seen: Sighting) -> Write:
     day = day_key(seen.at)
     increments: dict[Path, int] = {("messages",): 1, ("spam",): int(seen.spam), ("days", day): 1}
     minimums: dict[Path, float] = {("first_seen",): seen.at}
-    if not seen.spam and seen.domain:
+    if not seen.spam and seen.domain and seen.spf_pass:
         increments[count_path(seen.domain)] = 1
         minimums[("domains", seen.domain, "first_seen")] = seen.at
     stale = tuple(("days", day_key(seen.at - n * 86400)) for n in range(DAYS_KEPT, 2 * DAYS_KEPT))

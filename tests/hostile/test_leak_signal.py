@@ -162,3 +162,25 @@ def test_one_sender_writing_to_many_aliases_costs_at_most_the_daily_limit_across
     assert all(r is not None and "spammer.example" in r["leaks"] for r in flagged)  # nothing silent
     tomorrow = [_flag_and_record(store, alias, "deals@other.example", NOW + DAY + n) for n, alias in enumerate(aliases)]
     assert sum(tomorrow) == insight.NOTICES_PER_DAY_ALL  # a new day, a new allowance
+
+
+def test_a_forged_from_cannot_make_a_domain_known_before_its_real_mail() -> None:
+    """A From the sender wrote, without Mailgun's SPF pass, names nobody: it must not make its domain a
+    known sender, or the leaker's first forged message hides the flag of its real ones."""
+    store = established()
+    forged = Sighting(ALIAS, NOW, "a@spammer.example", "", "", "", "x@elsewhere.example", False, False)
+    assert insight.observe(store, forged) is None
+    record = store.lookup(ALIAS)
+    assert record is not None and list(record["domains"]) == ["github.com"] and record["messages"] == 6
+    real = Sighting(ALIAS, NOW + 60, "a@spammer.example", "", "", "", "b@spammer.example", True, False)
+    flag = insight.observe(store, real)
+    assert flag is not None and flag.leak.domain == "spammer.example"
+
+
+def test_forged_froms_of_unrelated_organisations_cannot_make_the_alias_look_shared() -> None:
+    store = established()
+    for n, domain in enumerate(["bank.example", "shop.example", "news.example", "club.example", "more.example"]):
+        insight.observe(store, Sighting(ALIAS, NOW + n, f"a@{domain}", "", "", "", "x@forger.example", False, False))
+    real = Sighting(ALIAS, NOW + 60, "a@spammer.example", "", "", "", "b@spammer.example", True, False)
+    flag = insight.observe(store, real)
+    assert flag is not None and flag.leak.domain == "spammer.example" and flag.leak.known == ("github.com",)

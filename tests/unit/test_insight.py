@@ -271,7 +271,7 @@ def test_the_leak_rates_on_the_labelled_histories_stay_where_they_were_measured(
 
     rates = leaks.evaluate(leaks.generate(leaks.HISTORIES, leaks.SEED))
     assert (rates.clean, rates.leaking) == (200, 200)
-    # Measured (python -m bench.leaks): false alarm 14.5%, early 7.5%, at first 43.5%, missed 27.5%.
+    # Measured (python -m bench.leaks): false alarm 15.0%, early 8.0%, at first 44.0%, missed 20.0%.
     assert rates.false_alarm <= 0.175
     assert rates.early_flag <= 0.10
     assert rates.at_first >= 0.40
@@ -315,7 +315,8 @@ def test_a_reply_as_the_alias_is_not_counted() -> None:
     assert len(w.sender.sent) == 2  # the forwarded copy and the reply to Alice
     assert [r["alias"] for r in store.records.values()] == ["github@example.org"]
     record = store.lookup("github@example.org")
-    assert record is not None and record["messages"] == 1 and list(record["domains"]) == ["bank.example"]
+    # the forwarded original is counted (bank.example is not a sender domain: no SPF verdict from Mailgun)
+    assert record is not None and record["messages"] == 1 and "domains" not in record
 
 
 def test_a_block_link_that_cannot_be_made_does_not_cost_the_leak_notice() -> None:
