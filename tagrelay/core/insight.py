@@ -74,6 +74,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tagrelay.core.aliases import registrable_domain
+from tagrelay.core.errors import TransientError
 from tagrelay.core.headers import clean_text, decode_words, first, header_fields
 from tagrelay.core.ports import AliasInsight
 from tagrelay.core.reply import mailgun_verdicts
@@ -452,7 +453,10 @@ def observe(store: AliasInsight, seen: Sighting) -> Flag | None:
     leak = judge(record, seen)
     if leak is None or not store.claim_leak(seen.alias, leak.domain, leak.evidence(False)):
         return None
-    alias_count, all_count = store.count_notice(seen.alias, day_key(seen.at))
+    try:
+        alias_count, all_count = store.count_notice(seen.alias, day_key(seen.at))
+    except TransientError:  # the marker is taken: a notice withheld now is never sent; it stays once per domain
+        alias_count = all_count = 1
     return Flag(leak, notice_allowed(alias_count, all_count), record)
 
 

@@ -344,3 +344,21 @@ def test_a_block_link_that_cannot_be_made_does_not_cost_the_leak_notice() -> Non
     assert "new domain: marketer.example" in text and "one click" not in text
     record = store.lookup("x@example.org")
     assert record is not None and record["leaks"]["marketer.example"]["notified"] is True
+
+
+class UncountedInsight(MemoryInsight):
+    def count_notice(self, alias: str, day: str) -> tuple[int, int]:
+        raise LedgerUnavailable("Firestore (aliases) failed (DeadlineExceeded)")
+
+
+def test_notice_counters_that_do_not_answer_do_not_cost_the_notice() -> None:
+    """The marker is taken before the counters: failing closed here would lose the notice for good."""
+    store, clock = UncountedInsight(), [NOW]
+    relay, sender = relay_with(store, clock)
+    for n in range(3):
+        clock[0] = NOW + n * 3 * DAY
+        relay.handle_event_data(relay_event("x@example.org", "noreply@github.com", n))
+    assert relay.handle_event_data(relay_event("x@example.org", "deals@marketer.example", 3)).status == "sent"
+    assert len([raw for _, raw in sender.sent if b"Possible leak" in raw]) == 1
+    record = store.lookup("x@example.org")
+    assert record is not None and record["leaks"]["marketer.example"]["notified"] is True
