@@ -35,6 +35,9 @@ class NoInsight:
     def claim_leak(self, alias: str, domain: str, evidence: dict[str, Any]) -> bool:
         return False
 
+    def count_notice(self, alias: str, day: str) -> tuple[int, int]:
+        return 0, 0
+
 
 def main() -> int:
     from tagrelay_tools.terminal import say

@@ -125,6 +125,11 @@ def apply(store: AliasRecords, name: str, alias: str, now: float, args: argparse
         allowed = list(written.get("allowed", []))
         mode = "held for review ('tagrelay refusals list --held')" if args.mode == "hold" else "refused (406)"
         lines.append(f"  allowed sender domains ({len(allowed)}): {', '.join(allowed) or '(none)'}")
+        left_out = [d for d in control.suspect_domains(before) if d not in allowed]
+        if left_out:
+            lines.append(
+                f"  not allowed: flagged as a leak or first seen since one: {', '.join(left_out)} (add with --allow)"
+            )
         lines.append(f"  mail from any other domain, or not authenticated by SPF/DKIM as its From, is {mode}")
         if not allowed:
             lines.append("  warning: no sender domains recorded yet: every message will be " + mode.split(" (")[0])

@@ -7,9 +7,12 @@ One document per alias, id ``sha256(alias_key)`` (``tagrelay.adapters.ledger.doc
   period per instance (``tagrelay.core.control.ControlCache``): every document whose ``state``
   is ``locked`` or ``blocked`` (an ``in`` filter on one field: no composite index), with only
   the control fields selected (the relay's ``domains`` map is not shipped to ingest).
-- :meth:`FirestoreAliases.change_alias` is a read and a write with a precondition (the update
-  time read, or "does not exist" for a create), tried again on a race: two owners (or an owner
-  and a block link) never overwrite each other's decision unseen.
+- :meth:`FirestoreAliases.change_alias` is a read and a write in one transaction (tried again
+  when aborted): two owners (or an owner and a block link) never overwrite each other's decision
+  unseen, and the relay's insight writes to the same document wait for it instead of failing it
+  (a precondition on the update time lost to every message of a flood: a sender could keep the
+  owner from blocking). The transaction's begin and commit run under the client's default
+  timeouts (60 s), its read under this adapter's.
 
 Every call goes through ``tagrelay.adapters.firestore.call`` (bounded retry, timeout; outages
 become LedgerUnavailable). ``MemoryAliases`` is the in-memory twin with the same rules.
@@ -124,22 +127,29 @@ class FirestoreAliases:
         return (snapshot.to_dict() or {}) if snapshot.exists else None
 
     def change_alias(self, alias: str, change: AliasChange) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        from google.api_core.exceptions import AlreadyExists, FailedPrecondition
+        """One transaction: its read locks the document (Firestore's server-side transactions are
+        pessimistic), so the relay's insight writes wait for the decision instead of failing it: a
+        sender flooding the alias cannot keep its owner from blocking it. Two control changes at once
+        still never overwrite each other unseen (the later one is decided again on what the first wrote)."""
+        from google.cloud import firestore as fs
 
+        client = self._client.get()
         ref = self._ref(alias)
-        for _ in range(CHANGE_ROUNDS):
-            snapshot = self._call(ref.get)
+
+        @fs.transactional
+        def run(transaction: Any) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+            snapshot = self._call(ref.get, transaction=transaction)
             before = (snapshot.to_dict() or {}) if snapshot.exists else None
             fields = change(dict(before) if before is not None else None)
-            if fields is None:
-                return before, None
-            try:
-                if snapshot.exists:
-                    option = self._client.get().write_option(last_update_time=snapshot.update_time)
-                    self._call(ref.update, fields, option=option)
-                else:
-                    self._call(ref.create, fields)
-                return before, fields
-            except (AlreadyExists, FailedPrecondition):
-                continue  # changed in between (the relay counting, another owner): decide again
-        raise LedgerUnavailable(f"the alias document kept changing ({CHANGE_ROUNDS} tries); try again")
+            if fields is not None:
+                transaction.set(ref, fields, merge=True)
+            return before, fields
+
+        def attempt(retry: Any = None, timeout: float | None = None) -> Any:
+            return run(client.transaction(max_attempts=CHANGE_ROUNDS))
+
+        try:
+            found: tuple[dict[str, Any] | None, dict[str, Any] | None] = self._call(attempt)
+        except ValueError:  # every attempt aborted by a concurrent change
+            raise LedgerUnavailable(f"the alias document kept changing ({CHANGE_ROUNDS} tries); try again") from None
+        return found

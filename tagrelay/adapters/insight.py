@@ -10,7 +10,9 @@ deletes name their path with ``FieldPath`` (quoted with backquotes on the wire).
 
 ``tagrelay_alias_leaks/<sha256(alias \\n domain)>``: created (precondition: absent)
 when a leak is flagged, so of two relays that flag the same domain at once exactly
-one notifies the owner.
+one notifies the owner. The day's notice counters live in the same collection
+(``<sha256("notices" \\n day)>`` for every alias, ``<sha256("notices" \\n day \\n alias)>`` per
+alias): one commit of two ``Increment`` writes per flag, whose answers are the new counts.
 
 ``FirestoreInsight`` talks to Firestore through ``tagrelay.adapters.firestore.call``
 (a timeout on every call); ``MemoryInsight`` is its in-memory twin with the same rules.
@@ -41,6 +43,11 @@ def leak_id(alias: str, domain: str) -> str:
     return document_id(f"{alias}\n{domain}")
 
 
+def notice_id(day: str, alias: str = "") -> str:
+    """The day's notice counter: of one alias, or (no alias) of every alias."""
+    return document_id(f"notices\n{day}\n{alias}" if alias else f"notices\n{day}")
+
+
 class MemoryInsight:
     """The in-memory twin of FirestoreInsight, for unit tests and the leak benchmark."""
 
@@ -48,6 +55,7 @@ class MemoryInsight:
         self._lock = threading.Lock()
         self.records: dict[str, dict[str, Any]] = {}
         self.markers: dict[str, dict[str, Any]] = {}
+        self.notices: dict[str, int] = {}
         self.round_trips = 0
 
     def observe(self, alias: str, write: Write, domain: str) -> dict[str, Any] | None:
@@ -76,6 +84,14 @@ class MemoryInsight:
                 return False
             self.markers[key] = {"alias": alias, "domain": domain, **evidence}
             return True
+
+    def count_notice(self, alias: str, day: str) -> tuple[int, int]:
+        with self._lock:
+            self.round_trips += 1
+            counts = [notice_id(day, alias), notice_id(day)]
+            for key in counts:
+                self.notices[key] = self.notices.get(key, 0) + 1
+            return self.notices[counts[0]], self.notices[counts[1]]
 
     def aliases(self, limit: int) -> list[Record]:
         with self._lock:
@@ -153,6 +169,27 @@ class FirestoreInsight:
         except AlreadyExists:
             return False
         return True
+
+    def count_notice(self, alias: str, day: str) -> tuple[int, int]:
+        """One commit: both counters incremented; their new values come back as the transform results."""
+        from google.cloud import firestore as fs
+
+        client = self._client.get()
+        expires = datetime.now(UTC) + timedelta(seconds=MARKER_KEEP_SECONDS)
+        refs = [client.collection(LEAK_MARKERS).document(notice_id(day, name)) for name in (alias, "")]
+        batch = client.batch()
+        for ref in refs:
+            batch.set(ref, {"count": fs.Increment(1), "day": day, "expires_at": expires}, merge=True)
+        results = self._call(batch.commit)
+        counts = []
+        for ref, result in zip(refs, results, strict=True):
+            values = list(getattr(result, "transform_results", ()) or ())
+            if values:
+                counts.append(int(getattr(values[0], "integer_value", 0)))
+            else:  # not answered as expected: read it (a retried commit may count one flag twice: never fewer)
+                snapshot = self._call(ref.get)
+                counts.append(int((snapshot.to_dict() or {}).get("count", 0)) if snapshot.exists else 0)
+        return counts[0], counts[1]
 
     def lookup(self, alias: str) -> dict[str, Any] | None:
         snapshot = self._call(self._ref(alias).get)

@@ -325,17 +325,45 @@ def seen_domains(record: Mapping[str, Any] | None) -> list[str]:
     return sorted(str(d).lower() for d in domains if isinstance(d, str) and d) if isinstance(domains, Mapping) else []
 
 
+def suspect_domains(record: Mapping[str, Any] | None) -> list[str]:
+    """The seen organisations a lock does not snapshot: those flagged as a leak (``leaks``) and every one
+    first seen since the first flagged leak (the fourth unrelated sender makes an alias look shared,
+    and is never flagged itself)."""
+    current = record or {}
+    leaks = current.get("leaks") or {}
+    leaks = leaks if isinstance(leaks, Mapping) else {}
+    flagged = {str(d).lower() for d in leaks if isinstance(d, str)}
+    times = [_number(v.get("at")) for v in leaks.values() if isinstance(v, Mapping)]
+    since = min((t for t in times if t is not None), default=None)
+    domains = current.get("domains") or {}
+    domains = domains if isinstance(domains, Mapping) else {}
+    later = set()
+    if since is not None:
+        for name, entry in domains.items():
+            first_seen = _number(entry.get("first_seen")) if isinstance(entry, Mapping) else None
+            if isinstance(name, str) and (first_seen is None or first_seen >= since):
+                later.add(name.lower())
+    return sorted((flagged | later) & set(seen_domains(current)))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def lock_change(
     record: Mapping[str, Any] | None, alias: str, mode: LockMode, now: float, also: Iterable[str] = ()
 ) -> dict[str, Any] | None:
     """Lock to the organisations seen so far (a snapshot of ``domains``) plus ``also``; None when nothing changes.
 
-    Locking a locked alias again keeps what it allowed and adds what has been seen since.
+    Locking a locked alias again keeps what it allowed and adds what has been seen since. A domain the
+    relay flagged as a leak, or first saw since the first flagged leak (:func:`suspect_domains`), wrote
+    to the alias but is not snapshotted: the leak notice tells the owner that locking lets only the
+    domains known *before* it through. ``also`` (``--allow``) still lets one through on purpose.
     """
     current = record or {}
     kept = current.get("allowed") or [] if current.get("state") == "locked" else []
     allowed = sorted(
-        set(seen_domains(current))
+        (set(seen_domains(current)) - set(suspect_domains(current)))
         | {str(d) for d in kept if isinstance(d, str)}
         | {registrable_domain(d) for d in also if registrable_domain(d)}
     )

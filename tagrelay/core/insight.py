@@ -14,9 +14,13 @@ alias's document of ``tagrelay_aliases`` (schema in :mod:`tagrelay.core.aliases`
     days while the alias gets mail; readers count only the last 30 days
     (:func:`last_30_days`), whatever is left from a longer silence.
 ``domains``
-    ``{registrable domain: {"count", "first_seen"}}`` of the non-spam messages: the
-    organisations whose mail reached the alias (what a lock lets through). Spam
-    never adds a domain, so a spammer's domain never becomes a "known" sender.
+    ``{registrable domain: {"count", "first_seen"}}`` of the non-spam messages that passed
+    Mailgun's SPF check: the organisations whose mail reached the alias (what a lock lets
+    through). Spam never adds a domain, so a spammer's domain never becomes a "known" sender;
+    nor does a From without SPF ``Pass`` (it names nobody for sure): one forged From of the
+    leaker's own domain would make its real mail "not new", and forged Froms of four unrelated
+    organisations would make the alias look shared, both hiding a leak. Such mail is counted in
+    ``messages`` only.
     Capped at :data:`MAX_DOMAINS` entries: past the cap a new domain is counted in
     ``domains_dropped`` instead (the leak check still runs against the known ones).
 ``leaks``
@@ -53,7 +57,11 @@ organisations is shared (given to many) and carries no signal. A new domain is
 
 Spam-flagged messages never raise it (a catch-all domain gets dictionary spam).
 A flag is noted once per alias and domain (a create-precondition marker in the
-adapter) and notified at most :data:`NOTICES_PER_DAY` times per alias per UTC day.
+adapter) and notified at most :data:`NOTICES_PER_DAY` times per alias and
+:data:`NOTICES_PER_DAY_ALL` times across all aliases per UTC day (two counters the adapter
+increments atomically for every flag, :func:`notice_allowed`): a flag over either limit is
+still logged and recorded in ``leaks``, only the mail is withheld. The limits are counted
+apart from ``leaks``, which stops growing at :data:`MAX_LEAKS`.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tagrelay.core.aliases import registrable_domain
+from tagrelay.core.errors import TransientError
 from tagrelay.core.headers import clean_text, decode_words, first, header_fields
 from tagrelay.core.ports import AliasInsight
 from tagrelay.core.reply import mailgun_verdicts
@@ -78,6 +87,7 @@ ESTABLISHED_SECONDS = 2 * 24 * 3600.0
 QUIET_ESTABLISHED_SECONDS = 14 * 24 * 3600.0  # one message a week ago establishes a quiet alias too
 MAX_KNOWN_ORGS = 3
 NOTICES_PER_DAY = 2
+NOTICES_PER_DAY_ALL = 10  # across aliases: a list of aliases sold at once is one problem, not a mail per alias
 REQUIRE_SPF = True
 MAX_SHOWN = 200
 MAX_DOMAIN_CHARS = 253
@@ -273,7 +283,7 @@ def write_for(seen: Sighting) -> Write:
     day = day_key(seen.at)
     increments: dict[Path, int] = {("messages",): 1, ("spam",): int(seen.spam), ("days", day): 1}
     minimums: dict[Path, float] = {("first_seen",): seen.at}
-    if not seen.spam and seen.domain:
+    if not seen.spam and seen.domain and seen.spf_pass:
         increments[count_path(seen.domain)] = 1
         minimums[("domains", seen.domain, "first_seen")] = seen.at
     stale = tuple(("days", day_key(seen.at - n * 86400)) for n in range(DAYS_KEPT, 2 * DAYS_KEPT))
@@ -405,15 +415,9 @@ def judge(record: dict[str, Any], seen: Sighting) -> Leak | None:
     return Leak(seen.alias, domain, seen.at, seen.shown_from, seen.subject, seen.date, tuple(ranked))
 
 
-def may_notify(record: dict[str, Any], at: float) -> bool:
-    """At most NOTICES_PER_DAY leak notices per alias per UTC day."""
-    today = day_key(at)
-    sent = [
-        v
-        for v in (record.get("leaks") or {}).values()
-        if isinstance(v, dict) and v.get("notified") and day_key(float(v.get("at", 0))) == today
-    ]
-    return len(sent) < NOTICES_PER_DAY
+def notice_allowed(alias_count: int, all_count: int) -> bool:
+    """Whether a flag may be notified: the counts of flags today (this one included), per alias and in all."""
+    return alias_count <= NOTICES_PER_DAY and all_count <= NOTICES_PER_DAY_ALL
 
 
 def leak_write(record: dict[str, Any], leak: Leak, notified: bool) -> Write | None:
@@ -437,7 +441,8 @@ def observe(store: AliasInsight, seen: Sighting) -> Flag | None:
     """Record ``seen`` (one commit); for a domain new to the alias, read the record and judge it.
 
     A flag is returned once per alias and domain, even when two relays race on it
-    (``claim_leak`` creates a marker with a precondition); the caller notifies the owner
+    (``claim_leak`` creates a marker with a precondition), and counted against the daily notice
+    limits (``count_notice``, atomic increments); the caller notifies the owner
     when ``notify`` says so, then records the evidence with :func:`leak_write`.
     """
     record = store.observe(seen.alias, write_for(seen), seen.domain if not seen.spam else "")
@@ -448,7 +453,11 @@ def observe(store: AliasInsight, seen: Sighting) -> Flag | None:
     leak = judge(record, seen)
     if leak is None or not store.claim_leak(seen.alias, leak.domain, leak.evidence(False)):
         return None
-    return Flag(leak, may_notify(record, seen.at), record)
+    try:
+        alias_count, all_count = store.count_notice(seen.alias, day_key(seen.at))
+    except TransientError:  # the marker is taken: a notice withheld now is never sent; it stays once per domain
+        alias_count = all_count = 1
+    return Flag(leak, notice_allowed(alias_count, all_count), record)
 
 
 # -- the owner's notice ------------------------------------------------------------------------------
@@ -480,6 +489,9 @@ def leak_notice(leak: Leak, to: str, block_url: str = "") -> bytes:
     )
     if block_url:
         text += f"\nOr block it with one click: {_shown(block_url)}\n"
-    text += f"\nYou get this once per alias and new domain, and at most {NOTICES_PER_DAY} a day per alias.\n"
+    text += (
+        f"\nYou get this once per alias and new domain, at most {NOTICES_PER_DAY} a day per alias and "
+        f"{NOTICES_PER_DAY_ALL} a day in all ('tagrelay aliases' lists every flag).\n"
+    )
     subject = f"Possible leak: {leak.alias} got mail from {leak.domain}"
     return build_text_notice(leak.alias, to, subject, text)

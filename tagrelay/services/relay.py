@@ -417,6 +417,9 @@ class Relay:
                 alias=alias,
                 reason=f"new organisation {leak.domain}; known: {', '.join(leak.known)}",
             )
+            if not flag.notify:
+                event(logging.INFO, "leak notice withheld: over today's notice limit (the flag is recorded)",
+                      stage="relay", alias=alias, outcome="leak")  # fmt: skip
             notified = flag.notify and self._tell_leak(leak, [notify] if notify else list(targets))
             write = insight.leak_write(flag.record, leak, notified)
             if write is not None:
@@ -427,8 +430,14 @@ class Relay:
 
     def _tell_leak(self, leak: insight.Leak, to: list[str]) -> bool:
         """Send the owner the leak notice (once: the marker is taken); False when it could not be sent."""
+        link = ""
         try:
             link = self._block_link(leak.alias) if self._block_link is not None else ""
+        except Exception as exc:  # the marker is taken: a notice lost now is never sent; it goes without the link
+            why = exc.reason if isinstance(exc, (TransientError, PermanentError)) else type(exc).__name__
+            event(logging.WARNING, f"leak notice sent without its block link: {why}", stage="relay",
+                  alias=leak.alias, outcome="leak")  # fmt: skip
+        try:
             self._sender.send_mime(to, insight.leak_notice(leak, ", ".join(to), link))
         except Exception as exc:  # the flag stays recorded (and logged); only the notice is lost
             why = exc.reason if isinstance(exc, (TransientError, PermanentError)) else type(exc).__name__

@@ -113,3 +113,29 @@ def test_a_known_sender_costs_one_commit_and_a_new_one_a_commit_and_a_read(emula
     assert (calls, documents) == ({"Commit": 1, "BatchGetDocuments": 1}, {"writes": 1, "reads": 1})
     store.observe(ALIAS, insight.write_for(seen("b@github.com", AT + 1)), "github.com")
     assert counter.take() == ({"Commit": 1}, {"writes": 1})
+
+
+def test_notice_counters_give_racing_relays_distinct_counts_per_alias_and_in_all(store: AliasInsight) -> None:
+    answers: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def run(alias: str) -> None:
+        found = store.count_notice(alias, "2026-02-10")
+        with lock:
+            answers.append(found)
+
+    threads = [threading.Thread(target=run, args=(a,)) for a in (ALIAS, ALIAS, ALIAS, "other@example.org")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(all_count for _, all_count in answers) == [1, 2, 3, 4]  # across aliases: one counter
+    assert sorted(alias_count for alias_count, _ in answers) == [1, 1, 2, 3]  # per alias: its own
+    assert store.count_notice(ALIAS, "2026-02-11") == (1, 1)  # a new day starts again
+
+
+def test_counting_a_notice_is_one_commit(emulator: str) -> None:
+    counter = CallCounter()
+    store = FirestoreInsight(firestore_factory(emulator, counter))
+    assert store.count_notice(ALIAS, "2026-02-10") == (1, 1)
+    assert counter.take() == ({"Commit": 1}, {"writes": 2})

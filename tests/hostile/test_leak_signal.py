@@ -119,3 +119,68 @@ def test_spam_cannot_plant_a_known_sender() -> None:
     assert record is not None and "planted.example" not in record["domains"]
     flag = insight.observe(store, Sighting(ALIAS, NOW + 1, "a@planted.example", "", "", "", "", True, False))
     assert flag is not None and flag.leak.domain == "planted.example"  # its first non-spam message is new
+
+
+def _flag_and_record(store: MemoryInsight, alias: str, address: str, at: float) -> bool:
+    """One message through the relay's path; whether the owner would be sent a notice."""
+    flag = insight.observe(store, Sighting(alias, at, address, address, "s", "", "b@spf-ok.example", True, False))
+    if flag is None:
+        return False
+    write = insight.leak_write(flag.record, flag.leak, flag.notify)
+    if write is not None:
+        store.update(alias, write)
+    return flag.notify
+
+
+def test_a_full_domain_map_and_leak_list_do_not_lift_the_per_alias_notice_limit() -> None:
+    """Past MAX_DOMAINS a new domain is dropped from ``domains`` (so the alias never looks shared), and
+    past MAX_LEAKS no evidence is recorded: the per-day limit must not be counted from that list."""
+    store = established()
+    related = [f"github{w}.{tld}" for w in ("mail", "-mail", "news", "-news", "app", "-app") for tld in
+               ("com", "de", "net", "org", "fr", "nl", "it", "es", "io", "ch", "at", "be", "dk", "se", "pl", "cz",
+                "no")]  # fmt: skip
+    for n, domain in enumerate(related[: insight.MAX_DOMAINS - 1]):
+        assert _flag_and_record(store, ALIAS, f"a@{domain}", NOW - 3 * DAY + n) is False  # one organisation
+    record = store.lookup(ALIAS)
+    assert record is not None and len(record["domains"]) == insight.MAX_DOMAINS
+    day1 = [_flag_and_record(store, ALIAS, f"a@first{n}.example", NOW + n) for n in range(insight.MAX_LEAKS + 2)]
+    day2 = [_flag_and_record(store, ALIAS, f"a@second{n}.example", NOW + DAY + n) for n in range(6)]
+    assert (sum(day1), sum(day2)) == (insight.NOTICES_PER_DAY, insight.NOTICES_PER_DAY)
+
+
+def test_one_sender_writing_to_many_aliases_costs_at_most_the_daily_limit_across_aliases() -> None:
+    """A list of aliases sold at once: one spammer domain to 40 established aliases is one problem for
+    the owner, not 40 mails (each is still flagged, logged and recorded)."""
+    store = MemoryInsight()
+    aliases = [f"a{n}@example.org" for n in range(40)]
+    for alias in aliases:
+        for n in range(5):
+            insight.observe(store, Sighting(alias, NOW - (10 - n) * DAY, "n@github.com", "", "", "", "", True, False))
+    sent = [_flag_and_record(store, alias, "deals@spammer.example", NOW + n) for n, alias in enumerate(aliases)]
+    assert sum(sent) == insight.NOTICES_PER_DAY_ALL and insight.NOTICES_PER_DAY_ALL <= 10
+    flagged = [store.lookup(alias) for alias in aliases]
+    assert all(r is not None and "spammer.example" in r["leaks"] for r in flagged)  # nothing silent
+    tomorrow = [_flag_and_record(store, alias, "deals@other.example", NOW + DAY + n) for n, alias in enumerate(aliases)]
+    assert sum(tomorrow) == insight.NOTICES_PER_DAY_ALL  # a new day, a new allowance
+
+
+def test_a_forged_from_cannot_make_a_domain_known_before_its_real_mail() -> None:
+    """A From the sender wrote, without Mailgun's SPF pass, names nobody: it must not make its domain a
+    known sender, or the leaker's first forged message hides the flag of its real ones."""
+    store = established()
+    forged = Sighting(ALIAS, NOW, "a@spammer.example", "", "", "", "x@elsewhere.example", False, False)
+    assert insight.observe(store, forged) is None
+    record = store.lookup(ALIAS)
+    assert record is not None and list(record["domains"]) == ["github.com"] and record["messages"] == 6
+    real = Sighting(ALIAS, NOW + 60, "a@spammer.example", "", "", "", "b@spammer.example", True, False)
+    flag = insight.observe(store, real)
+    assert flag is not None and flag.leak.domain == "spammer.example"
+
+
+def test_forged_froms_of_unrelated_organisations_cannot_make_the_alias_look_shared() -> None:
+    store = established()
+    for n, domain in enumerate(["bank.example", "shop.example", "news.example", "club.example", "more.example"]):
+        insight.observe(store, Sighting(ALIAS, NOW + n, f"a@{domain}", "", "", "", "x@forger.example", False, False))
+    real = Sighting(ALIAS, NOW + 60, "a@spammer.example", "", "", "", "b@spammer.example", True, False)
+    flag = insight.observe(store, real)
+    assert flag is not None and flag.leak.domain == "spammer.example" and flag.leak.known == ("github.com",)

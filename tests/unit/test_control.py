@@ -409,3 +409,57 @@ def test_a_lock_spares_a_verified_reply_contact_and_a_block_does_not(state: str,
     )
     address = reverse.make("shop@example.org", alice, reply_key)
     assert post(ingest, address, headers(from_="owner@gmail.com"), sender="owner@gmail.com") == status
+
+
+def test_locking_after_a_leak_notice_does_not_let_the_flagged_domain_through() -> None:
+    """The notice says 'tagrelay lock ALIAS: let only the domains above through' (the known ones): the
+    domain it flagged was counted in ``domains`` by then, and must not become 'allowed' by the lock."""
+    from tagrelay.adapters.insight import MemoryInsight
+    from tagrelay.core import insight
+
+    alias, day = "shop@example.org", 86400.0
+    store = MemoryInsight()
+
+    def seen(address: str, at: float) -> insight.Sighting:
+        return insight.Sighting(alias, at, address, address, "s", "", f"bounce@{address.partition('@')[2]}", True)
+
+    for n in range(5):
+        insight.observe(store, seen("noreply@github.com", NOW - (10 - n) * day))
+    flag = insight.observe(store, seen("deals@leaker.example", NOW))
+    assert flag is not None
+    write = insight.leak_write(flag.record, flag.leak, notified=True)
+    assert write is not None
+    store.update(alias, write)
+    record = store.lookup(alias)
+    assert record is not None and "leaker.example" in record["domains"]  # counted: it did write to the alias
+    change = control.lock_change(record, alias, "refuse", NOW)
+    assert change is not None and change["allowed"] == ["github.com"]
+    fields = header_fields(headers("Deals <deals@leaker.example>").encode())
+    leaker = sender_org(fields, "bounce@leaker.example")
+    assert leaker.authenticated  # SPF passes for its own domain: only 'allowed' keeps it out
+    locked = control.from_record({**record, **change})
+    assert control.decide(locked, leaker).action == "refuse"
+    # the owner may still let it through on purpose
+    chosen = control.lock_change(record, alias, "refuse", NOW, also=["leaker.example"])
+    assert chosen is not None and chosen["allowed"] == ["github.com", "leaker.example"]
+
+
+def test_a_lock_after_a_leak_leaves_out_every_domain_first_seen_since_it() -> None:
+    """The fourth unrelated sender makes the alias look shared and is never flagged itself: the leaker
+    sending from several domains must not get the unflagged ones into 'allowed'."""
+    leak = {"at": 500.0, "from": "x", "subject": "", "date": "", "known": ["github.com"], "notified": True}
+    record = {
+        "alias": "a@example.org",
+        "domains": {
+            "github.com": {"count": 9, "first_seen": 100.0},
+            "one.example": {"count": 1, "first_seen": 500.0},
+            "two.example": {"count": 1, "first_seen": 600.0},
+            "three.example": {"count": 1, "first_seen": 700.0},
+            "four.example": {"count": 1, "first_seen": 800.0},
+        },
+        "leaks": {"one.example": leak, "two.example": {**leak, "at": 600.0}, "three.example": {**leak, "at": 700.0}},
+    }
+    assert control.suspect_domains(record) == ["four.example", "one.example", "three.example", "two.example"]
+    change = control.lock_change(record, "a@example.org", "hold", 900.0)
+    assert change is not None and change["allowed"] == ["github.com"]
+    assert control.suspect_domains({"domains": record["domains"]}) == []  # no leak: nothing left out

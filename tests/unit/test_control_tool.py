@@ -105,3 +105,18 @@ def test_unblocking_a_statically_blocked_alias_says_the_routes_file_still_blocks
         "leaked@example.org is active: nothing to unblock",
         "  note: leaked@example.org is also in the routes file's blocked list; that one stays until edited",
     ]
+
+
+def test_lock_names_the_domains_it_leaves_out_after_a_leak() -> None:
+    store = MemoryAliases()
+    store.records["a@example.org"] = {
+        "alias": "a@example.org",
+        "domains": {"github.com": {"count": 4, "first_seen": 1.0}, "leaker.example": {"count": 1, "first_seen": 9.0}},
+        "leaks": {"leaker.example": {"at": 9.0, "notified": True}},
+    }
+    lines = apply(store, "lock", "a@example.org", WHEN, args("refuse"))
+    assert lines[1:3] == [
+        "  allowed sender domains (1): github.com",
+        "  not allowed: flagged as a leak or first seen since one: leaker.example (add with --allow)",
+    ]
+    assert store.records["a@example.org"]["allowed"] == ["github.com"]
