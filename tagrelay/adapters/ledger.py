@@ -114,7 +114,11 @@ def _decide_delivery(record: dict[str, Any], now: float, retake_dead: bool) -> D
 
 def _doubt(record: dict[str, Any]) -> Doubt | None:
     """What a record taken over leaves unresolved: its recorded unsure send, and, for a ``sending``
-    record (its lease ran out: a live one is "busy"), that whole lease (it may have died mid-send)."""
+    record (its lease ran out: a live one is "busy"), that whole lease (it may have died mid-send).
+    A record Mailgun's answer or its events proved accepted (a replay retaking ``failed``) leaves none:
+    its send is known, and the Events API would find that send under the same delivery key."""
+    if events.accepted(record):
+        return None
     since = float(record.get("unsure_since") or 0)
     recorded = Doubt(since, max(since, float(record.get("unsure_until") or 0))) if since > 0 else None
     if record.get("state") != "sending":
@@ -176,7 +180,7 @@ def _done_over(record: dict[str, Any], done: dict[str, Any]) -> dict[str, Any] |
     """The relay's end-of-send write over ``record``: ``sent`` keeps a higher state an event set first;
     ``dead`` does not overwrite a record an event showed Mailgun accepted (None: nothing to write)."""
     if done["state"] == "sent":
-        return events.sent_fields(record, done)
+        return events.sent_fields(record, {**done, **_unsure_fields(None)})  # a send known: no doubt left
     return None if events.accepted(record) else done
 
 

@@ -3,6 +3,7 @@ Mailgun twin that records what it accepted and answers the Events API from it, a
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
+from tagrelay.core.events import Event
 from tagrelay.core.errors import Busy, LedgerUnavailable, MailgunTransient, MailgunUnsure, Settling
 from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
 from tagrelay.services.relay import Limits, Relay
@@ -279,3 +281,29 @@ def test_a_sent_record_that_could_not_be_written_is_settled_by_mailguns_events_n
     s.clock.now = NOW + LEASE  # Pub/Sub delivers it again (e.g. the ack was lost), after the lease
     assert s.handle().status == "duplicate"
     assert len(s.mailgun.accepted) == 1 and s.record()["state"] == "sent"
+
+
+def _bounce(s: Setup, mailgun_id: str, recipient: str = "owner+shop@gmail.com") -> None:
+    """Mailgun's permanent failure of ``mailgun_id``, applied as the events function applies it."""
+    [key] = s.ledger.deliveries
+    bounce = Event("failed", "failed", key, recipient, mailgun_id, s.clock(), severity="permanent", reason="bounce")
+    assert s.ledger.record_event(bounce, secrets.token_hex(8), s.clock() + 900, lambda *_: None).outcome == "applied"
+
+
+def test_a_replay_of_a_bounce_is_sent_even_when_the_first_send_was_once_in_doubt() -> None:
+    """Review of issue 12: the doubt of the first send (resolved through Mailgun's events) stayed on the
+    record; the replay of that send's bounce asked the Events API again, found the first send's accepted
+    event under the same delivery key, and recorded the replay 'sent' without sending it: lost."""
+    s = setup(["accept-then-timeout"])
+    with pytest.raises(MailgunUnsure):
+        s.handle()
+    s.clock.now += 1
+    first = s.handle()
+    assert (first.status, len(s.mailgun.accepted)) == ("duplicate", 1)
+    s.clock.now += 60
+    _bounce(s, first.detail)
+    assert s.record()["state"] == "failed"
+    s.clock.now += 600  # the owner fixed the cause, then: tagrelay deadletters replay
+    outcome = s.handle(with_attributes(event_data(), replay="1"))
+    assert (outcome.status, len(s.mailgun.accepted)) == ("sent", 2)
+    assert outcome.detail == s.mailgun.accepted[1]["id"] == s.record()["mailgun_id"]
