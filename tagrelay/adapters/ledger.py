@@ -168,6 +168,7 @@ def _plan(
         "lease_until": now + lease_seconds,
         "attempts": attempts + 1,
         "mailgun_id": "",  # a new send: events of an earlier one (before a replay) are stale
+        "earlier_ids": events.earlier_ids(delivery) if delivery is not None else [],
         "recipients": {},
         "updated_at": now,
         "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
@@ -249,7 +250,7 @@ class MemoryLedger:
                 if plan.write_token:
                     self.tokens[token] = _token_record(digest, now)
                 assert plan.record is not None
-                self.deliveries[key] = plan.record
+                self.deliveries.setdefault(key, {}).update(plan.record)  # as Firestore's update: other fields stay
             return plan.begin
 
     def delivery_done(

@@ -24,8 +24,9 @@ wins); a temporary failure records its reason and time without leaving ``sent``.
 several, one target's permanent failure shows even after another's delivery. Any event proves
 Mailgun accepted the message, so a record still ``sending`` or ``retry`` (the webhook can come
 before the relay's own ``sent`` write) moves to at least ``sent`` and adopts the event's Mailgun
-id. An event for another send of the same message (a Mailgun id other than the record's: the
-send before a dead-letter replay) is stale and changes nothing.
+id. An event for another send of the same message (a Mailgun id other than the record's, or one of
+its ``earlier_ids``: the sends before a dead-letter replay, kept while the replay's own send is not yet
+recorded) is stale and changes nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ KEEP_INLINE_BYTES = 512 * 1024
 KEPT_PREFIX = "sent/"
 MAX_TEXT_CHARS = 500  # reason, message and ids kept and logged from an event, cut
 MAX_RECIPIENTS = 50  # per record: the route's targets (Mailgun's events name nothing else)
+MAX_EARLIER_IDS = 20  # Mailgun ids of a record's sends before a dead-letter replay, whose events are stale
 _KEY = re.compile(r"[0-9a-f]{64}")
 SUPPRESSION_REASONS = {
     "suppress-bounce": "bounces",
@@ -196,7 +198,7 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
     """The change ``event`` makes to the delivery ``record`` (pure; see the module docstring)."""
     before = str(record.get("state", ""))
     current = str(record.get("mailgun_id", "") or "")
-    if not event.mailgun_id or (current and not same_id(current, event.mailgun_id)):
+    if not event.mailgun_id or (current and not same_id(current, event.mailgun_id)) or earlier_send(record, event):
         return Change("stale", {}, before, before)  # another send of this message, or no way to tell
     if event.kind == "other":
         return Change("unchanged", {}, before, before)
@@ -236,6 +238,25 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
     return Change("applied", fields, before, after, failed_now=failed_now, complained_now=complained_now)
 
 
+def earlier_send(record: Mapping[str, Any], event: Event) -> bool:
+    """Whether ``event`` is about a send before this record's current one (a dead-letter replay took the
+    record over: its ``mailgun_id`` is empty until the new send is recorded, and the old id is kept in
+    ``earlier_ids``), so it can never pass for the new send's own early event."""
+    earlier = record.get("earlier_ids") or []
+    return isinstance(earlier, list) and any(same_id(str(x), event.mailgun_id) for x in earlier)
+
+
+def earlier_ids(record: Mapping[str, Any]) -> list[str]:
+    """The ``earlier_ids`` of a record taken over for a new send: those it had, and its current Mailgun id."""
+    earlier = (
+        [str(x) for x in (record.get("earlier_ids") or []) if x] if isinstance(record.get("earlier_ids"), list) else []
+    )
+    current = str(record.get("mailgun_id", "") or "")
+    if current and not any(same_id(current, x) for x in earlier):
+        earlier.append(current)
+    return earlier[-MAX_EARLIER_IDS:]
+
+
 def _all_delivered(record: Mapping[str, Any], recipients: Mapping[str, Mapping[str, Any]]) -> bool:
     """Every target of the record has its outcome, and none failed: the kept copy can go."""
     targets = [t.strip().lower() for t in str(record.get("targets", "")).split(",") if t.strip()]
@@ -272,8 +293,11 @@ def sent_fields(record: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> 
         return out
     state = str(record.get("state", ""))
     current = str(record.get("mailgun_id", "") or "")
-    if ORDER.get(state, 0) > ORDER["sent"] and current and same_id(current, str(fields.get("mailgun_id", ""))):
-        out["state"] = state
+    if current and same_id(current, str(fields.get("mailgun_id", ""))):
+        if ORDER.get(state, 0) > ORDER["sent"]:
+            out["state"] = state
+    elif record.get("recipients"):
+        out["recipients"] = {}  # what events said was about another send, not this one
     return out
 
 

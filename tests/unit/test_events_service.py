@@ -11,7 +11,7 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import pytest
@@ -385,3 +385,75 @@ def test_a_copy_over_512_kib_is_kept_in_the_bucket_dead_lettered_whole_and_dropp
     [(data, _, _)] = world.deadletters.letters
     assert data == raw  # the whole original, from the bucket
     assert list(bucket.objects.values()) == [raw]  # the delivered one's copy is gone, the failed one's kept
+
+
+@dataclass
+class Racing(Sender):
+    """Mailgun for the relay, with a webhook post that arrives while the relay's send is in flight."""
+
+    during: list[Any] = field(default_factory=list)
+
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
+        while self.during:
+            self.during.pop(0)()
+        return super().send_mime(to, mime, variables)
+
+
+def replay_of(letter: tuple[bytes, dict[str, str], str]) -> dict[str, Any]:
+    data, attributes, _ = letter
+    return {"message": {"data": base64.b64encode(data).decode(), "attributes": {**attributes, "replay": "1"},
+                        "messageId": "5000", "publishTime": "2024-01-01T00:10:00Z"}}  # fmt: skip
+
+
+def test_a_late_event_of_the_first_send_during_a_replay_is_stale_and_the_replay_stays_watched(world: World) -> None:
+    """Review of issue 12: while a replay was sending (mailgun_id reset to ""), a late event of the first send
+    was taken for the replay's own early event: a second dead letter and notice, the record 'failed' under
+    the old id, and then the replay's own bounce was 'unchanged' (the target already failed): lost silently."""
+    racing = Racing()
+    relay = Relay(ROUTES, racing, world.deadletters, world.ledger, limits=Limits(), clock=lambda: NOW)
+    events = Events(CONFIG, Secret(CONFIG.signing_key), world.ledger, world.deadletters, racing, clock=lambda: NOW)
+    assert relay.handle_event_data(push("notify-x@example.org")).status == "sent"
+    (target,), _, variables = racing.sent[0]
+    key = variables[DELIVERY_VARIABLE]
+    first_id = world.ledger.deliveries[key]["mailgun_id"]
+    assert events.handle("application/json", webhook("failed", key, first_id, target, **permanent())[0]).status == 200
+    [letter] = world.deadletters.letters
+    late: list[tuple[int, str]] = []  # Mailgun's retry of that webhook (our 200 was lost), during the replay's send
+    racing.during.append(
+        lambda: late.append(
+            astuple(events.handle("application/json", webhook("failed", key, first_id, target, **permanent())[0]))
+        )
+    )
+    outcome = relay.handle_event_data(replay_of(letter))
+    assert late == [(200, "stale")] and outcome.status == "sent"
+    assert len(world.deadletters.letters) == 1 and len(racing.sent) == 3  # send, notice, replay
+    record = world.ledger.deliveries[key]
+    assert (record["state"], record["mailgun_id"], record["recipients"]) == ("sent", outcome.detail, {})
+    # The replay's own bounce is a dead letter and a notice again.
+    assert (
+        events.handle("application/json", webhook("failed", key, outcome.detail, target, **permanent())[0]).status
+        == 200
+    )
+    assert len(world.deadletters.letters) == 2 and len(racing.sent) == 4
+
+
+def test_a_late_delivered_of_the_first_send_does_not_strand_a_replay_that_must_retry(world: World) -> None:
+    """Review of issue 12: two targets, bob's copy bounced and is replayed; alice's late 'delivered' of the
+    first send, arriving during the replay's send, marked the record delivered (accepted): the replay's
+    transient failure released nothing, and its redelivery was 'done': never sent."""
+    racing = Racing()
+    relay = Relay(ROUTES, racing, world.deadletters, world.ledger, limits=Limits(), clock=lambda: NOW)
+    assert relay.handle_event_data(push("team@example.org")).status == "sent"
+    _, _, variables = racing.sent[0]
+    key = variables[DELIVERY_VARIABLE]
+    first_id = world.ledger.deliveries[key]["mailgun_id"]
+    assert answer(world, webhook("failed", key, first_id, "bob@gmail.com", **permanent())[0]) == (200, "failed")
+    [letter] = world.deadletters.letters
+    late: list[tuple[int, str]] = []
+    racing.during.append(lambda: late.append(answer(world, webhook("delivered", key, first_id, "alice@gmail.com")[0])))
+    racing.fail.append(MailgunTransient("Mailgun answered 503"))
+    with pytest.raises(MailgunTransient):
+        relay.handle_event_data(replay_of(letter))
+    assert late == [(200, "stale")] and world.ledger.deliveries[key]["state"] == "retry"
+    outcome = relay.handle_event_data(replay_of(letter))  # Pub/Sub redelivers the replay
+    assert outcome.status == "sent" and len(racing.sent) == 2

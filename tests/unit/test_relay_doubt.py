@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
-from tagrelay.core.events import Event
 from tagrelay.core.errors import Busy, LedgerUnavailable, MailgunTransient, MailgunUnsure, Settling
+from tagrelay.core.events import Event
 from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
 from tagrelay.services.relay import Limits, Relay
 from tests.unit.test_relay import NOW, ROUTES, RecordingDeadLetters, Sleeps, event_data, with_attributes
