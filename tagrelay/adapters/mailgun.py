@@ -137,7 +137,9 @@ class MailgunClient:
             raise MailgunTransient("Mailgun's Events API answered something other than a JSON object")
         return body
 
-    def _get_events(self, url: str, params: dict[str, str] | None, key: str, deadline: float) -> requests.Response:
+    def _get_events(
+        self, url: str, params: dict[str, str] | None, key: str, deadline: float
+    ) -> requests.Response:
         left = deadline - time.monotonic()
         if left <= 0:
             raise MailgunTransient(f"Mailgun's Events API: no complete answer within {EVENTS_BUDGET_SECONDS:g}s")
