@@ -156,11 +156,13 @@ def _plan(
     write_token = check_token and token_record is None
     attempts = int(delivery.get("attempts", 0)) if delivery is not None else 0
     doubt = None
+    carried: dict[str, dict[str, Any]] = {}
     if delivery is not None:
         decision = _decide_delivery(delivery, now, retake_dead)
         if decision != "go":
             return _Plan(Begin(decision, attempts, str(delivery.get("detail", "")), previous), write_token)
         doubt = _doubt(delivery)
+        carried = events.carried_over(delivery)
     record = {
         **info,
         "state": "sending",
@@ -169,12 +171,13 @@ def _plan(
         "attempts": attempts + 1,
         "mailgun_id": "",  # a new send: events of an earlier one (before a replay) are stale
         "earlier_ids": events.earlier_ids(delivery) if delivery is not None else [],
-        "recipients": {},
+        "recipients": carried,  # an earlier send's delivered targets (a replay): not sent to again
         "updated_at": now,
         "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
         **_unsure_fields(doubt),  # kept until resolved: this instance may die too
     }
-    return _Plan(Begin("go", attempts + 1, "", previous, doubt), write_token, record)
+    begin = Begin("go", attempts + 1, "", previous, doubt, tuple(sorted(t.lower() for t in carried)))
+    return _Plan(begin, write_token, record)
 
 
 def _done_over(record: dict[str, Any], done: dict[str, Any]) -> dict[str, Any] | None:

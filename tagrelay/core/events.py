@@ -257,6 +257,19 @@ def earlier_ids(record: Mapping[str, Any]) -> list[str]:
     return earlier[-MAX_EARLIER_IDS:]
 
 
+def carried_over(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The recipients of a record taken over for a new send (a replay after one target failed) whose
+    earlier copy Mailgun delivered (or that complained): kept on the record, and not sent to again."""
+    recipients = record.get("recipients") or {}
+    if not isinstance(recipients, Mapping):
+        return {}
+    return {
+        str(t): dict(r)
+        for t, r in recipients.items()
+        if isinstance(r, Mapping) and r.get("state") in ("delivered", "complained")
+    }
+
+
 def _all_delivered(record: Mapping[str, Any], recipients: Mapping[str, Mapping[str, Any]]) -> bool:
     """Every target of the record has its outcome, and none failed: the kept copy can go."""
     targets = [t.strip().lower() for t in str(record.get("targets", "")).split(",") if t.strip()]
@@ -296,7 +309,7 @@ def sent_fields(record: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> 
     if current and same_id(current, str(fields.get("mailgun_id", ""))):
         if ORDER.get(state, 0) > ORDER["sent"]:
             out["state"] = state
-    elif record.get("recipients"):
+    elif current and record.get("recipients"):
         out["recipients"] = {}  # what events said was about another send, not this one
     return out
 

@@ -257,6 +257,16 @@ class Relay:
             event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
             raise Busy("delivery in progress elsewhere")
         progress.key = key
+        if begin.delivered:  # a replay after some targets failed: the others have their copy already
+            kept = tuple(t for t in targets if t.lower() not in begin.delivered)
+            event(
+                logging.INFO,
+                f"replay: not sent again to {', '.join(t for t in targets if t not in kept)} (delivered before)",
+                stage="relay",
+                outcome="replay",
+                **fields,
+            )
+            targets = kept or targets
 
         failed = Failure(key, carried, carried, attributes, delivery.pubsub_id, resolved.rule.notify)
         if begin.doubt is not None:

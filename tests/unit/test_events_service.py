@@ -457,3 +457,23 @@ def test_a_late_delivered_of_the_first_send_does_not_strand_a_replay_that_must_r
     assert late == [(200, "stale")] and world.ledger.deliveries[key]["state"] == "retry"
     outcome = relay.handle_event_data(replay_of(letter))  # Pub/Sub redelivers the replay
     assert outcome.status == "sent" and len(racing.sent) == 2
+
+
+def test_a_replay_after_one_of_two_targets_bounced_goes_to_that_target_only(world: World) -> None:
+    """Review of issue 12: alice got the team's message, bob's copy bounced; the replay of that dead letter
+    sent it to both again (a duplicate for alice). Now only bob's copy is sent again, and once it is delivered
+    the record is delivered for both and the kept copy goes."""
+    key, first_id, _ = sent(world, "team@example.org")
+    assert answer(world, webhook("delivered", key, first_id, "alice@gmail.com")[0]) == (200, "delivered")
+    assert answer(world, webhook("failed", key, first_id, "bob@gmail.com", **permanent())[0]) == (200, "failed")
+    [letter] = world.deadletters.letters
+    outcome = world.relay.handle_event_data(replay_of(letter))
+    assert outcome.status == "sent"
+    assert [to for to, _, _ in world.sender.sent] == [("alice@gmail.com", "bob@gmail.com"), ("bob@gmail.com",)]
+    assert answer(world, webhook("delivered", key, outcome.detail, "bob@gmail.com")[0]) == (200, "delivered")
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "delivered" and "message" not in record
+    assert {t: r["state"] for t, r in record["recipients"].items()} == {
+        "alice@gmail.com": "delivered",
+        "bob@gmail.com": "delivered",
+    }
