@@ -309,6 +309,10 @@ def sent_fields(record: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> 
     if current and same_id(current, str(fields.get("mailgun_id", ""))):
         if ORDER.get(state, 0) > ORDER["sent"]:
             out["state"] = state
+        recipients = record.get("recipients") or {}
+        if isinstance(recipients, Mapping) and _all_delivered(record, recipients):
+            out.pop("message", None)  # delivered everywhere already: nothing to keep for a bounce
+            out.pop("blob", None)
     elif current and record.get("recipients"):
         out["recipients"] = {}  # what events said was about another send, not this one
     return out

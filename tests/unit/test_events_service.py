@@ -477,3 +477,16 @@ def test_a_replay_after_one_of_two_targets_bounced_goes_to_that_target_only(worl
         "alice@gmail.com": "delivered",
         "bob@gmail.com": "delivered",
     }
+
+
+def test_delivered_before_the_sent_write_leaves_no_kept_copy_behind(world: World) -> None:
+    """Review of issue 12: the webhook beat the relay's sent write and dropped a kept copy that was not there
+    yet; the sent write then stored the copy on a record that is delivered, where nothing would drop it."""
+    key = "e" * 64
+    world.ledger.begin_delivery(key, 60, {"alias": "shop@example.org", "targets": "owner+shop@gmail.com"})
+    assert answer(world, webhook("delivered", key, "<fast@example.org>", "owner+shop@gmail.com")[0])[0] == 200
+    fields = {"mailgun_id": "<fast@example.org>", "attributes": {"recipient": "shop@example.org"}, "message": RAW}
+    world.ledger.delivery_done(key, "sent", "<fast@example.org>", fields)
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "delivered" and record["attributes"] == {"recipient": "shop@example.org"}
+    assert "message" not in record and "blob" not in record
