@@ -118,7 +118,8 @@ class Events:
         kept = _Kept()
 
         def before_commit(change: Change, record: dict[str, Any]) -> None:
-            if change.failed_now:
+            # Once per post: a commit round lost to a concurrent write decides again, and must not publish again.
+            if change.failed_now and not kept.reason:
                 self._dead_letter(event, record, kept)
 
         recorded = self._ledger.record_event(event, token, expires, before_commit)

@@ -490,3 +490,32 @@ def test_delivered_before_the_sent_write_leaves_no_kept_copy_behind(world: World
     record = world.ledger.deliveries[key]
     assert record["state"] == "delivered" and record["attributes"] == {"recipient": "shop@example.org"}
     assert "message" not in record and "blob" not in record
+
+
+class RetriedRound(MemoryLedger):
+    """A ledger whose first commit loses to a concurrent write (FirestoreLedger's precondition): the event is
+    decided, and its before-commit step run, a second time."""
+
+    def record_event(self, event: Any, token: str, expires: float, before_commit: Any) -> Any:
+        record = self.deliveries.get(event.key)
+        if record is not None:
+            from tagrelay.core.events import apply
+
+            change = apply(dict(record), event, NOW)
+            if change.fields:
+                before_commit(change, dict(record))  # then FailedPrecondition: decide again
+        return super().record_event(event, token, expires, before_commit)
+
+
+def test_a_commit_round_lost_to_a_concurrent_write_does_not_dead_letter_twice(world: World) -> None:
+    """Review of issue 12: FirestoreLedger.record_event runs the before-commit step once per round; the
+    dead letter was published again on every round a concurrent write (the other target's event) cost."""
+    ledger = RetriedRound(clock=lambda: NOW)
+    relay = Relay(ROUTES, world.sender, world.deadletters, ledger, limits=Limits(), clock=lambda: NOW)
+    events = Events(CONFIG, Secret(CONFIG.signing_key), ledger, world.deadletters, world.sender, clock=lambda: NOW)
+    assert relay.handle_event_data(push("notify-x@example.org")).status == "sent"
+    (target,), _, variables = world.sender.sent[0]
+    key = variables[DELIVERY_VARIABLE]
+    body, _ = webhook("failed", key, ledger.deliveries[key]["mailgun_id"], target, **permanent())
+    assert events.handle("application/json", body).status == 200
+    assert len(world.deadletters.letters) == 1 and len(world.sender.sent) == 2  # the send and one notice
