@@ -18,7 +18,7 @@ import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.config import EventsConfig, SecretRef
+from tagrelay.core.config import DEFAULT_EVENT_MAX_AGE_SECONDS, EventsConfig, SecretRef
 from tagrelay.core.envelope import Envelope
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunTransient
 from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
@@ -519,3 +519,28 @@ def test_a_commit_round_lost_to_a_concurrent_write_does_not_dead_letter_twice(wo
     body, _ = webhook("failed", key, ledger.deliveries[key]["mailgun_id"], target, **permanent())
     assert events.handle("application/json", body).status == 200
     assert len(world.deadletters.letters) == 1 and len(world.sender.sent) == 2  # the send and one notice
+
+
+def test_mailguns_retry_of_an_early_failure_with_its_original_signature_is_applied_half_an_hour_later(
+    world: World,
+) -> None:
+    """Review of issue 12: Mailgun's docs do not say that a webhook retry is signed afresh (third-party references
+    say it resends the original signature block). An early permanent failure (503) whose relay resolved its send
+    only after a wait would see its retries (5, 15, 30 min...) refused as stale with a 900 s window: the bounce lost.
+    With the default window the retry of the very same post is applied."""
+    clock = [NOW]
+    config = EventsConfig(**{**CONFIG.__dict__, "max_age_seconds": DEFAULT_EVENT_MAX_AGE_SECONDS})
+    events = Events(
+        config, Secret(config.signing_key), world.ledger, world.deadletters, world.sender, clock=lambda: clock[0]
+    )
+    key = "d" * 64
+    world.ledger.begin_delivery(key, 60, {"alias": "shop@example.org", "targets": "owner+shop@gmail.com"})
+    body, _ = webhook("failed", key, "<slow@example.org>", "owner+shop@gmail.com", **permanent())
+    assert events.handle("application/json", body).status == 503
+    fields = {"mailgun_id": "<slow@example.org>", "attributes": {"recipient": "shop@example.org"}, "message": b"m"}
+    world.ledger.delivery_done(key, "sent", "<slow@example.org>", fields)
+    clock[0] = NOW + 30 * 60  # Mailgun's third retry, the same post
+    assert astuple(events.handle("application/json", body)) == (200, "failed")
+    assert [d for d, _, _ in world.deadletters.letters] == [b"m"]
+    clock[0] += 60
+    assert events.handle("application/json", body).status == 401  # and it is still single use
