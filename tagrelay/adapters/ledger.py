@@ -171,7 +171,7 @@ def _plan(
         "attempts": attempts + 1,
         "mailgun_id": "",  # a new send: events of an earlier one (before a replay) are stale
         "earlier_ids": events.earlier_ids(delivery) if delivery is not None else [],
-        "recipients": carried,  # an earlier send's delivered targets (a replay): not sent to again
+        "recipients": carried,  # a replay: the targets that did not fail, not sent to again
         "updated_at": now,
         "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
         **_unsure_fields(doubt),  # kept until resolved: this instance may die too

@@ -190,6 +190,15 @@ class Change:
     complained_now: bool = False
 
 
+def _most_telling(state: str, recipients: Mapping[str, Mapping[str, Any]]) -> str:
+    """``state``, raised to the most telling of the recipients' states."""
+    for entry in recipients.values():
+        seen = str(entry.get("state", ""))
+        if ORDER.get(seen, 0) > ORDER.get(state, 0):
+            state = seen
+    return state
+
+
 def same_id(a: str, b: str) -> bool:
     return a.strip("<>") == b.strip("<>")
 
@@ -198,14 +207,19 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
     """The change ``event`` makes to the delivery ``record`` (pure; see the module docstring)."""
     before = str(record.get("state", ""))
     current = str(record.get("mailgun_id", "") or "")
-    if not event.mailgun_id or (current and not same_id(current, event.mailgun_id)) or earlier_send(record, event):
-        return Change("stale", {}, before, before)  # another send of this message, or no way to tell
-    if event.kind == "other":
-        return Change("unchanged", {}, before, before)
     recipients: dict[str, dict[str, Any]] = {
         str(k): dict(v) for k, v in (record.get("recipients") or {}).items() if isinstance(v, Mapping)
     }
     old = recipients.get(event.recipient)
+    own = str(old.get("mailgun_id", "") or "") if old else ""  # a target a replay spared: its own send's id
+    if own:
+        stale = not same_id(own, event.mailgun_id)
+    else:
+        stale = (current and not same_id(current, event.mailgun_id)) or earlier_send(record, event)
+    if not event.mailgun_id or stale:
+        return Change("stale", {}, before, before)  # another send of this message, or no way to tell
+    if event.kind == "other":
+        return Change("unchanged", {}, before, before)
     was = str(old.get("state", "sent")) if old else "sent"
     new: dict[str, Any] | None = None
     if event.kind == "temporary":
@@ -213,7 +227,10 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
             new = {"state": "sent", "reason": event.reason, "code": event.code, "at": event.at, "severity": "temporary"}
     elif RANK[event.kind] > RANK.get(was, 0):
         new = {"state": event.kind, "reason": event.reason, "code": event.code, "at": event.at}
-    promote = not current or RANK.get(before, 0) < RANK["sent"]  # the event proves Mailgun accepted it
+    if new is not None and own:
+        new["mailgun_id"] = own
+    # The event proves Mailgun accepted the record's current send (not so for an earlier send a replay spared).
+    promote = not own and (not current or RANK.get(before, 0) < RANK["sent"])
     if new is None and not promote:
         return Change("unchanged", {}, before, before)  # a duplicate, or out of order: never back
     failed_now = new is not None and new["state"] == "failed"
@@ -221,16 +238,15 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
         return Change("early", {}, before, before)  # the relay's sent write (with the message) comes next
     if new is not None and event.recipient and (old is not None or len(recipients) < MAX_RECIPIENTS):
         recipients[event.recipient] = new
-    after = before if ORDER.get(before, 0) >= ORDER["sent"] else "sent"
-    for entry in recipients.values():
-        state = str(entry.get("state", ""))
-        if ORDER.get(state, 0) > ORDER.get(after, 0):
-            after = state
+    if ORDER.get(before, 0) >= ORDER["sent"] or promote:
+        after = _most_telling(before if ORDER.get(before, 0) >= ORDER["sent"] else "sent", recipients)
+    else:  # a spared target's event while the replay's own send is not recorded: the lease stays as it is
+        after = before
     fields: dict[str, Any] = {"state": after, "recipients": recipients, "updated_at": now}
     if new is not None:
         fields.update(event_at=event.at, reason=event.reason, code=event.code, severity=event.severity)
         fields["event_message"] = event.message
-    if not current:
+    if not current and not own:
         fields.update(mailgun_id=event.mailgun_id, detail=event.mailgun_id, lease_until=0)
     if _all_delivered(record, recipients):
         fields.update(message=None, blob=None)  # the kept copy is no longer needed (None deletes a field)
@@ -258,16 +274,29 @@ def earlier_ids(record: Mapping[str, Any]) -> list[str]:
 
 
 def carried_over(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The recipients of a record taken over for a new send (a replay after one target failed) whose
-    earlier copy Mailgun delivered (or that complained): kept on the record, and not sent to again."""
-    recipients = record.get("recipients") or {}
-    if not isinstance(recipients, Mapping):
-        return {}
-    return {
-        str(t): dict(r)
-        for t, r in recipients.items()
-        if isinstance(r, Mapping) and r.get("state") in ("delivered", "complained")
-    }
+    """The recipients a record taken over for a dead-letter replay keeps, when a target of it failed: every
+    target but the failed ones (delivered, complained, or with no outcome yet from the recorded send), each
+    with the Mailgun id of the send that went to it (``mailgun_id`` in its entry: its late events still
+    count). The replay is sent to the others only; none of these gets a second copy. A replay taken over
+    again after a retry keeps what it spared."""
+    raw = record.get("recipients") or {}
+    recipients = {str(t): r for t, r in raw.items() if isinstance(r, Mapping)} if isinstance(raw, Mapping) else {}
+    if not any(r.get("state") == "failed" for r in recipients.values()):
+        return {t: dict(r) for t, r in recipients.items() if r.get("mailgun_id")}  # a replay's retry, or nothing
+    current = str(record.get("mailgun_id", "") or "")
+    targets = [t.strip().lower() for t in str(record.get("targets", "")).split(",") if t.strip()]
+    carried: dict[str, dict[str, Any]] = {}
+    for target in dict.fromkeys([*targets, *recipients]):
+        seen = recipients.get(target)
+        if seen is None and not current:
+            continue  # no recorded send went to it (a replay's own target): it is sent
+        entry = dict(seen) if seen is not None else {"state": "sent"}
+        if entry.get("state") == "failed":
+            continue
+        if current and not entry.get("mailgun_id"):
+            entry["mailgun_id"] = current
+        carried[target] = entry
+    return carried
 
 
 def _all_delivered(record: Mapping[str, Any], recipients: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -299,22 +328,25 @@ def token_expiry(stamp: int, max_age_seconds: float) -> float:
 
 
 def sent_fields(record: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The relay's ``sent`` write over what is there now: events that came first (same Mailgun id)
-    keep their higher state; anything else (no events, or a previous send's) gives way to ``sent``."""
+    """The relay's ``sent`` write over what is there now: events that came first (same Mailgun id) keep their
+    higher state, and so do the targets a replay spared; a previous send's events give way to ``sent``."""
     out = {**fields, "state": "sent"}
     if record is None:
         return out
     state = str(record.get("state", ""))
     current = str(record.get("mailgun_id", "") or "")
-    if current and same_id(current, str(fields.get("mailgun_id", ""))):
-        if ORDER.get(state, 0) > ORDER["sent"]:
-            out["state"] = state
-        recipients = record.get("recipients") or {}
-        if isinstance(recipients, Mapping) and _all_delivered(record, recipients):
-            out.pop("message", None)  # delivered everywhere already: nothing to keep for a bounce
-            out.pop("blob", None)
-    elif current and record.get("recipients"):
-        out["recipients"] = {}  # what events said was about another send, not this one
+    raw = record.get("recipients") or {}
+    recipients = {str(k): v for k, v in raw.items() if isinstance(v, Mapping)} if isinstance(raw, Mapping) else {}
+    if current and not same_id(current, str(fields.get("mailgun_id", ""))):
+        if recipients:
+            out["recipients"] = {}  # what events said was about another send, not this one
+        return out
+    if current and ORDER.get(state, 0) > ORDER["sent"]:
+        out["state"] = state
+    out["state"] = _most_telling(str(out["state"]), recipients)
+    if _all_delivered(record, recipients):
+        out.pop("message", None)  # delivered everywhere already: nothing to keep for a bounce
+        out.pop("blob", None)
     return out
 
 

@@ -45,9 +45,9 @@ class Begin:
     detail: str = ""  # the Mailgun id (or the dead-letter reason) when done; the bound digest on conflict
     previous: str = ""  # the record's state before this call ("" when new): "sent", "dead", "sending", ...
     doubt: Doubt | None = None  # when "go": an earlier send may have been accepted (ask Mailgun first)
-    # When "go" retakes a record (a dead-letter replay): the targets Mailgun already delivered an earlier
-    # send to (lower case); the replay is sent to the others only, never a second copy to these.
-    delivered: tuple[str, ...] = ()
+    # When "go" retakes a record after a target failed (a dead-letter replay): the targets an earlier send
+    # went to that did not fail (lower case); the replay is sent to the failed ones only.
+    spared: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -257,11 +257,11 @@ class Relay:
             event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
             raise Busy("delivery in progress elsewhere")
         progress.key = key
-        if begin.delivered:  # a replay after some targets failed: the others have their copy already
-            kept = tuple(t for t in targets if t.lower() not in begin.delivered)
+        if begin.spared:  # a replay after some targets failed: the others had (or may still get) a copy
+            kept = tuple(t for t in targets if t.lower() not in begin.spared)
             event(
                 logging.INFO,
-                f"replay: not sent again to {', '.join(t for t in targets if t not in kept)} (delivered before)",
+                f"replay: not sent again to {', '.join(t for t in targets if t not in kept)} (they did not fail)",
                 stage="relay",
                 outcome="replay",
                 **fields,

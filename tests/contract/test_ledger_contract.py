@@ -456,7 +456,7 @@ def test_a_replay_retakes_a_bounce_keeps_what_was_delivered_and_the_old_sends_ev
             == "applied"
         )
     retaken = ledger.begin_delivery(k, 60, info, retake_dead=True)
-    assert (retaken.state, retaken.delivered, retaken.doubt) == ("go", (TARGET,), None)
+    assert (retaken.state, retaken.spared, retaken.doubt) == ("go", (TARGET,), None)
     late = ledger.record_event(mailgun_event(k, "delivered", recipient="p@gmail.com"), uuid.uuid4().hex, 1e10, nothing)
     assert late.outcome == "stale"
     record = record_of(ledger, k)

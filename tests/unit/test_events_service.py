@@ -440,7 +440,8 @@ def test_a_late_event_of_the_first_send_during_a_replay_is_stale_and_the_replay_
 def test_a_late_delivered_of_the_first_send_does_not_strand_a_replay_that_must_retry(world: World) -> None:
     """Review of issue 12: two targets, bob's copy bounced and is replayed; alice's late 'delivered' of the
     first send, arriving during the replay's send, marked the record delivered (accepted): the replay's
-    transient failure released nothing, and its redelivery was 'done': never sent."""
+    transient failure released nothing, and its redelivery was 'done': never sent. Now alice's event is
+    recorded for alice (the replay spared her) and the record stays the replay's lease."""
     racing = Racing()
     relay = Relay(ROUTES, racing, world.deadletters, world.ledger, limits=Limits(), clock=lambda: NOW)
     assert relay.handle_event_data(push("team@example.org")).status == "sent"
@@ -454,9 +455,12 @@ def test_a_late_delivered_of_the_first_send_does_not_strand_a_replay_that_must_r
     racing.fail.append(MailgunTransient("Mailgun answered 503"))
     with pytest.raises(MailgunTransient):
         relay.handle_event_data(replay_of(letter))
-    assert late == [(200, "stale")] and world.ledger.deliveries[key]["state"] == "retry"
+    assert late == [(200, "sending")] and world.ledger.deliveries[key]["state"] == "retry"
     outcome = relay.handle_event_data(replay_of(letter))  # Pub/Sub redelivers the replay
-    assert outcome.status == "sent" and len(racing.sent) == 2
+    assert outcome.status == "sent" and racing.sent[1][0] == ("bob@gmail.com",)
+    assert answer(world, webhook("delivered", key, outcome.detail, "bob@gmail.com")[0]) == (200, "delivered")
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "delivered" and "message" not in record
 
 
 def test_a_replay_after_one_of_two_targets_bounced_goes_to_that_target_only(world: World) -> None:
@@ -544,3 +548,28 @@ def test_mailguns_retry_of_an_early_failure_with_its_original_signature_is_appli
     assert [d for d, _, _ in world.deadletters.letters] == [b"m"]
     clock[0] += 60
     assert events.handle("application/json", body).status == 401  # and it is still single use
+
+
+def test_a_replay_after_one_bounce_spares_a_target_still_pending_and_still_hears_its_outcome(world: World) -> None:
+    """Review of issue 12: bob's copy bounced before Mailgun said anything about alice's. The replay goes to bob
+    only (alice's first copy may still arrive), and alice's late events of the first send still count: a late
+    failure of hers is a dead letter of its own, not a stale event lost."""
+    key, first_id, _ = sent(world, "team@example.org")
+    assert answer(world, webhook("failed", key, first_id, "bob@gmail.com", **permanent())[0]) == (200, "failed")
+    [letter] = world.deadletters.letters
+    outcome = world.relay.handle_event_data(replay_of(letter))
+    assert outcome.status == "sent"
+    assert [to for to, _, _ in world.sender.sent] == [("alice@gmail.com", "bob@gmail.com"), ("bob@gmail.com",)]
+    assert answer(world, webhook("delivered", key, outcome.detail, "bob@gmail.com")[0]) == (200, "delivered")
+    assert world.ledger.deliveries[key]["mailgun_id"] == outcome.detail
+    assert answer(world, webhook("failed", key, first_id, "alice@gmail.com", **permanent())[0]) == (200, "failed")
+    assert len(world.deadletters.letters) == 2
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "failed" and record["mailgun_id"] == outcome.detail
+    assert {t: r["state"] for t, r in record["recipients"].items()} == {
+        "alice@gmail.com": "failed",
+        "bob@gmail.com": "delivered",
+    }
+    # Its replay goes to alice only.
+    again = world.relay.handle_event_data(replay_of(world.deadletters.letters[1]))
+    assert again.status == "sent" and world.sender.sent[-1][0] == ("alice@gmail.com",)
