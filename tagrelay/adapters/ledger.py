@@ -176,7 +176,8 @@ def _plan(
         "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
         **_unsure_fields(doubt),  # kept until resolved: this instance may die too
     }
-    begin = Begin("go", attempts + 1, "", previous, doubt, tuple(sorted(t.lower() for t in carried)))
+    earlier = tuple(events.earlier_ids(delivery)) if delivery is not None and doubt is not None else ()
+    begin = Begin("go", attempts + 1, "", previous, doubt, tuple(sorted(t.lower() for t in carried)), earlier)
     return _Plan(begin, write_token, record)
 
 

@@ -7,7 +7,7 @@ Services import only this module and the rest of the core, never an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -48,6 +48,9 @@ class Begin:
     # When "go" retakes a record after a target failed (a dead-letter replay): the targets an earlier send
     # went to that did not fail (lower case); the replay is sent to the failed ones only.
     spared: tuple[str, ...] = ()
+    # With a doubt: the Mailgun ids of the sends a dead-letter replay followed (``earlier_ids``); accepted under
+    # the same delivery key, they are never taken for the send in doubt.
+    earlier: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -182,10 +185,11 @@ class SentLog(Protocol):
 
     ``find_accepted`` answers the Mailgun id (as the send API returns it, ``<...>``) of an
     ``accepted`` event for ``recipient`` since ``since`` (epoch seconds) whose
-    ``DELIVERY_VARIABLE`` user variable is ``delivery``; None when there is none.
+    ``DELIVERY_VARIABLE`` user variable is ``delivery`` and whose id is not in ``skip`` (earlier sends of
+    the same delivery, before a dead-letter replay); None when there is none.
     """
 
-    def find_accepted(self, recipient: str, delivery: str, since: float) -> str | None: ...
+    def find_accepted(self, recipient: str, delivery: str, since: float, skip: Collection[str] = ()) -> str | None: ...
 
 
 class StoredMessages(Protocol):

@@ -271,7 +271,7 @@ class Relay:
         failed = Failure(key, carried, carried, attributes, delivery.pubsub_id, resolved.rule.notify)
         if begin.doubt is not None:
             try:
-                earlier = self._earlier_send(key, begin.doubt, targets[0], fields)
+                earlier = self._earlier_send(key, begin.doubt, targets[0], fields, begin.earlier)
             except TransientError as exc:
                 self._release(key, begin.doubt, attempted=False)  # a wait is not a send attempt
                 age = self._age(delivery)
@@ -358,13 +358,15 @@ class Relay:
         if self._replies is not None:
             self._replies.sent(plan, normalize(route_to) or route_to, message.mime, message.sender)
 
-    def _earlier_send(self, key: str, doubt: Doubt, recipient: str, fields: dict[str, str]) -> str:
+    def _earlier_send(
+        self, key: str, doubt: Doubt, recipient: str, fields: dict[str, str], skip: tuple[str, ...] = ()
+    ) -> str:
         """The Mailgun id of an earlier send of this delivery that Mailgun accepted, or "" when its events
         surely show none (then it is sent now). Raises Settling while "none" cannot be believed yet, and
         MailgunTransient while the Events API cannot be asked: never sent blind."""
         if self._sent_log is None:
             raise MailgunTransient("an earlier send may have reached Mailgun, and no Events API client is set up")
-        found = self._sent_log.find_accepted(recipient, key, query_since(doubt))
+        found = self._sent_log.find_accepted(recipient, key, query_since(doubt), skip=skip)
         decision = decide(found, doubt, self._clock(), self._limits.events_settle_seconds)
         if decision.verdict == "sent":
             event(

@@ -4,7 +4,7 @@ Mailgun twin that records what it accepted and answers the Events API from it, a
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,12 +67,12 @@ class MailgunTwin:
             raise Killed()
         return ident
 
-    def find_accepted(self, recipient: str, delivery: str, since: float) -> str | None:
+    def find_accepted(self, recipient: str, delivery: str, since: float, skip: Collection[str] = ()) -> str | None:
         self.queries.append((recipient, delivery, since))
         if self.events_down:
             raise MailgunTransient("Mailgun's Events API answered 503")
         for record in self.accepted:
-            mine = record["variables"].get(DELIVERY_VARIABLE) == delivery
+            mine = record["variables"].get(DELIVERY_VARIABLE) == delivery and record["id"] not in skip
             if recipient in record["to"] and mine and record["at"] >= since:
                 return str(record["id"])
         return None
@@ -307,3 +307,24 @@ def test_a_replay_of_a_bounce_is_sent_even_when_the_first_send_was_once_in_doubt
     outcome = s.handle(with_attributes(event_data(), replay="1"))
     assert (outcome.status, len(s.mailgun.accepted)) == ("sent", 2)
     assert outcome.detail == s.mailgun.accepted[1]["id"] == s.record()["mailgun_id"]
+
+
+def test_a_replay_killed_mid_send_is_not_taken_for_the_send_it_replays() -> None:
+    """Review of issue 12: a replay whose instance died in its send is in doubt; the Events API query (from a
+    minute before the replay's lease) found the bounced first send, accepted under the same delivery key, and
+    recorded the replay 'sent' as that send: never sent. The earlier sends' ids are not the replay's."""
+    s = setup()
+    first = s.handle()
+    assert first.status == "sent"
+    s.clock.now += 5  # the bounce comes at once (a suppressed address), the owner replays at once
+    _bounce(s, first.detail)
+    s.mailgun.plan = ["die"]
+    with pytest.raises(Killed):
+        s.handle(with_attributes(event_data(), replay="1"))
+    s.clock.now += LEASE + 1  # Pub/Sub redelivers the replay after its lease ran out
+    with pytest.raises(Settling):
+        s.handle(with_attributes(event_data(), replay="1"))
+    s.clock.now += SETTLE
+    outcome = s.handle(with_attributes(event_data(), replay="1"))
+    assert (outcome.status, len(s.mailgun.accepted)) == ("sent", 2)
+    assert s.record()["mailgun_id"] == outcome.detail == s.mailgun.accepted[1]["id"]
