@@ -353,8 +353,8 @@ class FirestoreLedger:
         self._timeout = timeout
         self._clock = clock
         self._blobs = blobs  # where refused messages too large for a document go
-        # The update time of this instance's lease write per delivery key, until its sent write:
-        # the precondition that makes that write lose to an event that came first.
+        # The update time of this instance's lease write per delivery key, and the record it wrote, until its
+        # sent write: the precondition that makes that write lose to an event that came first.
         self._leases: dict[str, Any] = {}
 
     def _db(self) -> Any:
@@ -401,7 +401,7 @@ class FirestoreLedger:
             batch.create(token_ref, _token_record(digest, now))
         batch.create(ref, first.record)
         try:
-            self._leased(key, self._call(batch.commit))
+            self._leased(key, self._call(batch.commit), first.record)
             return first.begin
         except (AlreadyExists, FailedPrecondition):
             pass
@@ -427,7 +427,7 @@ class FirestoreLedger:
                 assert delivery_snap is not None
                 batch.update(ref, plan.record, option=db.write_option(last_update_time=delivery_snap.update_time))
             try:
-                self._leased(key, self._call(batch.commit))
+                self._leased(key, self._call(batch.commit), plan.record)
                 return begin
             except (AlreadyExists, FailedPrecondition):
                 continue  # someone wrote first: decide again on what they wrote
@@ -450,7 +450,8 @@ class FirestoreLedger:
         ref = db.collection(DELIVERIES).document(key)
         leased = self._leases.pop(key, None)
         if leased is not None:
-            mine = decide({"state": "sending"})
+            leased, seen = leased
+            mine = decide(dict(seen))  # the record as this instance's lease wrote it
             try:
                 if mine is not None:
                     self._call(ref.update, mine, option=db.write_option(last_update_time=leased))
@@ -518,13 +519,14 @@ class FirestoreLedger:
                 continue  # the record changed since the read: decide again
         raise LedgerUnavailable("the delivery record kept changing under concurrent events")
 
-    def _leased(self, key: str, results: Any) -> None:
-        """Remember the lease write's update time (the delivery record is the batch's last write)."""
+    def _leased(self, key: str, results: Any, record: dict[str, Any]) -> None:
+        """Remember the lease write's update time (the delivery record is the batch's last write) and what it
+        wrote (the fields a later decision reads: state, ids, recipients, targets)."""
         if len(self._leases) > 1000:  # leases given up without a sent write (retries, dead letters)
             self._leases.clear()
         written = list(results or [])
         if written and getattr(written[-1], "update_time", None) is not None:
-            self._leases[key] = written[-1].update_time
+            self._leases[key] = (written[-1].update_time, record)
 
     def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         from google.cloud.firestore import Increment

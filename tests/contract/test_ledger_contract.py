@@ -463,6 +463,8 @@ def test_a_replay_retakes_a_bounce_keeps_what_was_delivered_and_the_old_sends_ev
     assert (record["state"], record["mailgun_id"], record["earlier_ids"]) == ("sending", "", [MAILGUN_ID])
     assert list(record["recipients"]) == [TARGET]
     ledger.delivery_done(k, "sent", "<2@mailgun>", {"mailgun_id": "<2@mailgun>"})
+    # the state the recipients tell (one delivered, one just sent), on both ledgers alike
+    assert (record_of(ledger, k)["state"], record_of(ledger, k)["mailgun_id"]) == ("delivered", "<2@mailgun>")
     new = mailgun_event(k, "delivered", mailgun_id="<2@mailgun>", recipient="p@gmail.com")
     assert ledger.record_event(new, uuid.uuid4().hex, 1e10, nothing).outcome == "applied"
     record = record_of(ledger, k)
