@@ -189,6 +189,12 @@ def _done_over(record: dict[str, Any], done: dict[str, Any]) -> dict[str, Any] |
     return None if events.accepted(record) else done
 
 
+def _copy_kept(done: Mapping[str, Any], written: Mapping[str, Any] | None) -> bool:
+    """Whether the kept copy a ``sent`` write carried was stored (False: the record was delivered already)."""
+    carried = "message" in done or "blob" in done
+    return not carried or written is None or "message" in written or "blob" in written
+
+
 def _merge(record: dict[str, Any], fields: Mapping[str, Any]) -> None:
     """An update as Firestore applies it: top-level fields replaced, None deletes one."""
     for name, value in fields.items():
@@ -259,15 +265,16 @@ class MemoryLedger:
 
     def delivery_done(
         self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
         with self._lock:
             record = self.deliveries.get(key)
             if record is None:
-                return
+                return True
             done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
             update = _done_over(record, done)
             if update is not None:
                 record.update(update)
+            return _copy_kept(done, update)
 
     def record_event(
         self,
@@ -435,15 +442,16 @@ class FirestoreLedger:
 
     def delivery_done(
         self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
         """One update with a precondition (nothing wrote since this instance's lease), so an event that came
         first is never overwritten; only then is the record read and merged (:func:`_done_over`)."""
         done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
-        self._write_over(key, lambda record: _done_over(record, done))
+        return _copy_kept(done, self._write_over(key, lambda record: _done_over(record, done)))
 
-    def _write_over(self, key: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+    def _write_over(self, key: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
         """Write ``decide(record)`` (None: nothing) to the delivery record: first on the lease write's update
-        time, without a read; if something wrote since (an event), on what a read finds, with a precondition."""
+        time, without a read; if something wrote since (an event), on what a read finds, with a precondition.
+        Returns what was written (None: nothing)."""
         from google.api_core.exceptions import FailedPrecondition, NotFound
 
         db = self._db()
@@ -455,19 +463,19 @@ class FirestoreLedger:
             try:
                 if mine is not None:
                     self._call(ref.update, mine, option=db.write_option(last_update_time=leased))
-                return
+                return mine
             except FailedPrecondition:
                 pass  # an event (or another instance) wrote first: decide on what is there
         for _ in range(BEGIN_ROUNDS):
             snapshot = self._call(ref.get)
             if not snapshot.exists:
-                return
+                return None
             update = decide(snapshot.to_dict() or {})
             if update is None:
-                return
+                return None
             try:
                 self._call(ref.update, update, option=db.write_option(last_update_time=snapshot.update_time))
-                return
+                return update
             except (FailedPrecondition, NotFound):
                 continue
         raise LedgerUnavailable("the delivery record kept changing under concurrent events")

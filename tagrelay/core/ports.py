@@ -104,9 +104,11 @@ class Ledger(RefusalLog, Protocol):
     ) -> Begin: ...
     def delivery_done(
         self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
         """Record the end of a send. ``fields`` go along in the same write (with ``sent``: the Mailgun
-        id, times, Pub/Sub id and attributes, and the kept copy); events that came first keep their state."""
+        id, times, Pub/Sub id and attributes, and the kept copy); events that came first keep their state.
+        False when the kept copy in ``fields`` was not stored (events already said delivered to every
+        target): the caller drops what it uploaded for it."""
         ...
 
     def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None: ...

@@ -469,3 +469,19 @@ def test_a_replay_retakes_a_bounce_keeps_what_was_delivered_and_the_old_sends_ev
     assert ledger.record_event(new, uuid.uuid4().hex, 1e10, nothing).outcome == "applied"
     record = record_of(ledger, k)
     assert record["state"] == "delivered" and "message" not in record
+
+
+def test_a_sent_write_after_every_target_was_delivered_stores_no_copy_and_says_so(
+    make: Callable[[Clock], Ledger],
+) -> None:
+    """Review of issue 12: the relay drops what it uploaded for a bounce when the record needs no copy."""
+    ledger, k1, k2 = make(Clock()), key(), key()
+    fields = {"mailgun_id": MAILGUN_ID, "attributes": {"r": "a"}, "message": b"kept"}
+    assert ledger.begin_delivery(k1, 60, INFO).state == "go"
+    assert ledger.record_event(mailgun_event(k1, "delivered"), uuid.uuid4().hex, 1e10, nothing).outcome == "applied"
+    assert ledger.delivery_done(k1, "sent", MAILGUN_ID, fields) is False
+    record = record_of(ledger, k1)
+    assert (record["state"], record["attributes"], "message" in record) == ("delivered", {"r": "a"}, False)
+    assert ledger.begin_delivery(k2, 60, INFO).state == "go"
+    assert ledger.delivery_done(k2, "sent", MAILGUN_ID, fields) is True
+    assert record_of(ledger, k2)["message"] == b"kept"

@@ -19,7 +19,7 @@ import pytest
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import DEFAULT_EVENT_MAX_AGE_SECONDS, EventsConfig, SecretRef
-from tagrelay.core.envelope import Envelope
+from tagrelay.core.envelope import Envelope, message_digest
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunTransient
 from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
 from tagrelay.core.routes import load
@@ -573,3 +573,42 @@ def test_a_replay_after_one_bounce_spares_a_target_still_pending_and_still_hears
     # Its replay goes to alice only.
     again = world.relay.handle_event_data(replay_of(world.deadletters.letters[1]))
     assert again.status == "sent" and world.sender.sent[-1][0] == ("alice@gmail.com",)
+
+
+@dataclass
+class Fast(Sender):
+    """Mailgun whose 'delivered' webhook reaches the events function before the relay's send call returns."""
+
+    hook: Any = None
+
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
+        self.sent.append((tuple(to), whole(mime), dict(variables or {})))
+        if self.hook is not None:
+            self.hook(to[0], (variables or {})[DELIVERY_VARIABLE])
+        return "<fast@example.org>"
+
+
+@pytest.mark.parametrize("claimed", [False, True])
+def test_delivered_before_the_sent_write_leaves_no_object_behind(world: World, claimed: bool) -> None:
+    """Review of issue 12: the 'delivered' that beat the relay's sent write found no kept copy to drop (not written
+    yet); the sent write then skipped it, but the sent/ copy the relay had uploaded for it, or the claim-check
+    object, stayed in the bucket with nothing left to delete it."""
+    bucket, fast = Bucket(), Fast()
+    relay = Relay(ROUTES, fast, world.deadletters, world.ledger, bucket, Limits(), lambda: NOW, keep=bucket)
+    events = Events(CONFIG, Secret(CONFIG.signing_key), world.ledger, world.deadletters, fast, bucket, lambda: NOW)
+
+    def delivered(target: str, key: str) -> None:
+        body, _ = webhook("delivered", key, "<fast@example.org>", target)
+        assert events.handle("application/json", body).status == 200
+
+    fast.hook = delivered
+    raw = RAW + b"x" * (600 * 1024) + b"\r\n"
+    data = push("big@example.org", raw)
+    if claimed:  # as ingest publishes a message over Pub/Sub's limit: the header block, the claim, the digest
+        head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        attributes = {**data["message"]["attributes"], "claim": bucket.put(raw), "digest": message_digest(raw)}
+        data = {"message": {**data["message"], "data": base64.b64encode(head).decode(), "attributes": attributes}}
+    assert relay.handle_event_data(data).status == "sent"
+    [record] = world.ledger.deliveries.values()
+    assert record["state"] == "delivered" and "blob" not in record and "message" not in record
+    assert bucket.objects == {}

@@ -269,7 +269,7 @@ def test_a_sent_record_that_could_not_be_written_is_settled_by_mailguns_events_n
     s = setup()
 
     class Failing(MemoryLedger):
-        def delivery_done(self, key: str, state: Any, detail: str, fields: Any = None) -> None:
+        def delivery_done(self, key: str, state: Any, detail: str, fields: Any = None) -> bool:
             raise LedgerUnavailable("Firestore did not answer")
 
     failing = Failing(clock=s.clock)
