@@ -26,7 +26,9 @@ Mailgun accepted the message, so a record still ``sending`` or ``retry`` (the we
 before the relay's own ``sent`` write) moves to at least ``sent`` and adopts the event's Mailgun
 id. An event for another send of the same message (a Mailgun id other than the record's, or one of
 its ``earlier_ids``: the sends before a dead-letter replay, kept while the replay's own send is not yet
-recorded) is stale and changes nothing.
+recorded) is stale and changes nothing. A target a replay spared (it did not fail; the replay goes to the
+failed ones only) keeps the Mailgun id of the send that reached it in its ``recipients`` entry: that send's
+events still count for it, and never lift the replay's own lease.
 """
 
 from __future__ import annotations
