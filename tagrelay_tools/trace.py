@@ -3,7 +3,8 @@
 ID is any of: a Message-ID (with or without ``<>``), a Pub/Sub message id, a Mailgun id (as the
 API returned it, ``<...>``, or bare), or a delivery key (the id of the record in
 ``tagrelay_deliveries``). :func:`lookups` turns it into a few equality queries, each on one
-field (``message_id``, ``mailgun_id``, ``pubsub_id``; Firestore indexes single fields by
+field (``message_id``, ``mailgun_id``, ``pubsub_id``, and ``earlier_ids`` for the Mailgun id of a send
+before a dead-letter replay; Firestore indexes single fields by
 itself, so no index has to be deployed) or a read by document id, each bounded to
 ``MAX_RECORDS``. One Message-ID sent to several aliases has one record per alias: one journey
 each. Refusal records (``tagrelay_refusals``) whose attributes carry the Message-ID are shown
@@ -55,6 +56,7 @@ class Lookup:
     collection: str
     field: str
     value: str
+    op: str = "=="  # "array_contains" for a list field (``earlier_ids``)
 
 
 def lookups(ident: str) -> list[Lookup]:
@@ -73,6 +75,7 @@ def lookups(ident: str) -> list[Lookup]:
             found += [
                 Lookup(DELIVERIES, "message_id", value),
                 Lookup(DELIVERIES, "mailgun_id", value),
+                Lookup(DELIVERIES, "earlier_ids", value, "array_contains"),  # a send before a replay
                 Lookup(REFUSALS, "attributes.message_id", value),
             ]
     return list(dict.fromkeys(found))
@@ -137,6 +140,9 @@ def journey(key: str, data: dict[str, Any]) -> list[str]:
     attempts = data.get("attempts")
     tries = f", attempt {attempts}" if attempts not in (None, "", 0, 1) else ""
     mailgun_id = data.get("mailgun_id") or (data.get("detail") if state not in ("dead", "retry", "sending") else "")
+    earlier = data.get("earlier_ids")
+    if isinstance(earlier, list) and earlier:
+        lines.append(f"  earlier sends (before a dead-letter replay): Mailgun id {', '.join(map(str, earlier))}")
     if mailgun_id:
         lines.append(f"  {when(data.get('sent_at'))}  sent         Mailgun id {mailgun_id}{tries}")
     recipients = data.get("recipients")
@@ -214,7 +220,7 @@ def find(db: Any, ident: str, call: Callable[..., Any] | None = None) -> list[Fo
             snapshot = run(collection.document(lookup.value).get)
             documents = [snapshot] if snapshot.exists else []
         else:
-            query = collection.where(filter=FieldFilter(lookup.field, "==", lookup.value)).limit(MAX_RECORDS)
+            query = collection.where(filter=FieldFilter(lookup.field, lookup.op, lookup.value)).limit(MAX_RECORDS)
             documents = run(query.get)
         for document in documents:
             found = Found(lookup.collection, document.id, document.to_dict() or {})

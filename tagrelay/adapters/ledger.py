@@ -114,7 +114,11 @@ def _decide_delivery(record: dict[str, Any], now: float, retake_dead: bool) -> D
 
 def _doubt(record: dict[str, Any]) -> Doubt | None:
     """What a record taken over leaves unresolved: its recorded unsure send, and, for a ``sending``
-    record (its lease ran out: a live one is "busy"), that whole lease (it may have died mid-send)."""
+    record (its lease ran out: a live one is "busy"), that whole lease (it may have died mid-send).
+    A record Mailgun's answer or its events proved accepted (a replay retaking ``failed``) leaves none:
+    its send is known, and the Events API would find that send under the same delivery key."""
+    if events.accepted(record):
+        return None
     since = float(record.get("unsure_since") or 0)
     recorded = Doubt(since, max(since, float(record.get("unsure_until") or 0))) if since > 0 else None
     if record.get("state") != "sending":
@@ -152,11 +156,13 @@ def _plan(
     write_token = check_token and token_record is None
     attempts = int(delivery.get("attempts", 0)) if delivery is not None else 0
     doubt = None
+    carried: dict[str, dict[str, Any]] = {}
     if delivery is not None:
         decision = _decide_delivery(delivery, now, retake_dead)
         if decision != "go":
             return _Plan(Begin(decision, attempts, str(delivery.get("detail", "")), previous), write_token)
         doubt = _doubt(delivery)
+        carried = events.carried_over(delivery)
     record = {
         **info,
         "state": "sending",
@@ -164,20 +170,29 @@ def _plan(
         "lease_until": now + lease_seconds,
         "attempts": attempts + 1,
         "mailgun_id": "",  # a new send: events of an earlier one (before a replay) are stale
-        "recipients": {},
+        "earlier_ids": events.earlier_ids(delivery) if delivery is not None else [],
+        "recipients": carried,  # a replay: the targets that did not fail, not sent to again
         "updated_at": now,
         "expires_at": _expiry(now, DELIVERY_KEEP_SECONDS),
         **_unsure_fields(doubt),  # kept until resolved: this instance may die too
     }
-    return _Plan(Begin("go", attempts + 1, "", previous, doubt), write_token, record)
+    earlier = tuple(events.earlier_ids(delivery)) if delivery is not None and doubt is not None else ()
+    begin = Begin("go", attempts + 1, "", previous, doubt, tuple(sorted(t.lower() for t in carried)), earlier)
+    return _Plan(begin, write_token, record)
 
 
 def _done_over(record: dict[str, Any], done: dict[str, Any]) -> dict[str, Any] | None:
     """The relay's end-of-send write over ``record``: ``sent`` keeps a higher state an event set first;
     ``dead`` does not overwrite a record an event showed Mailgun accepted (None: nothing to write)."""
     if done["state"] == "sent":
-        return events.sent_fields(record, done)
+        return events.sent_fields(record, {**done, **_unsure_fields(None)})  # a send known: no doubt left
     return None if events.accepted(record) else done
+
+
+def _copy_kept(done: Mapping[str, Any], written: Mapping[str, Any] | None) -> bool:
+    """Whether the kept copy a ``sent`` write carried was stored (False: the record was delivered already)."""
+    carried = "message" in done or "blob" in done
+    return not carried or written is None or "message" in written or "blob" in written
 
 
 def _merge(record: dict[str, Any], fields: Mapping[str, Any]) -> None:
@@ -245,20 +260,21 @@ class MemoryLedger:
                 if plan.write_token:
                     self.tokens[token] = _token_record(digest, now)
                 assert plan.record is not None
-                self.deliveries[key] = plan.record
+                self.deliveries.setdefault(key, {}).update(plan.record)  # as Firestore's update: other fields stay
             return plan.begin
 
     def delivery_done(
         self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
         with self._lock:
             record = self.deliveries.get(key)
             if record is None:
-                return
+                return True
             done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
             update = _done_over(record, done)
             if update is not None:
                 record.update(update)
+            return _copy_kept(done, update)
 
     def record_event(
         self,
@@ -344,8 +360,8 @@ class FirestoreLedger:
         self._timeout = timeout
         self._clock = clock
         self._blobs = blobs  # where refused messages too large for a document go
-        # The update time of this instance's lease write per delivery key, until its sent write:
-        # the precondition that makes that write lose to an event that came first.
+        # The update time of this instance's lease write per delivery key, and the record it wrote, until its
+        # sent write: the precondition that makes that write lose to an event that came first.
         self._leases: dict[str, Any] = {}
 
     def _db(self) -> Any:
@@ -392,7 +408,7 @@ class FirestoreLedger:
             batch.create(token_ref, _token_record(digest, now))
         batch.create(ref, first.record)
         try:
-            self._leased(key, self._call(batch.commit))
+            self._leased(key, self._call(batch.commit), first.record)
             return first.begin
         except (AlreadyExists, FailedPrecondition):
             pass
@@ -418,7 +434,7 @@ class FirestoreLedger:
                 assert delivery_snap is not None
                 batch.update(ref, plan.record, option=db.write_option(last_update_time=delivery_snap.update_time))
             try:
-                self._leased(key, self._call(batch.commit))
+                self._leased(key, self._call(batch.commit), plan.record)
                 return begin
             except (AlreadyExists, FailedPrecondition):
                 continue  # someone wrote first: decide again on what they wrote
@@ -426,38 +442,40 @@ class FirestoreLedger:
 
     def delivery_done(
         self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
         """One update with a precondition (nothing wrote since this instance's lease), so an event that came
         first is never overwritten; only then is the record read and merged (:func:`_done_over`)."""
         done = {**(fields or {}), "state": state, "detail": detail, "lease_until": 0, "updated_at": self._clock()}
-        self._write_over(key, lambda record: _done_over(record, done))
+        return _copy_kept(done, self._write_over(key, lambda record: _done_over(record, done)))
 
-    def _write_over(self, key: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> None:
+    def _write_over(self, key: str, decide: Callable[[dict[str, Any]], dict[str, Any] | None]) -> dict[str, Any] | None:
         """Write ``decide(record)`` (None: nothing) to the delivery record: first on the lease write's update
-        time, without a read; if something wrote since (an event), on what a read finds, with a precondition."""
+        time, without a read; if something wrote since (an event), on what a read finds, with a precondition.
+        Returns what was written (None: nothing)."""
         from google.api_core.exceptions import FailedPrecondition, NotFound
 
         db = self._db()
         ref = db.collection(DELIVERIES).document(key)
         leased = self._leases.pop(key, None)
         if leased is not None:
-            mine = decide({"state": "sending"})
+            leased, seen = leased
+            mine = decide(dict(seen))  # the record as this instance's lease wrote it
             try:
                 if mine is not None:
                     self._call(ref.update, mine, option=db.write_option(last_update_time=leased))
-                return
+                return mine
             except FailedPrecondition:
                 pass  # an event (or another instance) wrote first: decide on what is there
         for _ in range(BEGIN_ROUNDS):
             snapshot = self._call(ref.get)
             if not snapshot.exists:
-                return
+                return None
             update = decide(snapshot.to_dict() or {})
             if update is None:
-                return
+                return None
             try:
                 self._call(ref.update, update, option=db.write_option(last_update_time=snapshot.update_time))
-                return
+                return update
             except (FailedPrecondition, NotFound):
                 continue
         raise LedgerUnavailable("the delivery record kept changing under concurrent events")
@@ -509,13 +527,14 @@ class FirestoreLedger:
                 continue  # the record changed since the read: decide again
         raise LedgerUnavailable("the delivery record kept changing under concurrent events")
 
-    def _leased(self, key: str, results: Any) -> None:
-        """Remember the lease write's update time (the delivery record is the batch's last write)."""
+    def _leased(self, key: str, results: Any, record: dict[str, Any]) -> None:
+        """Remember the lease write's update time (the delivery record is the batch's last write) and what it
+        wrote (the fields a later decision reads: state, ids, recipients, targets)."""
         if len(self._leases) > 1000:  # leases given up without a sent write (retries, dead letters)
             self._leases.clear()
         written = list(results or [])
         if written and getattr(written[-1], "update_time", None) is not None:
-            self._leases[key] = written[-1].update_time
+            self._leases[key] = (written[-1].update_time, record)
 
     def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         from google.cloud.firestore import Increment

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -93,10 +93,10 @@ class MailgunClient:
         except requests.RequestException as exc:
             raise send_failure(exc) from None
 
-    def find_accepted(self, recipient: str, delivery: str, since: float) -> str | None:
+    def find_accepted(self, recipient: str, delivery: str, since: float, skip: Collection[str] = ()) -> str | None:
         """The Mailgun id of an ``accepted`` event to ``recipient`` since ``since`` whose user variables
-        carry ``delivery`` (None: none in the whole range). Walks ``paging.next`` until an empty page,
-        at most EVENTS_MAX_PAGES pages in EVENTS_BUDGET_SECONDS; anything short of that whole walk
+        carry ``delivery``, other than those in ``skip`` (None: none in the whole range). Walks ``paging.next``
+        until an empty page, at most EVENTS_MAX_PAGES pages in EVENTS_BUDGET_SECONDS; anything short of that whole walk
         (an error, a bound reached, a page URL off the API's host) is MailgunTransient, never "none".
         """
         deadline = time.monotonic() + EVENTS_BUDGET_SECONDS
@@ -113,7 +113,7 @@ class MailgunClient:
             items = page.get("items")
             if not isinstance(items, list):
                 raise MailgunTransient("Mailgun's Events API answered a page without items")
-            found = accepted_id(items, delivery)
+            found = accepted_id(items, delivery, skip)
             if found is not None or not items:
                 return found
             paging = page.get("paging")

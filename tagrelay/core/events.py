@@ -24,8 +24,11 @@ wins); a temporary failure records its reason and time without leaving ``sent``.
 several, one target's permanent failure shows even after another's delivery. Any event proves
 Mailgun accepted the message, so a record still ``sending`` or ``retry`` (the webhook can come
 before the relay's own ``sent`` write) moves to at least ``sent`` and adopts the event's Mailgun
-id. An event for another send of the same message (a Mailgun id other than the record's: the
-send before a dead-letter replay) is stale and changes nothing.
+id. An event for another send of the same message (a Mailgun id other than the record's, or one of
+its ``earlier_ids``: the sends before a dead-letter replay, kept while the replay's own send is not yet
+recorded) is stale and changes nothing. A target a replay spared (it did not fail; the replay goes to the
+failed ones only) keeps the Mailgun id of the send that reached it in its ``recipients`` entry: that send's
+events still count for it, and never lift the replay's own lease.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ KEEP_INLINE_BYTES = 512 * 1024
 KEPT_PREFIX = "sent/"
 MAX_TEXT_CHARS = 500  # reason, message and ids kept and logged from an event, cut
 MAX_RECIPIENTS = 50  # per record: the route's targets (Mailgun's events name nothing else)
+MAX_EARLIER_IDS = 20  # Mailgun ids of a record's sends before a dead-letter replay, whose events are stale
 _KEY = re.compile(r"[0-9a-f]{64}")
 SUPPRESSION_REASONS = {
     "suppress-bounce": "bounces",
@@ -188,6 +192,15 @@ class Change:
     complained_now: bool = False
 
 
+def _most_telling(state: str, recipients: Mapping[str, Mapping[str, Any]]) -> str:
+    """``state``, raised to the most telling of the recipients' states."""
+    for entry in recipients.values():
+        seen = str(entry.get("state", ""))
+        if ORDER.get(seen, 0) > ORDER.get(state, 0):
+            state = seen
+    return state
+
+
 def same_id(a: str, b: str) -> bool:
     return a.strip("<>") == b.strip("<>")
 
@@ -196,14 +209,19 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
     """The change ``event`` makes to the delivery ``record`` (pure; see the module docstring)."""
     before = str(record.get("state", ""))
     current = str(record.get("mailgun_id", "") or "")
-    if not event.mailgun_id or (current and not same_id(current, event.mailgun_id)):
-        return Change("stale", {}, before, before)  # another send of this message, or no way to tell
-    if event.kind == "other":
-        return Change("unchanged", {}, before, before)
     recipients: dict[str, dict[str, Any]] = {
         str(k): dict(v) for k, v in (record.get("recipients") or {}).items() if isinstance(v, Mapping)
     }
     old = recipients.get(event.recipient)
+    own = str(old.get("mailgun_id", "") or "") if old else ""  # a target a replay spared: its own send's id
+    if own:
+        stale = not same_id(own, event.mailgun_id)
+    else:
+        stale = (current and not same_id(current, event.mailgun_id)) or earlier_send(record, event)
+    if not event.mailgun_id or stale:
+        return Change("stale", {}, before, before)  # another send of this message, or no way to tell
+    if event.kind == "other":
+        return Change("unchanged", {}, before, before)
     was = str(old.get("state", "sent")) if old else "sent"
     new: dict[str, Any] | None = None
     if event.kind == "temporary":
@@ -211,7 +229,10 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
             new = {"state": "sent", "reason": event.reason, "code": event.code, "at": event.at, "severity": "temporary"}
     elif RANK[event.kind] > RANK.get(was, 0):
         new = {"state": event.kind, "reason": event.reason, "code": event.code, "at": event.at}
-    promote = not current or RANK.get(before, 0) < RANK["sent"]  # the event proves Mailgun accepted it
+    if new is not None and own:
+        new["mailgun_id"] = own
+    # The event proves Mailgun accepted the record's current send (not so for an earlier send a replay spared).
+    promote = not own and (not current or RANK.get(before, 0) < RANK["sent"])
     if new is None and not promote:
         return Change("unchanged", {}, before, before)  # a duplicate, or out of order: never back
     failed_now = new is not None and new["state"] == "failed"
@@ -219,21 +240,65 @@ def apply(record: Mapping[str, Any], event: Event, now: float) -> Change:
         return Change("early", {}, before, before)  # the relay's sent write (with the message) comes next
     if new is not None and event.recipient and (old is not None or len(recipients) < MAX_RECIPIENTS):
         recipients[event.recipient] = new
-    after = before if ORDER.get(before, 0) >= ORDER["sent"] else "sent"
-    for entry in recipients.values():
-        state = str(entry.get("state", ""))
-        if ORDER.get(state, 0) > ORDER.get(after, 0):
-            after = state
+    if ORDER.get(before, 0) >= ORDER["sent"] or promote:
+        after = _most_telling(before if ORDER.get(before, 0) >= ORDER["sent"] else "sent", recipients)
+    else:  # a spared target's event while the replay's own send is not recorded: the lease stays as it is
+        after = before
     fields: dict[str, Any] = {"state": after, "recipients": recipients, "updated_at": now}
     if new is not None:
         fields.update(event_at=event.at, reason=event.reason, code=event.code, severity=event.severity)
         fields["event_message"] = event.message
-    if not current:
+    if not current and not own:
         fields.update(mailgun_id=event.mailgun_id, detail=event.mailgun_id, lease_until=0)
     if _all_delivered(record, recipients):
         fields.update(message=None, blob=None)  # the kept copy is no longer needed (None deletes a field)
     complained_now = new is not None and new["state"] == "complained"
     return Change("applied", fields, before, after, failed_now=failed_now, complained_now=complained_now)
+
+
+def earlier_send(record: Mapping[str, Any], event: Event) -> bool:
+    """Whether ``event`` is about a send before this record's current one (a dead-letter replay took the
+    record over: its ``mailgun_id`` is empty until the new send is recorded, and the old id is kept in
+    ``earlier_ids``), so it can never pass for the new send's own early event."""
+    earlier = record.get("earlier_ids") or []
+    return isinstance(earlier, list) and any(same_id(str(x), event.mailgun_id) for x in earlier)
+
+
+def earlier_ids(record: Mapping[str, Any]) -> list[str]:
+    """The ``earlier_ids`` of a record taken over for a new send: those it had, and its current Mailgun id."""
+    earlier = (
+        [str(x) for x in (record.get("earlier_ids") or []) if x] if isinstance(record.get("earlier_ids"), list) else []
+    )
+    current = str(record.get("mailgun_id", "") or "")
+    if current and not any(same_id(current, x) for x in earlier):
+        earlier.append(current)
+    return earlier[-MAX_EARLIER_IDS:]
+
+
+def carried_over(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The recipients a record taken over for a dead-letter replay keeps, when a target of it failed: every
+    target but the failed ones (delivered, complained, or with no outcome yet from the recorded send), each
+    with the Mailgun id of the send that went to it (``mailgun_id`` in its entry: its late events still
+    count). The replay is sent to the others only; none of these gets a second copy. A replay taken over
+    again after a retry keeps what it spared."""
+    raw = record.get("recipients") or {}
+    recipients = {str(t): r for t, r in raw.items() if isinstance(r, Mapping)} if isinstance(raw, Mapping) else {}
+    if not any(r.get("state") == "failed" for r in recipients.values()):
+        return {t: dict(r) for t, r in recipients.items() if r.get("mailgun_id")}  # a replay's retry, or nothing
+    current = str(record.get("mailgun_id", "") or "")
+    targets = [t.strip().lower() for t in str(record.get("targets", "")).split(",") if t.strip()]
+    carried: dict[str, dict[str, Any]] = {}
+    for target in dict.fromkeys([*targets, *recipients]):
+        seen = recipients.get(target)
+        if seen is None and not current:
+            continue  # no recorded send went to it (a replay's own target): it is sent
+        entry = dict(seen) if seen is not None else {"state": "sent"}
+        if entry.get("state") == "failed":
+            continue
+        if current and not entry.get("mailgun_id"):
+            entry["mailgun_id"] = current
+        carried[target] = entry
+    return carried
 
 
 def _all_delivered(record: Mapping[str, Any], recipients: Mapping[str, Mapping[str, Any]]) -> bool:
@@ -265,15 +330,25 @@ def token_expiry(stamp: int, max_age_seconds: float) -> float:
 
 
 def sent_fields(record: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """The relay's ``sent`` write over what is there now: events that came first (same Mailgun id)
-    keep their higher state; anything else (no events, or a previous send's) gives way to ``sent``."""
+    """The relay's ``sent`` write over what is there now: events that came first (same Mailgun id) keep their
+    higher state, and so do the targets a replay spared; a previous send's events give way to ``sent``."""
     out = {**fields, "state": "sent"}
     if record is None:
         return out
     state = str(record.get("state", ""))
     current = str(record.get("mailgun_id", "") or "")
-    if ORDER.get(state, 0) > ORDER["sent"] and current and same_id(current, str(fields.get("mailgun_id", ""))):
+    raw = record.get("recipients") or {}
+    recipients = {str(k): v for k, v in raw.items() if isinstance(v, Mapping)} if isinstance(raw, Mapping) else {}
+    if current and not same_id(current, str(fields.get("mailgun_id", ""))):
+        if recipients:
+            out["recipients"] = {}  # what events said was about another send, not this one
+        return out
+    if current and ORDER.get(state, 0) > ORDER["sent"]:
         out["state"] = state
+    out["state"] = _most_telling(str(out["state"]), recipients)
+    if _all_delivered(record, recipients):
+        out.pop("message", None)  # delivered everywhere already: nothing to keep for a bounce
+        out.pop("blob", None)
     return out
 
 

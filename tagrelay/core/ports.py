@@ -7,7 +7,7 @@ Services import only this module and the rest of the core, never an adapter.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -45,6 +45,12 @@ class Begin:
     detail: str = ""  # the Mailgun id (or the dead-letter reason) when done; the bound digest on conflict
     previous: str = ""  # the record's state before this call ("" when new): "sent", "dead", "sending", ...
     doubt: Doubt | None = None  # when "go": an earlier send may have been accepted (ask Mailgun first)
+    # When "go" retakes a record after a target failed (a dead-letter replay): the targets an earlier send
+    # went to that did not fail (lower case); the replay is sent to the failed ones only.
+    spared: tuple[str, ...] = ()
+    # With a doubt: the Mailgun ids of the sends a dead-letter replay followed (``earlier_ids``); accepted under
+    # the same delivery key, they are never taken for the send in doubt.
+    earlier: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,9 +104,11 @@ class Ledger(RefusalLog, Protocol):
     ) -> Begin: ...
     def delivery_done(
         self, key: str, state: Literal["sent", "dead"], detail: str, fields: Mapping[str, Any] | None = None
-    ) -> None:
+    ) -> bool:
         """Record the end of a send. ``fields`` go along in the same write (with ``sent``: the Mailgun
-        id, times, Pub/Sub id and attributes, and the kept copy); events that came first keep their state."""
+        id, times, Pub/Sub id and attributes, and the kept copy); events that came first keep their state.
+        False when the kept copy in ``fields`` was not stored (events already said delivered to every
+        target): the caller drops what it uploaded for it."""
         ...
 
     def release_delivery(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None: ...
@@ -179,10 +187,11 @@ class SentLog(Protocol):
 
     ``find_accepted`` answers the Mailgun id (as the send API returns it, ``<...>``) of an
     ``accepted`` event for ``recipient`` since ``since`` (epoch seconds) whose
-    ``DELIVERY_VARIABLE`` user variable is ``delivery``; None when there is none.
+    ``DELIVERY_VARIABLE`` user variable is ``delivery`` and whose id is not in ``skip`` (earlier sends of
+    the same delivery, before a dead-letter replay); None when there is none.
     """
 
-    def find_accepted(self, recipient: str, delivery: str, since: float) -> str | None: ...
+    def find_accepted(self, recipient: str, delivery: str, since: float, skip: Collection[str] = ()) -> str | None: ...
 
 
 class StoredMessages(Protocol):

@@ -18,7 +18,7 @@ Pure: the adapter (:mod:`tagrelay.adapters.mailgun`) walks the pages, this modul
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -58,7 +58,7 @@ def decide(found: str | None, doubt: Doubt, now: float, settle_seconds: float) -
     return Decision("send", forgotten=now - doubt.since > EVENTS_RETENTION_SECONDS)
 
 
-def accepted_id(items: Iterable[Any], delivery: str) -> str | None:
+def accepted_id(items: Iterable[Any], delivery: str, skip: Collection[str] = ()) -> str | None:
     """The Mailgun id (``<...>``, as the send API returns it) of the first ``accepted`` event in ``items``
     whose ``user-variables`` carry ``delivery``; None when none does.
 
@@ -66,8 +66,10 @@ def accepted_id(items: Iterable[Any], delivery: str) -> str | None:
     user variable Mailgun parsed as JSON comes back as a number or an object, never equal to a
     hex key; anything malformed is skipped, not trusted. An event Mailgun flags as not
     authenticated (``flags.is-authenticated`` false: mail it received, whose sender may have
-    written ``X-Mailgun-Variables``) is never taken for our send.
+    written ``X-Mailgun-Variables``) is never taken for our send, nor is one whose id is in ``skip`` (an earlier
+    send of the same delivery, before a dead-letter replay: its events carry the same key).
     """
+    skipped = {str(s).strip().strip("<>") for s in skip}
     for item in items:
         if not isinstance(item, dict) or item.get("event") != "accepted":
             continue
@@ -81,6 +83,8 @@ def accepted_id(items: Iterable[Any], delivery: str) -> str | None:
         headers = message.get("headers") if isinstance(message, dict) else None
         ident = headers.get("message-id") if isinstance(headers, dict) else None
         if isinstance(ident, str) and ident.strip("<> \t"):
+            if ident.strip().strip("<>") in skipped:
+                continue
             return f"<{ident.strip().strip('<>')}>"
         return "<unknown: accepted without a message-id>"
     return None

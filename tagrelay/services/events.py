@@ -1,8 +1,8 @@
 """The events service: a Mailgun event webhook → the delivery record's state, dead letters, notices.
 
 Statuses (Mailgun treats 200 as done and 406 as "rejected, do not retry"; anything else it
-retries for about 8 hours, each retry signed afresh, except the ``delivered`` notification,
-which Mailgun does not retry):
+retries for about 8 hours, except the ``delivered`` notification; whether a retry is signed afresh
+Mailgun does not say, so the timestamp window, ``TAGRELAY_EVENT_MAX_AGE_SECONDS``, covers those 8 hours):
 
 - 200 handled, or ignored: not about one of our forwards (no ``tagrelay-delivery`` variable,
   no such delivery record), a duplicate, out of order, about an earlier send of the message,
@@ -118,7 +118,8 @@ class Events:
         kept = _Kept()
 
         def before_commit(change: Change, record: dict[str, Any]) -> None:
-            if change.failed_now:
+            # Once per post: a commit round lost to a concurrent write decides again, and must not publish again.
+            if change.failed_now and not kept.reason:
                 self._dead_letter(event, record, kept)
 
         recorded = self._ledger.record_event(event, token, expires, before_commit)

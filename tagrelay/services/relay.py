@@ -257,11 +257,21 @@ class Relay:
             event(logging.INFO, "another instance is sending it", stage="relay", outcome="retry", **fields)
             raise Busy("delivery in progress elsewhere")
         progress.key = key
+        if begin.spared:  # a replay after some targets failed: the others had (or may still get) a copy
+            kept = tuple(t for t in targets if t.lower() not in begin.spared)
+            event(
+                logging.INFO,
+                f"replay: not sent again to {', '.join(t for t in targets if t not in kept)} (they did not fail)",
+                stage="relay",
+                outcome="replay",
+                **fields,
+            )
+            targets = kept or targets
 
         failed = Failure(key, carried, carried, attributes, delivery.pubsub_id, resolved.rule.notify)
         if begin.doubt is not None:
             try:
-                earlier = self._earlier_send(key, begin.doubt, targets[0], fields)
+                earlier = self._earlier_send(key, begin.doubt, targets[0], fields, begin.earlier)
             except TransientError as exc:
                 self._release(key, begin.doubt, attempted=False)  # a wait is not a send attempt
                 age = self._age(delivery)
@@ -276,7 +286,7 @@ class Relay:
                 raise
             if earlier:
                 progress.mailgun_id = earlier
-                self._record(key, "sent", earlier, self._sent_fields(delivery, carried, attributes, earlier))
+                self._record_sent(key, earlier, self._sent_fields(delivery, carried, attributes, earlier), message)
                 self._after_sent(message, plan, route_to)
                 return Outcome("duplicate", earlier)
         started = 0.0
@@ -324,7 +334,7 @@ class Relay:
             raise
 
         progress.mailgun_id = mailgun_id
-        self._record(key, "sent", mailgun_id, self._sent_fields(delivery, carried, attributes, mailgun_id))
+        self._record_sent(key, mailgun_id, self._sent_fields(delivery, carried, attributes, mailgun_id), message)
         self._after_sent(message, plan, route_to)
         spam_seen = seen.flagged or (seen.score is not None and seen.score >= resolved.rule.spam.threshold)
         if found is None:  # a forwarded message (never a reply as the alias, nor an owner's notice)
@@ -348,13 +358,15 @@ class Relay:
         if self._replies is not None:
             self._replies.sent(plan, normalize(route_to) or route_to, message.mime, message.sender)
 
-    def _earlier_send(self, key: str, doubt: Doubt, recipient: str, fields: dict[str, str]) -> str:
+    def _earlier_send(
+        self, key: str, doubt: Doubt, recipient: str, fields: dict[str, str], skip: tuple[str, ...] = ()
+    ) -> str:
         """The Mailgun id of an earlier send of this delivery that Mailgun accepted, or "" when its events
         surely show none (then it is sent now). Raises Settling while "none" cannot be believed yet, and
         MailgunTransient while the Events API cannot be asked: never sent blind."""
         if self._sent_log is None:
             raise MailgunTransient("an earlier send may have reached Mailgun, and no Events API client is set up")
-        found = self._sent_log.find_accepted(recipient, key, query_since(doubt))
+        found = self._sent_log.find_accepted(recipient, key, query_since(doubt), skip=skip)
         decision = decide(found, doubt, self._clock(), self._limits.events_settle_seconds)
         if decision.verdict == "sent":
             event(
@@ -566,14 +578,28 @@ class Relay:
             return
         event(logging.INFO, "owner notified", stage="relay", alias=alias, outcome="notified", targets=[failed.notify])
 
-    def _record(self, key: str, state: Any, detail: str, fields: dict[str, Any] | None = None) -> None:
-        """Record the end of a delivery. If the ledger fails here, the message is still
-        acknowledged; a redelivery Pub/Sub makes on its own finds the record ``sending``,
-        and once the lease runs out it asks Mailgun's events before sending (issue 12)."""
+    def _record(self, key: str, state: Any, detail: str, fields: dict[str, Any] | None = None) -> bool:
+        """Record the end of a delivery (False: the kept copy in ``fields`` was not stored). If the ledger
+        fails here, the message is still acknowledged; a redelivery Pub/Sub makes on its own finds the record
+        ``sending``, and once the lease runs out it asks Mailgun's events before sending (issue 12)."""
         try:
-            self._ledger.delivery_done(key, state, detail, fields)
+            return self._ledger.delivery_done(key, state, detail, fields)
         except LedgerUnavailable as exc:
             event(logging.ERROR, f"{state} but not recorded: {exc.reason}", stage="relay", outcome=state)
+            return True
+
+    def _record_sent(self, key: str, mailgun_id: str, fields: dict[str, Any], message: Envelope) -> None:
+        """Record ``sent``; when Mailgun's events already said delivered to every target (they came first and
+        found nothing kept to drop), drop what was kept for a bounce here: the ``sent/`` copy, the claim object."""
+        if self._record(key, "sent", mailgun_id, fields):
+            return
+        for store, ref in ((self._keep, str(fields.get("blob", ""))), (self._claims, message.claim)):
+            if ref and store is not None:
+                try:
+                    store.delete(ref)
+                except Exception as exc:  # cleanup: whatever fails, the bucket's lifecycle rule deletes it
+                    why = exc.reason if isinstance(exc, (ClaimMissing, TransientError)) else type(exc).__name__
+                    event(logging.WARNING, f"kept copy left for the lifecycle rule: {why}", stage="relay")
 
     def _release(self, key: str, doubt: Doubt | None = None, attempted: bool = True) -> None:
         try:

@@ -439,3 +439,49 @@ def test_a_release_or_dead_after_an_event_proved_acceptance_does_not_undo_it(mak
     ledger.begin_delivery(k3, 60, INFO)
     ledger.delivery_done(k3, "dead", "Mailgun answered 400")
     assert record_of(ledger, k3)["state"] == "dead"
+
+
+def test_a_replay_retakes_a_bounce_keeps_what_was_delivered_and_the_old_sends_events_are_stale(
+    make: Callable[[Clock], Ledger],
+) -> None:
+    """Review of issue 12: two targets, one bounced. The replay's lease names the earlier send's id
+    (its late events are stale, never the replay's own early ones) and keeps the delivered target."""
+    ledger, k = make(Clock()), key()
+    info = {**INFO, "targets": f"{TARGET},p@gmail.com"}
+    assert ledger.begin_delivery(k, 60, info).state == "go"
+    ledger.delivery_done(k, "sent", MAILGUN_ID, {"mailgun_id": MAILGUN_ID, "attributes": {"r": "a"}, "message": b"m"})
+    for kind, target in (("delivered", TARGET), ("failed", "p@gmail.com")):
+        assert (
+            ledger.record_event(mailgun_event(k, kind, recipient=target), uuid.uuid4().hex, 1e10, nothing).outcome
+            == "applied"
+        )
+    retaken = ledger.begin_delivery(k, 60, info, retake_dead=True)
+    assert (retaken.state, retaken.spared, retaken.doubt) == ("go", (TARGET,), None)
+    late = ledger.record_event(mailgun_event(k, "delivered", recipient="p@gmail.com"), uuid.uuid4().hex, 1e10, nothing)
+    assert late.outcome == "stale"
+    record = record_of(ledger, k)
+    assert (record["state"], record["mailgun_id"], record["earlier_ids"]) == ("sending", "", [MAILGUN_ID])
+    assert list(record["recipients"]) == [TARGET]
+    ledger.delivery_done(k, "sent", "<2@mailgun>", {"mailgun_id": "<2@mailgun>"})
+    # the state the recipients tell (one delivered, one just sent), on both ledgers alike
+    assert (record_of(ledger, k)["state"], record_of(ledger, k)["mailgun_id"]) == ("delivered", "<2@mailgun>")
+    new = mailgun_event(k, "delivered", mailgun_id="<2@mailgun>", recipient="p@gmail.com")
+    assert ledger.record_event(new, uuid.uuid4().hex, 1e10, nothing).outcome == "applied"
+    record = record_of(ledger, k)
+    assert record["state"] == "delivered" and "message" not in record
+
+
+def test_a_sent_write_after_every_target_was_delivered_stores_no_copy_and_says_so(
+    make: Callable[[Clock], Ledger],
+) -> None:
+    """Review of issue 12: the relay drops what it uploaded for a bounce when the record needs no copy."""
+    ledger, k1, k2 = make(Clock()), key(), key()
+    fields = {"mailgun_id": MAILGUN_ID, "attributes": {"r": "a"}, "message": b"kept"}
+    assert ledger.begin_delivery(k1, 60, INFO).state == "go"
+    assert ledger.record_event(mailgun_event(k1, "delivered"), uuid.uuid4().hex, 1e10, nothing).outcome == "applied"
+    assert ledger.delivery_done(k1, "sent", MAILGUN_ID, fields) is False
+    record = record_of(ledger, k1)
+    assert (record["state"], record["attributes"], "message" in record) == ("delivered", {"r": "a"}, False)
+    assert ledger.begin_delivery(k2, 60, INFO).state == "go"
+    assert ledger.delivery_done(k2, "sent", MAILGUN_ID, fields) is True
+    assert record_of(ledger, k2)["message"] == b"kept"

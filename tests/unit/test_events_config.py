@@ -19,7 +19,7 @@ GOOD = {
 
 def test_defaults() -> None:
     config = load_events(GOOD)
-    assert config.max_age_seconds == DEFAULT_EVENT_MAX_AGE_SECONDS == 900
+    assert config.max_age_seconds == DEFAULT_EVENT_MAX_AGE_SECONDS == 9 * 3600
     assert (config.deadletter_topic, config.claim_bucket, config.api_base) == (
         "tagrelay-deadletter",
         "",

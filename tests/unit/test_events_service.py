@@ -11,15 +11,15 @@ import base64
 import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.adapters.secrets import Secret
-from tagrelay.core.config import EventsConfig, SecretRef
-from tagrelay.core.envelope import Envelope
+from tagrelay.core.config import DEFAULT_EVENT_MAX_AGE_SECONDS, EventsConfig, SecretRef
+from tagrelay.core.envelope import Envelope, message_digest
 from tagrelay.core.errors import BusUnavailable, LedgerUnavailable, MailgunTransient
 from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
 from tagrelay.core.routes import load
@@ -385,3 +385,230 @@ def test_a_copy_over_512_kib_is_kept_in_the_bucket_dead_lettered_whole_and_dropp
     [(data, _, _)] = world.deadletters.letters
     assert data == raw  # the whole original, from the bucket
     assert list(bucket.objects.values()) == [raw]  # the delivered one's copy is gone, the failed one's kept
+
+
+@dataclass
+class Racing(Sender):
+    """Mailgun for the relay, with a webhook post that arrives while the relay's send is in flight."""
+
+    during: list[Any] = field(default_factory=list)
+
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
+        while self.during:
+            self.during.pop(0)()
+        return super().send_mime(to, mime, variables)
+
+
+def replay_of(letter: tuple[bytes, dict[str, str], str]) -> dict[str, Any]:
+    data, attributes, _ = letter
+    return {"message": {"data": base64.b64encode(data).decode(), "attributes": {**attributes, "replay": "1"},
+                        "messageId": "5000", "publishTime": "2024-01-01T00:10:00Z"}}  # fmt: skip
+
+
+def test_a_late_event_of_the_first_send_during_a_replay_is_stale_and_the_replay_stays_watched(world: World) -> None:
+    """Review of issue 12: while a replay was sending (mailgun_id reset to ""), a late event of the first send
+    was taken for the replay's own early event: a second dead letter and notice, the record 'failed' under
+    the old id, and then the replay's own bounce was 'unchanged' (the target already failed): lost silently."""
+    racing = Racing()
+    relay = Relay(ROUTES, racing, world.deadletters, world.ledger, limits=Limits(), clock=lambda: NOW)
+    events = Events(CONFIG, Secret(CONFIG.signing_key), world.ledger, world.deadletters, racing, clock=lambda: NOW)
+    assert relay.handle_event_data(push("notify-x@example.org")).status == "sent"
+    (target,), _, variables = racing.sent[0]
+    key = variables[DELIVERY_VARIABLE]
+    first_id = world.ledger.deliveries[key]["mailgun_id"]
+    assert events.handle("application/json", webhook("failed", key, first_id, target, **permanent())[0]).status == 200
+    [letter] = world.deadletters.letters
+    late: list[tuple[int, str]] = []  # Mailgun's retry of that webhook (our 200 was lost), during the replay's send
+    racing.during.append(
+        lambda: late.append(
+            astuple(events.handle("application/json", webhook("failed", key, first_id, target, **permanent())[0]))
+        )
+    )
+    outcome = relay.handle_event_data(replay_of(letter))
+    assert late == [(200, "stale")] and outcome.status == "sent"
+    assert len(world.deadletters.letters) == 1 and len(racing.sent) == 3  # send, notice, replay
+    record = world.ledger.deliveries[key]
+    assert (record["state"], record["mailgun_id"], record["recipients"]) == ("sent", outcome.detail, {})
+    # The replay's own bounce is a dead letter and a notice again.
+    assert (
+        events.handle("application/json", webhook("failed", key, outcome.detail, target, **permanent())[0]).status
+        == 200
+    )
+    assert len(world.deadletters.letters) == 2 and len(racing.sent) == 4
+
+
+def test_a_late_delivered_of_the_first_send_does_not_strand_a_replay_that_must_retry(world: World) -> None:
+    """Review of issue 12: two targets, bob's copy bounced and is replayed; alice's late 'delivered' of the
+    first send, arriving during the replay's send, marked the record delivered (accepted): the replay's
+    transient failure released nothing, and its redelivery was 'done': never sent. Now alice's event is
+    recorded for alice (the replay spared her) and the record stays the replay's lease."""
+    racing = Racing()
+    relay = Relay(ROUTES, racing, world.deadletters, world.ledger, limits=Limits(), clock=lambda: NOW)
+    assert relay.handle_event_data(push("team@example.org")).status == "sent"
+    _, _, variables = racing.sent[0]
+    key = variables[DELIVERY_VARIABLE]
+    first_id = world.ledger.deliveries[key]["mailgun_id"]
+    assert answer(world, webhook("failed", key, first_id, "bob@gmail.com", **permanent())[0]) == (200, "failed")
+    [letter] = world.deadletters.letters
+    late: list[tuple[int, str]] = []
+    racing.during.append(lambda: late.append(answer(world, webhook("delivered", key, first_id, "alice@gmail.com")[0])))
+    racing.fail.append(MailgunTransient("Mailgun answered 503"))
+    with pytest.raises(MailgunTransient):
+        relay.handle_event_data(replay_of(letter))
+    assert late == [(200, "sending")] and world.ledger.deliveries[key]["state"] == "retry"
+    outcome = relay.handle_event_data(replay_of(letter))  # Pub/Sub redelivers the replay
+    assert outcome.status == "sent" and racing.sent[1][0] == ("bob@gmail.com",)
+    assert answer(world, webhook("delivered", key, outcome.detail, "bob@gmail.com")[0]) == (200, "delivered")
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "delivered" and "message" not in record
+
+
+def test_a_replay_after_one_of_two_targets_bounced_goes_to_that_target_only(world: World) -> None:
+    """Review of issue 12: alice got the team's message, bob's copy bounced; the replay of that dead letter
+    sent it to both again (a duplicate for alice). Now only bob's copy is sent again, and once it is delivered
+    the record is delivered for both and the kept copy goes."""
+    key, first_id, _ = sent(world, "team@example.org")
+    assert answer(world, webhook("delivered", key, first_id, "alice@gmail.com")[0]) == (200, "delivered")
+    assert answer(world, webhook("failed", key, first_id, "bob@gmail.com", **permanent())[0]) == (200, "failed")
+    [letter] = world.deadletters.letters
+    outcome = world.relay.handle_event_data(replay_of(letter))
+    assert outcome.status == "sent"
+    assert [to for to, _, _ in world.sender.sent] == [("alice@gmail.com", "bob@gmail.com"), ("bob@gmail.com",)]
+    assert answer(world, webhook("delivered", key, outcome.detail, "bob@gmail.com")[0]) == (200, "delivered")
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "delivered" and "message" not in record
+    assert {t: r["state"] for t, r in record["recipients"].items()} == {
+        "alice@gmail.com": "delivered",
+        "bob@gmail.com": "delivered",
+    }
+
+
+def test_delivered_before_the_sent_write_leaves_no_kept_copy_behind(world: World) -> None:
+    """Review of issue 12: the webhook beat the relay's sent write and dropped a kept copy that was not there
+    yet; the sent write then stored the copy on a record that is delivered, where nothing would drop it."""
+    key = "e" * 64
+    world.ledger.begin_delivery(key, 60, {"alias": "shop@example.org", "targets": "owner+shop@gmail.com"})
+    assert answer(world, webhook("delivered", key, "<fast@example.org>", "owner+shop@gmail.com")[0])[0] == 200
+    fields = {"mailgun_id": "<fast@example.org>", "attributes": {"recipient": "shop@example.org"}, "message": RAW}
+    world.ledger.delivery_done(key, "sent", "<fast@example.org>", fields)
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "delivered" and record["attributes"] == {"recipient": "shop@example.org"}
+    assert "message" not in record and "blob" not in record
+
+
+class RetriedRound(MemoryLedger):
+    """A ledger whose first commit loses to a concurrent write (FirestoreLedger's precondition): the event is
+    decided, and its before-commit step run, a second time."""
+
+    def record_event(self, event: Any, token: str, expires: float, before_commit: Any) -> Any:
+        record = self.deliveries.get(event.key)
+        if record is not None:
+            from tagrelay.core.events import apply
+
+            change = apply(dict(record), event, NOW)
+            if change.fields:
+                before_commit(change, dict(record))  # then FailedPrecondition: decide again
+        return super().record_event(event, token, expires, before_commit)
+
+
+def test_a_commit_round_lost_to_a_concurrent_write_does_not_dead_letter_twice(world: World) -> None:
+    """Review of issue 12: FirestoreLedger.record_event runs the before-commit step once per round; the
+    dead letter was published again on every round a concurrent write (the other target's event) cost."""
+    ledger = RetriedRound(clock=lambda: NOW)
+    relay = Relay(ROUTES, world.sender, world.deadletters, ledger, limits=Limits(), clock=lambda: NOW)
+    events = Events(CONFIG, Secret(CONFIG.signing_key), ledger, world.deadletters, world.sender, clock=lambda: NOW)
+    assert relay.handle_event_data(push("notify-x@example.org")).status == "sent"
+    (target,), _, variables = world.sender.sent[0]
+    key = variables[DELIVERY_VARIABLE]
+    body, _ = webhook("failed", key, ledger.deliveries[key]["mailgun_id"], target, **permanent())
+    assert events.handle("application/json", body).status == 200
+    assert len(world.deadletters.letters) == 1 and len(world.sender.sent) == 2  # the send and one notice
+
+
+def test_mailguns_retry_of_an_early_failure_with_its_original_signature_is_applied_half_an_hour_later(
+    world: World,
+) -> None:
+    """Review of issue 12: Mailgun's docs do not say that a webhook retry is signed afresh (third-party references
+    say it resends the original signature block). An early permanent failure (503) whose relay resolved its send
+    only after a wait would see its retries (5, 15, 30 min...) refused as stale with a 900 s window: the bounce lost.
+    With the default window the retry of the very same post is applied."""
+    clock = [NOW]
+    config = EventsConfig(**{**CONFIG.__dict__, "max_age_seconds": DEFAULT_EVENT_MAX_AGE_SECONDS})
+    events = Events(
+        config, Secret(config.signing_key), world.ledger, world.deadletters, world.sender, clock=lambda: clock[0]
+    )
+    key = "d" * 64
+    world.ledger.begin_delivery(key, 60, {"alias": "shop@example.org", "targets": "owner+shop@gmail.com"})
+    body, _ = webhook("failed", key, "<slow@example.org>", "owner+shop@gmail.com", **permanent())
+    assert events.handle("application/json", body).status == 503
+    fields = {"mailgun_id": "<slow@example.org>", "attributes": {"recipient": "shop@example.org"}, "message": b"m"}
+    world.ledger.delivery_done(key, "sent", "<slow@example.org>", fields)
+    clock[0] = NOW + 30 * 60  # Mailgun's third retry, the same post
+    assert astuple(events.handle("application/json", body)) == (200, "failed")
+    assert [d for d, _, _ in world.deadletters.letters] == [b"m"]
+    clock[0] += 60
+    assert events.handle("application/json", body).status == 401  # and it is still single use
+
+
+def test_a_replay_after_one_bounce_spares_a_target_still_pending_and_still_hears_its_outcome(world: World) -> None:
+    """Review of issue 12: bob's copy bounced before Mailgun said anything about alice's. The replay goes to bob
+    only (alice's first copy may still arrive), and alice's late events of the first send still count: a late
+    failure of hers is a dead letter of its own, not a stale event lost."""
+    key, first_id, _ = sent(world, "team@example.org")
+    assert answer(world, webhook("failed", key, first_id, "bob@gmail.com", **permanent())[0]) == (200, "failed")
+    [letter] = world.deadletters.letters
+    outcome = world.relay.handle_event_data(replay_of(letter))
+    assert outcome.status == "sent"
+    assert [to for to, _, _ in world.sender.sent] == [("alice@gmail.com", "bob@gmail.com"), ("bob@gmail.com",)]
+    assert answer(world, webhook("delivered", key, outcome.detail, "bob@gmail.com")[0]) == (200, "delivered")
+    assert world.ledger.deliveries[key]["mailgun_id"] == outcome.detail
+    assert answer(world, webhook("failed", key, first_id, "alice@gmail.com", **permanent())[0]) == (200, "failed")
+    assert len(world.deadletters.letters) == 2
+    record = world.ledger.deliveries[key]
+    assert record["state"] == "failed" and record["mailgun_id"] == outcome.detail
+    assert {t: r["state"] for t, r in record["recipients"].items()} == {
+        "alice@gmail.com": "failed",
+        "bob@gmail.com": "delivered",
+    }
+    # Its replay goes to alice only.
+    again = world.relay.handle_event_data(replay_of(world.deadletters.letters[1]))
+    assert again.status == "sent" and world.sender.sent[-1][0] == ("alice@gmail.com",)
+
+
+@dataclass
+class Fast(Sender):
+    """Mailgun whose 'delivered' webhook reaches the events function before the relay's send call returns."""
+
+    hook: Any = None
+
+    def send_mime(self, to: Sequence[str], mime: Mime, variables: Mapping[str, str] | None = None) -> str:
+        self.sent.append((tuple(to), whole(mime), dict(variables or {})))
+        if self.hook is not None:
+            self.hook(to[0], (variables or {})[DELIVERY_VARIABLE])
+        return "<fast@example.org>"
+
+
+@pytest.mark.parametrize("claimed", [False, True])
+def test_delivered_before_the_sent_write_leaves_no_object_behind(world: World, claimed: bool) -> None:
+    """Review of issue 12: the 'delivered' that beat the relay's sent write found no kept copy to drop (not written
+    yet); the sent write then skipped it, but the sent/ copy the relay had uploaded for it, or the claim-check
+    object, stayed in the bucket with nothing left to delete it."""
+    bucket, fast = Bucket(), Fast()
+    relay = Relay(ROUTES, fast, world.deadletters, world.ledger, bucket, Limits(), lambda: NOW, keep=bucket)
+    events = Events(CONFIG, Secret(CONFIG.signing_key), world.ledger, world.deadletters, fast, bucket, lambda: NOW)
+
+    def delivered(target: str, key: str) -> None:
+        body, _ = webhook("delivered", key, "<fast@example.org>", target)
+        assert events.handle("application/json", body).status == 200
+
+    fast.hook = delivered
+    raw = RAW + b"x" * (600 * 1024) + b"\r\n"
+    data = push("big@example.org", raw)
+    if claimed:  # as ingest publishes a message over Pub/Sub's limit: the header block, the claim, the digest
+        head = raw.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+        attributes = {**data["message"]["attributes"], "claim": bucket.put(raw), "digest": message_digest(raw)}
+        data = {"message": {**data["message"], "data": base64.b64encode(head).decode(), "attributes": attributes}}
+    assert relay.handle_event_data(data).status == "sent"
+    [record] = world.ledger.deliveries.values()
+    assert record["state"] == "delivered" and "blob" not in record and "message" not in record
+    assert bucket.objects == {}

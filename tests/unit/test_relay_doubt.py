@@ -3,7 +3,8 @@ Mailgun twin that records what it accepted and answers the Events API from it, a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import secrets
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from tagrelay.adapters.ledger import MemoryLedger
 from tagrelay.core.errors import Busy, LedgerUnavailable, MailgunTransient, MailgunUnsure, Settling
+from tagrelay.core.events import Event
 from tagrelay.core.ports import DELIVERY_VARIABLE, Mime, whole
 from tagrelay.services.relay import Limits, Relay
 from tests.unit.test_relay import NOW, ROUTES, RecordingDeadLetters, Sleeps, event_data, with_attributes
@@ -65,12 +67,12 @@ class MailgunTwin:
             raise Killed()
         return ident
 
-    def find_accepted(self, recipient: str, delivery: str, since: float) -> str | None:
+    def find_accepted(self, recipient: str, delivery: str, since: float, skip: Collection[str] = ()) -> str | None:
         self.queries.append((recipient, delivery, since))
         if self.events_down:
             raise MailgunTransient("Mailgun's Events API answered 503")
         for record in self.accepted:
-            mine = record["variables"].get(DELIVERY_VARIABLE) == delivery
+            mine = record["variables"].get(DELIVERY_VARIABLE) == delivery and record["id"] not in skip
             if recipient in record["to"] and mine and record["at"] >= since:
                 return str(record["id"])
         return None
@@ -267,7 +269,7 @@ def test_a_sent_record_that_could_not_be_written_is_settled_by_mailguns_events_n
     s = setup()
 
     class Failing(MemoryLedger):
-        def delivery_done(self, key: str, state: Any, detail: str, fields: Any = None) -> None:
+        def delivery_done(self, key: str, state: Any, detail: str, fields: Any = None) -> bool:
             raise LedgerUnavailable("Firestore did not answer")
 
     failing = Failing(clock=s.clock)
@@ -279,3 +281,50 @@ def test_a_sent_record_that_could_not_be_written_is_settled_by_mailguns_events_n
     s.clock.now = NOW + LEASE  # Pub/Sub delivers it again (e.g. the ack was lost), after the lease
     assert s.handle().status == "duplicate"
     assert len(s.mailgun.accepted) == 1 and s.record()["state"] == "sent"
+
+
+def _bounce(s: Setup, mailgun_id: str, recipient: str = "owner+shop@gmail.com") -> None:
+    """Mailgun's permanent failure of ``mailgun_id``, applied as the events function applies it."""
+    [key] = s.ledger.deliveries
+    bounce = Event("failed", "failed", key, recipient, mailgun_id, s.clock(), severity="permanent", reason="bounce")
+    assert s.ledger.record_event(bounce, secrets.token_hex(8), s.clock() + 900, lambda *_: None).outcome == "applied"
+
+
+def test_a_replay_of_a_bounce_is_sent_even_when_the_first_send_was_once_in_doubt() -> None:
+    """Review of issue 12: the doubt of the first send (resolved through Mailgun's events) stayed on the
+    record; the replay of that send's bounce asked the Events API again, found the first send's accepted
+    event under the same delivery key, and recorded the replay 'sent' without sending it: lost."""
+    s = setup(["accept-then-timeout"])
+    with pytest.raises(MailgunUnsure):
+        s.handle()
+    s.clock.now += 1
+    first = s.handle()
+    assert (first.status, len(s.mailgun.accepted)) == ("duplicate", 1)
+    s.clock.now += 60
+    _bounce(s, first.detail)
+    assert s.record()["state"] == "failed"
+    s.clock.now += 600  # the owner fixed the cause, then: tagrelay deadletters replay
+    outcome = s.handle(with_attributes(event_data(), replay="1"))
+    assert (outcome.status, len(s.mailgun.accepted)) == ("sent", 2)
+    assert outcome.detail == s.mailgun.accepted[1]["id"] == s.record()["mailgun_id"]
+
+
+def test_a_replay_killed_mid_send_is_not_taken_for_the_send_it_replays() -> None:
+    """Review of issue 12: a replay whose instance died in its send is in doubt; the Events API query (from a
+    minute before the replay's lease) found the bounced first send, accepted under the same delivery key, and
+    recorded the replay 'sent' as that send: never sent. The earlier sends' ids are not the replay's."""
+    s = setup()
+    first = s.handle()
+    assert first.status == "sent"
+    s.clock.now += 5  # the bounce comes at once (a suppressed address), the owner replays at once
+    _bounce(s, first.detail)
+    s.mailgun.plan = ["die"]
+    with pytest.raises(Killed):
+        s.handle(with_attributes(event_data(), replay="1"))
+    s.clock.now += LEASE + 1  # Pub/Sub redelivers the replay after its lease ran out
+    with pytest.raises(Settling):
+        s.handle(with_attributes(event_data(), replay="1"))
+    s.clock.now += SETTLE
+    outcome = s.handle(with_attributes(event_data(), replay="1"))
+    assert (outcome.status, len(s.mailgun.accepted)) == ("sent", 2)
+    assert s.record()["mailgun_id"] == outcome.detail == s.mailgun.accepted[1]["id"]

@@ -99,3 +99,20 @@ def test_a_zero_settle_time_sends_at_once_when_not_found() -> None:
 def test_doubts_widen_to_the_earliest_start_and_latest_end() -> None:
     assert Doubt(5.0, 9.0).widen(Doubt(3.0, 7.0)) == Doubt(3.0, 9.0)
     assert Doubt(5.0, 9.0).widen(None) == Doubt(5.0, 9.0)
+
+
+def test_an_accepted_event_of_an_earlier_send_is_skipped() -> None:
+    """Review of issue 12: the send before a dead-letter replay carries the same delivery key."""
+    from tagrelay.core.ports import DELIVERY_VARIABLE
+
+    def accepted(ident: str) -> dict[str, object]:
+        return {
+            "event": "accepted",
+            "user-variables": {DELIVERY_VARIABLE: "k"},
+            "message": {"headers": {"message-id": ident}},
+        }
+
+    items = [accepted("1@mg"), accepted("2@mg")]
+    assert accepted_id(items, "k") == "<1@mg>"
+    assert accepted_id(items, "k", skip=("<1@mg>",)) == "<2@mg>"
+    assert accepted_id(items[:1], "k", skip=("<1@mg>",)) is None

@@ -176,8 +176,15 @@ def test_lookups_for_each_kind_of_id() -> None:
     assert Lookup("tagrelay_deliveries", "message_id", "<m1@shop.example>") in bare
     assert Lookup("tagrelay_deliveries", "mailgun_id", "<m1@shop.example>") in bare
     assert Lookup("tagrelay_refusals", "attributes.message_id", "<m1@shop.example>") in bare
-    assert len(bare) == len(set(bare)) == 6
+    assert Lookup("tagrelay_deliveries", "earlier_ids", "<m1@shop.example>", "array_contains") in bare
+    assert len(bare) == len(set(bare)) == 8
     assert lookups("  ") == []
+
+
+def test_a_replayed_record_names_its_earlier_send() -> None:
+    """Review of issue 12: after a replay the first send's Mailgun id is only in earlier_ids."""
+    record = {**BASE, "state": "sent", "mailgun_id": "<2@mg>", "earlier_ids": ["<1@mg>"]}
+    assert "  earlier sends (before a dead-letter replay): Mailgun id <1@mg>" in journey(KEY, record)
 
 
 def test_json_safe_drops_message_bytes_and_renders_times() -> None:
