@@ -17,11 +17,13 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 run: $(STAMP)
 	$(BIN)/tagrelay run
 
+# Two workers (each test file stays on one; each worker starts its own local stack): the suite
+# mostly waits on emulators and processes, so two halve the wall time on 2 cores.
 test: $(STAMP) lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n 2 tests/unit
 
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
