@@ -82,7 +82,26 @@ def missing_prerequisites() -> list[str]:
     return problems
 
 
+PORT_RANGE_VARIABLE = "TAGRELAY_PORT_RANGE"  # "LOW-HIGH": where free_port looks (tests/conftest.py sets one per worker)
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1 right now, for a child that binds it a moment later.
+
+    With ``TAGRELAY_PORT_RANGE=LOW-HIGH`` it is drawn from that range, so two test workers starting
+    stacks side by side never hand the same port to two children (a port the kernel chooses is free
+    when chosen, not when the child binds it seconds later); otherwise the kernel chooses.
+    """
+    low, _, high = os.environ.get(PORT_RANGE_VARIABLE, "").partition("-")
+    if low.isdigit() and high.isdigit() and 1024 <= int(low) < int(high) <= 65535:
+        for _ in range(200):
+            port = secrets.randbelow(int(high) - int(low) + 1) + int(low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

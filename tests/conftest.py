@@ -7,13 +7,21 @@ test keeps apart by its own aliases and Message-IDs. Tests that change how the s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tagrelay.core.log import LOGGER_NAME
-from tagrelay_tools.localstack import Stack
+from tagrelay_tools.localstack import PORT_RANGE_VARIABLE, Stack
 from tests.integration.conftest import TAP, running_stack
+
+# `make test` runs two pytest workers (gw0, gw1), each starting stacks: each draws its children's ports
+# from its own range below the kernel's ephemeral ports (32768 and up), so they never collide.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and _WORKER[2:].isdigit() and int(_WORKER[2:]) < 4:
+    _LOW = 20000 + 3000 * int(_WORKER[2:])
+    os.environ.setdefault(PORT_RANGE_VARIABLE, f"{_LOW}-{_LOW + 2999}")
 
 
 @pytest.fixture(scope="session")

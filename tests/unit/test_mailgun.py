@@ -160,12 +160,13 @@ def test_a_failure_does_not_stick(server: Server, session: requests.Session) -> 
 
 
 def test_connection_refused_is_transient(session: requests.Session) -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago, now closed
+    # Bound but not listening: a connection is refused, and no other test (or pytest worker) can take the port.
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    mailgun = MailgunClient(session, f"http://127.0.0.1:{port}", DOMAIN, direct_key(), timeout=2)
-    with pytest.raises(MailgunTransient, match="connect"):
-        mailgun.send_mime(["a@gmail.com"], b"Subject: x\r\n\r\nx\r\n")
+        mailgun = MailgunClient(session, f"http://127.0.0.1:{port}", DOMAIN, direct_key(), timeout=2)
+        with pytest.raises(MailgunTransient, match="connect"):
+            mailgun.send_mime(["a@gmail.com"], b"Subject: x\r\n\r\nx\r\n")
 
 
 def test_hanging_server_is_transient_after_the_timeout(server: Server, session: requests.Session) -> None:

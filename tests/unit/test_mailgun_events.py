@@ -87,11 +87,12 @@ def send(mailgun: MailgunClient, delivery: str = KEY, to: str = TARGET) -> str:
 
 
 def test_a_refused_connection_never_reached_mailgun(session: requests.Session) -> None:
-    with socket.socket() as probe:  # a port that was free a moment ago, now closed
+    # Bound but not listening: a connection is refused, and no other test (or pytest worker) can take the port.
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(MailgunTransient) as caught:
-        send(client(f"http://127.0.0.1:{port}", session, timeout=2))
+        with pytest.raises(MailgunTransient) as caught:
+            send(client(f"http://127.0.0.1:{port}", session, timeout=2))
     assert type(caught.value) is MailgunTransient
 
 
