@@ -25,6 +25,7 @@ with the fix. Delivered to every target: the kept copy is dropped.
 from __future__ import annotations
 
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,7 +159,7 @@ class Events:
                 log(
                     logging.ERROR,
                     f"forward target {event.recipient} is on Mailgun's {event.suppression} list ({event.reason}): "
-                    f"every message to it is dropped. Fix: tagrelay suppressions clear {event.recipient}, "
+                    f"every message to it is dropped. Fix: tagrelay suppressions clear {shlex.quote(event.recipient)}, "
                     "then tagrelay deadletters replay",
                     outcome="suppressed",
                     reason=event.describe(),

@@ -612,3 +612,12 @@ def test_delivered_before_the_sent_write_leaves_no_object_behind(world: World, c
     [record] = world.ledger.deliveries.values()
     assert record["state"] == "delivered" and "blob" not in record and "message" not in record
     assert bucket.objects == {}
+
+
+def test_the_fix_in_the_suppression_error_is_quoted_for_a_shell(world: World) -> None:
+    """The tag of a templated target is the sender's choice: the command to paste must stay one word."""
+    key, mailgun_id, target = sent(world, "a$b&c@example.org")
+    assert "$" in target and "&" in target
+    answer(world, webhook("failed", key, mailgun_id, target, **permanent("suppress-bounce"))[0])
+    [line] = [x for x in world.logs.take() if x.get("outcome") == "suppressed"]
+    assert f"Fix: tagrelay suppressions clear '{target}', then" in line["message"]
