@@ -43,6 +43,8 @@ from tagrelay.core.ports import ClaimStore as ClaimStorePort
 from tagrelay.core.ports import Publisher as PublisherPort
 
 if TYPE_CHECKING:
+    from tagrelay.adapters.mailgun import MailgunClient
+    from tagrelay.core.config import SecretRef
     from tagrelay.core.reply import ReplyDesk
     from tagrelay.core.routes import Routes
     from tagrelay.services.blocklink import BlockLinks
@@ -158,23 +160,30 @@ def build_block_links() -> BlockLinks | None:
     return BlockLinks(config.routes, keys, aliases)
 
 
-def build_relay() -> Relay:
+def _mailgun(api_base: str, domain: str, api_key: SecretRef, timeout: float) -> MailgunClient:
+    """The Mailgun API client of the relay and the events function (making it opens no connection)."""
     import requests
 
     from tagrelay.adapters.mailgun import MailgunClient
-    from tagrelay.services.relay import Limits, PubSubDeadLetters, Relay
+
+    session = (_stand_ins.http_session or requests.Session)()
+    return MailgunClient(session, api_base, domain, Secret(api_key), timeout)
+
+
+def _deadletters(project: str, topic: str) -> DeadLetters:
+    from tagrelay.services.relay import PubSubDeadLetters
+
+    return _unless(_stand_ins.deadletters, lambda: PubSubDeadLetters(_publisher(project, topic, timeout=10.0)))
+
+
+def build_relay() -> Relay:
+    from tagrelay.services.relay import Limits, Relay
 
     config = load_relay(os.environ)
     # Sends and fetches of stored messages (store(notify=...) routes) go through one Mailgun client;
     # making it opens no connection.
-    session = (_stand_ins.http_session or requests.Session)()
-    mailgun = MailgunClient(
-        session, config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
-    )
-    deadletters = _unless(
-        _stand_ins.deadletters,
-        lambda: PubSubDeadLetters(_publisher(config.project, config.deadletter_topic, timeout=10.0)),
-    )
+    mailgun = _mailgun(config.api_base, config.mailgun_domain, config.api_key, config.mailgun_timeout)
+    deadletters = _deadletters(config.project, config.deadletter_topic)
     limits = Limits(
         config.max_attempts,
         config.max_delivery_age_seconds,
@@ -237,21 +246,11 @@ def _insight(firestore: Callable[[], Any]) -> AliasInsight:
 def build_events() -> Events:
     """The events function (issue 12): Firestore ledger, dead-letter publisher, claim store for the kept
     copies, a Mailgun client for the owner notice, the routes for ``notify``, ingest's signing key."""
-    import requests
-
-    from tagrelay.adapters.mailgun import MailgunClient
     from tagrelay.services.events import Events
-    from tagrelay.services.relay import PubSubDeadLetters
 
     config = load_events(os.environ)
-    session = (_stand_ins.http_session or requests.Session)()
-    mailgun = MailgunClient(
-        session, config.api_base, config.mailgun_domain, Secret(config.api_key), config.mailgun_timeout
-    )
-    deadletters = _unless(
-        _stand_ins.deadletters,
-        lambda: PubSubDeadLetters(_publisher(config.project, config.deadletter_topic, timeout=10.0)),
-    )
+    mailgun = _mailgun(config.api_base, config.mailgun_domain, config.api_key, config.mailgun_timeout)
+    deadletters = _deadletters(config.project, config.deadletter_topic)
     bucket = config.claim_bucket
     claims = _stand_ins.claims if _stand_ins.claims is not None else (_claims(bucket) if bucket else None)
     ledger = _unless(_stand_ins.event_ledger, lambda: FirestoreLedger(_firestore(config.project)))

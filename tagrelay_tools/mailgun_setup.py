@@ -48,18 +48,24 @@ from urllib.parse import urlencode, urlparse
 
 import requests
 
-from tagrelay.adapters.mailgun import CONNECT_TIMEOUT_SECONDS
 from tagrelay.core.config import DEFAULT_API_BASE
 from tagrelay.core.config import EU_API_BASE as EU_API_BASE
 from tagrelay.core.errors import TagrelayError
-from tagrelay_tools.mailgun_api import MailgunApi, MailgunApiError, TargetError, add_target_arguments, target
+from tagrelay_tools import mailgun_api
+from tagrelay_tools.mailgun_api import (
+    API_BASE_VARIABLE,
+    API_KEY_VARIABLE,
+    READ_TIMEOUT_SECONDS,
+    MailgunApi,
+    MailgunApiError,
+    TargetError,
+    add_target_arguments,
+    target,
+)
 from tagrelay_tools.mailgun_posts import ROUTE_KEY_PARAMETER, ROUTE_KEY_VARIABLE
 from tagrelay_tools.terminal import say, warn
 
 US_API_BASE = DEFAULT_API_BASE  # the relay's default; one definition, in tagrelay.core.config
-API_KEY_VARIABLE = "MAILGUN_API_KEY"  # Mailgun's account key, as the relay reads it (the stand-in's is another)
-API_BASE_VARIABLE = "MAILGUN_API_BASE"
-READ_TIMEOUT_SECONDS = 30.0
 PAGE_SIZE = 100  # Mailgun caps list pages at 100
 MAX_PAGES = 100  # 10,000 routes: far beyond any account; stops a server that never ends the list
 DESCRIPTION_PREFIX = "tagrelay: "
@@ -68,11 +74,11 @@ _DOMAIN = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9
 Outcome = Literal["created", "updated", "unchanged"]
 
 
-class RoutesApiError(TagrelayError):
+class RoutesApiError(MailgunApiError):
     """The Routes API refused or failed; ``status`` is the HTTP status (0 when there was no answer)."""
 
     def __init__(self, reason: str, status: int = 0) -> None:
-        super().__init__(reason)
+        super().__init__(reason, status)
         self.status = status
 
 
@@ -158,21 +164,18 @@ def route_spec(domain: str, url: str, priority: int = 0, route_key: str = "") ->
 
 def api_base(explicit: str | None, env: Mapping[str, str], eu: bool = False) -> str:
     """The API base: ``--api-base``, else ``--eu``, else ``MAILGUN_API_BASE``, else the US base."""
-    base = (explicit or (EU_API_BASE if eu else "") or env.get(API_BASE_VARIABLE, "") or US_API_BASE).strip()
-    parsed = urlparse(base)
-    if parsed.scheme not in ("https", "http") or not parsed.netloc:
-        raise InvalidRoute(f"API base {base!r} is not a URL; put {US_API_BASE} or {EU_API_BASE}")
-    return base.rstrip("/")
+    try:
+        return mailgun_api.api_base(explicit, env, eu)
+    except TargetError as exc:
+        raise InvalidRoute(exc.reason) from None
 
 
 class RoutesClient:
     def __init__(
         self, session: requests.Session, base: str, api_key: str, timeout: float = READ_TIMEOUT_SECONDS
     ) -> None:
-        self._session = session
-        self._url = f"{base.rstrip('/')}/v3/routes"
-        self._auth = ("api", api_key)
-        self._timeout = (CONNECT_TIMEOUT_SECONDS, timeout)
+        self._api = MailgunApi(session, base, api_key, timeout)
+        self._url = f"{self._api.base}/v3/routes"
 
     def list_routes(self) -> list[Route]:
         """Every route of the account, page by page."""
@@ -236,35 +239,13 @@ class RoutesClient:
         params: Mapping[str, Any] | None = None,
         data: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
+        """One call through the tools' Mailgun client (timeouts, error wording), its errors as RoutesApiError."""
         try:
-            response = self._session.request(
-                method, url, params=params, data=data, auth=self._auth, timeout=self._timeout
-            )
-        except requests.Timeout:
-            raise RoutesApiError(f"Mailgun did not answer {method} /v3/routes in time") from None
-        except requests.ConnectionError:
-            raise RoutesApiError(f"cannot connect to {_host(url)}; check the network and the API base") from None
-        except requests.RequestException as exc:
-            raise RoutesApiError(f"{method} /v3/routes failed ({type(exc).__name__})") from None
-        status = response.status_code
-        if status == 401:
-            raise RoutesApiError(
-                f"Mailgun refused the API key (401) at {_host(url)}: check {API_KEY_VARIABLE}, and that the "
-                f"account is in this region (EU accounts need {EU_API_BASE}: --eu or {API_BASE_VARIABLE})",
-                status,
-            )
-        if not 200 <= status < 300:
-            hint = "; try again later" if status >= 500 or status == 429 else ""
-            raise RoutesApiError(
-                f"Mailgun answered {status} to {method} /v3/routes: {_message(response)}{hint}", status
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            raise RoutesApiError(f"Mailgun answered {method} /v3/routes with something that is not JSON") from None
-        if not isinstance(body, dict):
-            raise RoutesApiError(f"Mailgun answered {method} /v3/routes with unexpected JSON")
-        return body
+            return self._api.call(method, url, params=params, data=data) or {}
+        except RoutesApiError:
+            raise
+        except MailgunApiError as exc:
+            raise RoutesApiError(exc.reason, exc.status) from None
 
 
 def _form(spec: RouteSpec) -> list[tuple[str, str]]:
@@ -284,20 +265,6 @@ def _normal(text: str) -> str:
 def _redact(text: str, secret: str) -> str:
     """An error text without the route key (Mailgun may echo the action it refused)."""
     return text.replace(secret, "<route key>") if secret else text
-
-
-def _host(url: str) -> str:
-    return urlparse(url).netloc or url
-
-
-def _message(response: requests.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return (response.text or response.reason or "").strip()[:200]
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])[:200]
-    return response.reason or ""
 
 
 # Event webhooks (issue 12) ----------------------------------------------------
