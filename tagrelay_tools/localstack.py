@@ -41,7 +41,6 @@ STOP_SECONDS = 10.0
 REPO = Path(__file__).resolve().parent.parent
 STATE_FILE = Path(".tagrelay") / "local.json"  # where 'tagrelay run' records the running stack (default workdir)
 
-EVENT_WEBHOOKS = ("delivered", "permanent_fail", "temporary_fail", "complained")  # what the events function takes
 
 INSTALL_HINT = {
     "gcloud": (
@@ -367,17 +366,18 @@ class Stack:
         env = self.events_environment(extra)
         return self.spawn(name, self._framework("events", "http"), env, ready_path=None)
 
-    def register_webhooks(self, url: str, standin_url: str | None = None) -> None:
-        """Point the stand-in's event webhooks at ``url`` (created, or replaced when they exist), as
-        Mailgun's webhooks API takes them: ``POST /v3/domains/<domain>/webhooks`` with ``id`` and ``url``."""
-        base = f"{standin_url or self.standin_url}/v3/domains/{self.domain}/webhooks"
-        auth = ("api", self.api_key)
-        for name in EVENT_WEBHOOKS:
-            response = requests.post(base, data={"id": name, "url": url}, auth=auth, timeout=HTTP_TIMEOUT)
-            if response.status_code == 400 and "already exists" in response.text:
-                response = requests.put(f"{base}/{name}", data={"url": url}, auth=auth, timeout=HTTP_TIMEOUT)
-            if response.status_code != 200:
-                raise StackError(f"webhook {name} not registered: {response.status_code} {response.text[:200]}")
+    def register_webhooks(self, url: str) -> None:
+        """Point the stand-in's event webhooks at ``url``, as ``tagrelay mailgun ensure-webhooks`` does
+        with Mailgun's (the same client: created, replaced when they point elsewhere)."""
+        from tagrelay_tools.mailgun_api import MailgunApi, MailgunApiError
+        from tagrelay_tools.mailgun_setup import WebhooksClient
+
+        with requests.Session() as session:
+            api = MailgunApi(session, self.standin_url, self.api_key, timeout=HTTP_TIMEOUT)
+            try:
+                WebhooksClient(api, self.domain).ensure(url)
+            except MailgunApiError as exc:
+                raise StackError(f"event webhooks not registered: {exc.reason}") from None
 
     def start_ingest(self, name: str = "ingest", extra: dict[str, str] | None = None) -> Child:
         return self.spawn(name, self._framework("ingest", "http"), self.ingest_environment(extra), ready_path=None)
