@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,7 +17,8 @@ from tagrelay.adapters.mailgun import MailgunClient
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import SecretRef
 from tagrelay.core.errors import MailgunRejected, MailgunTransient
-from tagrelay_tools.standin import Standin, make_handler
+from tagrelay_tools.standin import Standin
+from tests.unit.inprocess_standin import serving
 from tests.unit.support import corpus
 
 DOMAIN = "example.org"
@@ -39,17 +38,8 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    standin = Standin(tmp_path / "outbox", DOMAIN, API_KEY)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(standin))
-    httpd.daemon_threads = True  # a 'hang' fault must not keep teardown waiting
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", standin, tmp_path / "outbox")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving(tmp_path / "outbox", DOMAIN, API_KEY) as standin:
+        yield Server(standin.url, standin, tmp_path / "outbox")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import SecretRef
 from tagrelay.core.errors import MailgunTransient, MailgunUnsure
 from tagrelay.core.ports import DELIVERY_VARIABLE
-from tagrelay_tools.standin import Standin, make_handler
-from tests.unit.test_mailgun import RotatingKeys, rotatable_key
+from tests.unit.inprocess_standin import serving, serving_handler
+from tests.unit.test_mailgun import RotatingKeys, Server, rotatable_key
 
 DOMAIN = "example.org"
 API_KEY = "key-events-test"
@@ -34,35 +34,10 @@ MESSAGE = b"From: a@bank.example\r\nSubject: x\r\nMessage-ID: <m@bank.example>\r
 TARGET = "owner+shop@gmail.com"
 
 
-def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True  # a 'hang' or 'hold' fault must not keep teardown waiting
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    return httpd, thread
-
-
-@dataclass
-class Server:
-    base: str
-    standin: Standin
-
-    def fail_next(self, *outcomes: str) -> None:
-        with self.standin.lock:
-            self.standin.queue = list(outcomes)
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    standin = Standin(tmp_path / "outbox", DOMAIN, API_KEY)
-    httpd, thread = _serve(make_handler(standin))
-    standin.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        yield Server(standin.url, standin)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving(tmp_path / "outbox", DOMAIN, API_KEY) as standin:
+        yield Server(standin.url, standin, tmp_path / "outbox")
 
 
 @pytest.fixture
@@ -230,14 +205,9 @@ def scripted() -> Iterator[Scripted]:
             self.end_headers()
             self.wfile.write(data)
 
-    httpd, thread = _serve(Handler)
-    box.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serving_handler(Handler) as url:
+        box.base = url
         yield box
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def test_the_query_asks_for_accepted_events_to_the_recipient_ascending_from_since(

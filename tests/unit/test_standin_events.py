@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,8 @@ import requests
 from tagrelay.adapters.mailgun import MailgunClient
 from tagrelay.adapters.secrets import Secret
 from tagrelay.core.config import SecretRef
-from tagrelay_tools.standin import Standin, StandinClient, make_handler
+from tagrelay_tools.standin import Standin, StandinClient
+from tests.unit.inprocess_standin import serving, serving_handler
 
 DOMAIN = "example.org"
 API_KEY = "key-standin-events"
@@ -42,14 +43,6 @@ class Receiver:
         while len(self.posts) < count and time.monotonic() < deadline:
             time.sleep(0.02)
         return list(self.posts)
-
-
-def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    return httpd, thread
 
 
 @pytest.fixture
@@ -73,27 +66,15 @@ def receiver() -> Iterator[Receiver]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    httpd, thread = _serve(Handler)
-    box.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serving_handler(Handler) as url:
+        box.url = url
         yield box
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture
 def standin(tmp_path: Path) -> Iterator[tuple[str, Standin]]:
-    state = Standin(tmp_path / "outbox", DOMAIN, API_KEY, WEBHOOK_KEY)
-    httpd, thread = _serve(make_handler(state))
-    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
+    with serving(tmp_path / "outbox", DOMAIN, API_KEY, WEBHOOK_KEY) as state:
         yield state.url, state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def api(base: str) -> requests.Session:
